@@ -1,0 +1,85 @@
+"""The command line's edges: composing the config, running, and turning user errors into one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from longicl.errors import EXIT_USAGE, UsageError
+
+EXIT_MISSING = 1
+EXIT_INTERRUPTED = 130
+
+
+def compose_config(conf_dir: Path, overrides: list[str]) -> DictConfig:
+    """Compose ``conf/config.yaml`` with command-line overrides, as ``@hydra.main`` would."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+def user_error_exit(exc: BaseException) -> int:
+    print(f"error: {one_line(exc)}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def execute(cfg: DictConfig) -> int:
+    """Run one configuration; returns the process exit code."""
+    from longicl.runner import run
+
+    try:
+        result = run(cfg)
+    except UsageError as exc:
+        return user_error_exit(exc)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished samples are kept; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print_summary(result.summary, result.out_dir)
+    if result.missing:
+        print(
+            f"error: {result.missing} samples have no prediction (failed requests); "
+            "run the same command again to retry them",
+            file=sys.stderr,
+        )
+        return EXIT_MISSING
+    return 0
+
+
+def print_summary(summary: dict, out_dir: Path) -> None:
+    rows = [("task", "n", "accuracy", "parse_fail", "failed", "prompt_tok(med)", "uncached(med)", "seconds", "method")]
+    for name, task in summary["tasks"].items():
+        prompt = (task.get("prompt_tokens") or {}).get("median")
+        uncached = (task.get("uncached_prompt_tokens") or {}).get("median")
+        accuracy = task.get("accuracy")
+        rows.append((
+            name,
+            str(task.get("n")),
+            "-" if accuracy is None else f"{accuracy:.3f}",
+            str(task.get("parse_failures")),
+            str(task.get("failed_requests")),
+            "-" if prompt is None else f"{prompt:,.0f}",
+            "-" if uncached is None else f"{uncached:,.0f}",
+            f"{task.get('seconds', 0):.1f}",
+            str(task.get("method")),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    if summary.get("mean_accuracy") is not None:
+        print(f"mean accuracy: {summary['mean_accuracy']:.4f}")
+    print(f"outputs: {out_dir}" + (f" (submission: {out_dir / summary['submission']})" if summary.get("submission") else ""))

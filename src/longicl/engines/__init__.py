@@ -1,0 +1,32 @@
+"""Engines behind one async interface (`Engine.complete`), chosen by ``engine.name``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from longicl.engines.base import ChatRequest, Completion, Engine
+from longicl.errors import UsageError
+
+# name -> "module:Class"; imported on demand so that optional dependencies stay optional.
+ENGINES = {
+    "openai": "longicl.engines.openai_compat:OpenAIEngine",
+    "dryrun": "longicl.engines.dryrun:DryRunEngine",
+    "classical": "longicl.engines.classical:ClassicalEngine",
+}
+
+
+def build_engine(settings: Mapping[str, Any]) -> Engine:
+    """Instantiate the engine named by ``settings["name"]`` with the other settings as arguments."""
+    options = dict(settings)
+    name = options.pop("name", None)
+    target = ENGINES.get(str(name))
+    if target is None:
+        raise UsageError(f"engine={name!r} is not an engine: choose one of {', '.join(ENGINES)}")
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**options)
+
+
+__all__ = ["ENGINES", "ChatRequest", "Completion", "Engine", "build_engine"]

@@ -1,0 +1,21 @@
+"""Error types for mistakes a user can fix; caught once at the CLI edge, printed as one line, exit 2.
+
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """A bad command-line value or configuration setting."""
+
+
+class DataError(UsageError):
+    """A missing or malformed data file; the message names the file and field."""
+
+
+class ServerUnreachable(UsageError):
+    """No OpenAI-compatible server answers at the configured URL."""
+
+
+EXIT_USAGE = 2

@@ -1,0 +1,188 @@
+"""Answer extraction and normalisation, per answer kind.
+
+Real Qwen3 answers are messy: reasoning lines before the answer, ``<think>`` blocks (closed,
+or opened by the chat template so that only ``</think>`` appears), leading blank lines, tags
+that open one way and close another (``[label]Sad</label>``), ``Answer: …`` lines, markdown
+bold, quotes, a trailing period, odd casing. Extraction takes, in order of trust:
+
+1. the last tagged span (``<label>``, ``<answer>``, ``<output>``; angle or square brackets,
+   closing tag optional);
+2. the last ``Answer:``/``Output:``/``Final answer:`` line, or "the answer is …";
+3. the last non-empty line.
+
+The candidate is then normalised for the task's answer kind. An answer that cannot be read
+becomes the prediction ``""`` (never null) and counts as a parse failure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from longicl.tasks import AnswerKind, TaskSpec
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S | re.I)
+_TAG_NAMES = r"(?:label|answer|output|final[ _]answer)"
+_TAGGED = re.compile(
+    rf"[<\[]\s*{_TAG_NAMES}\s*[>\]](.*?)(?:[<\[]\s*/\s*{_TAG_NAMES}\s*[>\]]|\n|$)",
+    re.S | re.I,
+)
+_ANSWER_LINE = re.compile(
+    r"^[\s>*#-]*(?:the\s+)?(?:final\s+answer|answer|output|label|prediction|result)\s*(?:\*\*)?\s*[:：]\s*(.+?)\s*$",
+    re.I | re.M,
+)
+_ANSWER_IS = re.compile(r"\b(?:final\s+)?answer\s+(?:is|would\s+be|:)\s*[:：]?\s*(.+?)\s*$", re.I | re.M)
+_INTEGER = re.compile(r"[-−–]?\d+")
+_BRACKETED = re.compile(r"\[([^\[\]]*)\]")
+_WRAPPERS = "\"'`“”‘’*_ \t"
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    value: str  # the normalised prediction, "" when nothing could be read
+    ok: bool
+    candidate: str  # the extracted answer text before normalisation
+    reason: str | None = None  # why parsing failed
+
+
+def strip_reasoning(text: str) -> str:
+    """Remove thinking: closed ``<think>`` blocks, and everything before a lone ``</think>``."""
+    text = _THINK_BLOCK.sub("", text)
+    lowered = text.lower()
+    if "</think>" in lowered:
+        text = text[lowered.rindex("</think>") + len("</think>") :]
+    elif "<think>" in lowered:  # opened but never closed: the answer never came
+        text = text[: lowered.index("<think>")]
+    return text.strip()
+
+
+def extract_candidate(text: str) -> str:
+    """The most trustworthy answer-bearing span of a reply (not yet normalised)."""
+    tagged = [m.group(1).strip() for m in _TAGGED.finditer(text) if m.group(1).strip()]
+    if tagged:
+        return tagged[-1]
+    lines = _ANSWER_LINE.findall(text)
+    if lines:
+        return lines[-1]
+    said = _ANSWER_IS.findall(text)
+    if said:
+        return said[-1]
+    non_empty = [line for line in text.splitlines() if line.strip()]
+    return non_empty[-1].strip() if non_empty else ""
+
+
+def clean(text: str) -> str:
+    """Strip wrapping whitespace, quotes, backticks and markdown emphasis."""
+    previous = None
+    while previous != text:
+        previous = text
+        text = text.strip().strip(_WRAPPERS)
+    return text
+
+
+def parse_answer(spec: TaskSpec, text: str | None) -> ParsedAnswer:
+    """Read one model reply as an answer of ``spec``'s kind."""
+    if text is None or not text.strip():
+        return ParsedAnswer("", False, "", "empty reply")
+    if spec.answer_kind is AnswerKind.CODE:
+        from longicl.kernels.extract import extract_code
+
+        code = extract_code(text)
+        if not code:
+            return ParsedAnswer("", False, "", "no code found")
+        return ParsedAnswer(code, True, code)
+    body = strip_reasoning(text)
+    if not body:
+        return ParsedAnswer("", False, "", "no answer after the reasoning")
+    candidate = clean(extract_candidate(body))
+    value = _NORMALISERS[spec.answer_kind](spec, candidate, body)
+    if value is None:
+        return ParsedAnswer("", False, candidate, f"not a valid {spec.answer_kind.value} answer")
+    return ParsedAnswer(value, True, candidate)
+
+
+def normalise(spec: TaskSpec, text: str) -> str:
+    """The canonical form of a clean answer (gold or prediction); the key exact match compares."""
+    if spec.answer_kind is AnswerKind.CODE:
+        return text.strip()
+    value = _NORMALISERS[spec.answer_kind](spec, clean(text), text)
+    if value is None:
+        return clean(text)
+    if spec.answer_kind is AnswerKind.TEXT:
+        # Compare text answers without any trailing period, whatever the prediction keeps.
+        value = value.rstrip(".").rstrip()
+    return value
+
+
+def _label(spec: TaskSpec, candidate: str, body: str) -> str | None:
+    table = _label_table(spec)
+    key = _label_key(candidate)
+    if key in table:
+        return table[key]
+    # Fall back to a label mentioned as a whole word: in the candidate line, then anywhere;
+    # the last mention wins, and longer labels first so "not sad" is never read as "sad".
+    pattern = re.compile(
+        r"(?<![\w-])(" + "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True)) + r")(?![\w-])",
+        re.I,
+    )
+    for text in (candidate, body.splitlines()[-1] if body else "", body):
+        found = pattern.findall(text)
+        if found:
+            return table[_label_key(found[-1])]
+    return None
+
+
+def _label_key(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().strip(".!,;:").lower())
+
+
+def _label_table(spec: TaskSpec) -> dict[str, str]:
+    table = {_label_key(label): label for label in spec.labels or ()}
+    table.update({alias: label for alias, label in spec.label_aliases})
+    return table
+
+
+def _integer(spec: TaskSpec, candidate: str, body: str) -> str | None:
+    numbers = _INTEGER.findall(candidate)
+    if not numbers:
+        return None
+    return str(int(numbers[-1].replace("−", "-").replace("–", "-")))
+
+
+def _int_list(spec: TaskSpec, candidate: str, body: str) -> str | None:
+    for text in (candidate, body):
+        lists = _BRACKETED.findall(text)
+        if lists:
+            inner = lists[-1]
+            items = [part.strip() for part in inner.split(",") if part.strip()]
+            if all(_INTEGER.fullmatch(item) for item in items):
+                return "[" + ", ".join(str(int(i.replace("−", "-"))) for i in items) + "]"
+    bare = [part for part in re.split(r"[,\s]+", candidate) if part]
+    if bare and all(_INTEGER.fullmatch(part) for part in bare):
+        return "[" + ", ".join(str(int(part)) for part in bare) + "]"
+    return None
+
+
+def _text(spec: TaskSpec, candidate: str, body: str) -> str | None:
+    value = re.sub(r"\s+", " ", candidate).strip()
+    if spec.lowercase:
+        value = value.lower()
+    if value.endswith(".") and (spec.trailing_period == "strip" or not _looks_abbreviated(value)):
+        value = value.rstrip(".").rstrip()
+    value = clean(value)
+    return value or None
+
+
+def _looks_abbreviated(value: str) -> bool:
+    """``d.c.``, ``jr.``, ``b.a.``: a last word that has another dot or is at most two letters."""
+    last = re.split(r"[\s,]+", value)[-1]
+    stem = last[:-1]
+    return "." in stem or 0 < len(stem) <= 2
+
+
+_NORMALISERS = {
+    AnswerKind.LABEL: _label,
+    AnswerKind.INTEGER: _integer,
+    AnswerKind.INT_LIST: _int_list,
+    AnswerKind.TEXT: _text,
+}

@@ -1,0 +1,222 @@
+"""From demonstrations to chat messages, with exact-by-parts token accounting.
+
+Layout of every request (the static part first, the query last)::
+
+    system:  task definition + answer-format instruction
+    user:    header
+             static demonstrations    <- byte-identical for every sample of the task
+             dynamic demonstrations   <- this sample's nearest neighbours
+             query (format reminder + "Input: ...")
+
+Templates come from the hydra group ``prompt/`` (see ``conf/prompt/default.yaml``); the answer
+kind of the task picks the format instruction and, where set, its own demo/query templates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from longicl.data import Example
+from longicl.errors import UsageError
+from longicl.selection import PromptBudget, build_selector
+from longicl.tasks import TaskSpec
+from longicl.tokens import TokenCounter
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """The texts of one prompt style, already specialised to one task's answer kind."""
+
+    system: str
+    header: str
+    demo: str
+    separator: str
+    query: str
+    format_instruction: str
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, spec: TaskSpec) -> PromptTemplate:
+        kinds = cfg.get("kinds") or {}
+        kind_cfg = kinds.get(spec.answer_kind.value) or {}
+
+        def pick(key: str) -> str:
+            value = kind_cfg.get(key, cfg.get(key))
+            if not isinstance(value, str):
+                raise UsageError(f"prompt.{key} must be a string (answer kind {spec.answer_kind.value})")
+            return value
+
+        labels = ", ".join(f'"{label}"' for label in spec.labels or ())
+        instruction = pick("format_instruction").format(labels=labels)
+        return cls(
+            system=pick("system"),
+            header=pick("header"),
+            demo=pick("demo"),
+            separator=pick("separator"),
+            query=pick("query"),
+            format_instruction=instruction,
+        )
+
+    def render_system(self, definition: str) -> str:
+        return self.system.format(definition=definition, format_instruction=self.format_instruction)
+
+    def render_demo(self, example: Example) -> str:
+        """One demonstration with its trailing separator, as it appears in the prompt."""
+        return self.demo.format(input=example.input, output=example.output) + self.separator
+
+    def render_query(self, sample: Example) -> str:
+        return self.query.format(input=sample.input, format_instruction=self.format_instruction)
+
+
+@dataclass(frozen=True)
+class StaticBlock:
+    """The shared demonstrations of one task (one per self-consistency variant)."""
+
+    variant: int
+    demo_ids: tuple[str, ...]
+    indices: tuple[int, ...]
+    text: str  # header + demonstrations, exactly as sent
+    demo_tokens: int  # tokens of the demonstrations alone (counts toward the ICL floor)
+    tokens: int  # tokens of ``text``
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """Everything one request will contain, plus its token accounting."""
+
+    task: str
+    sample: Example
+    static: StaticBlock
+    dynamic_ids: tuple[str, ...]
+    dynamic_text: str
+    query_text: str
+    system_text: str
+    prompt_tokens: int  # whole prompt as the server sees it (chat template included)
+    icl_tokens: int  # static + dynamic demonstrations
+    shared_prefix_tokens: int  # tokens identical across the task's requests (cacheable)
+
+    @property
+    def uncached_tokens(self) -> int:
+        """Prompt tokens not shared with another request of the same task (new prefill)."""
+        return self.prompt_tokens - self.shared_prefix_tokens
+
+    @property
+    def demo_ids(self) -> tuple[str, ...]:
+        return self.static.demo_ids + self.dynamic_ids
+
+    def messages(self) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.system_text},
+            {"role": "user", "content": self.static.text + self.dynamic_text + self.query_text},
+        ]
+
+
+@dataclass
+class ContextBuilder:
+    """Builds prompt plans for the samples of one task from its demonstration pool."""
+
+    spec: TaskSpec
+    definition: str
+    pool: Sequence[Example]
+    template: PromptTemplate
+    counter: TokenCounter
+    budget: PromptBudget
+    strategy: str = "hybrid"
+    seed: int = 0
+    enable_thinking: bool = False
+    _static: dict[tuple[int, int | None], StaticBlock] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.demo_texts = [self.template.render_demo(ex) for ex in self.pool]
+        self.costs = self.counter.count_many(self.demo_texts)
+        self.selector = build_selector(self.strategy, self.spec, self.pool, self.costs, self.seed)
+        self.system_text = self.template.render_system(self.definition)
+        # Fixed template tokens: system message, the user message's wrapper, the generation prompt.
+        self._fixed_tokens = (
+            self.counter.message_overhead("system")
+            + self.counter.count(self.system_text)
+            + self.counter.message_overhead("user")
+            + self.counter.generation_overhead(self.enable_thinking)
+        )
+        # Everything up to and including the static block is shared; the user message's closing
+        # "<|im_end|>\n" and the generation prompt come after the query, so they are not.
+        self._tail_tokens = self.counter.generation_overhead(self.enable_thinking) + self.counter.count_special(
+            "<|im_end|>\n"
+        )
+
+    def static_block(self, variant: int = 0, ceiling: int | None = None) -> StaticBlock:
+        """The shared block for ``variant``; ``ceiling`` shrinks it (never below the ICL floor)."""
+        key = (variant, ceiling)
+        if key not in self._static:
+            budget = self.budget
+            if ceiling is not None:
+                budget = _replace_budget(budget, static_tokens=max(ceiling, self.spec.min_icl_tokens))
+            indices = self.selector.static_demos(budget, variant)
+            demos = "".join(self.demo_texts[i] for i in indices)
+            text = self.template.header + demos if indices else ""
+            self._static[key] = StaticBlock(
+                variant=variant,
+                demo_ids=tuple(self.pool[i].id for i in indices),
+                indices=tuple(indices),
+                text=text,
+                demo_tokens=self.counter.count(demos) if demos else 0,
+                tokens=self.counter.count(text) if text else 0,
+                sha256=hashlib.sha256(text.encode()).hexdigest(),
+            )
+        return self._static[key]
+
+    def plan(
+        self,
+        sample: Example,
+        variant: int = 0,
+        *,
+        dynamic_ceiling: int | None = None,
+        static_ceiling: int | None = None,
+    ) -> PromptPlan:
+        static = self.static_block(variant, static_ceiling)
+        budget = self.budget if dynamic_ceiling is None else _replace_budget(
+            self.budget, dynamic_tokens=max(0, dynamic_ceiling)
+        )
+        dynamic = self.selector.dynamic_demos(sample, budget, frozenset(static.indices))
+        query_text = self.template.render_query(sample)
+        header = self.template.header if dynamic and not static.text else ""
+        dynamic_tokens = sum(self.costs[i] for i in dynamic)
+        query_tokens = self.counter.count(query_text)
+        header_tokens = self.counter.count(header) if header else 0
+        prompt_tokens = self._fixed_tokens + static.tokens + header_tokens + dynamic_tokens + query_tokens
+        icl_tokens = static.demo_tokens + dynamic_tokens
+        # Drop the least similar neighbours (placed first) while the prompt is over its ceiling.
+        while prompt_tokens > self.budget.max_prompt_tokens and dynamic:
+            dropped = dynamic.pop(0)
+            prompt_tokens -= self.costs[dropped]
+            icl_tokens -= self.costs[dropped]
+        if prompt_tokens > self.budget.max_prompt_tokens:
+            raise UsageError(
+                f"{self.spec.name}: sample {sample.id} needs {prompt_tokens} prompt tokens even without "
+                f"per-sample demonstrations, above max_prompt_tokens={self.budget.max_prompt_tokens}; "
+                "lower selection.static_tokens"
+            )
+        if icl_tokens < self.spec.min_icl_tokens:
+            raise UsageError(
+                f"{self.spec.name}: only {icl_tokens} tokens of demonstrations for sample {sample.id}, "
+                f"below the rule's {self.spec.min_icl_tokens}; raise selection.static_tokens "
+                f"(now {self.budget.static_tokens}) or selection.dynamic_tokens"
+            )
+        return PromptPlan(
+            task=self.spec.name,
+            sample=sample,
+            static=static,
+            dynamic_ids=tuple(self.pool[i].id for i in dynamic),
+            dynamic_text=header + "".join(self.demo_texts[i] for i in dynamic),
+            query_text=query_text,
+            system_text=self.system_text,
+            prompt_tokens=prompt_tokens,
+            icl_tokens=icl_tokens,
+            shared_prefix_tokens=prompt_tokens - (header_tokens + dynamic_tokens + query_tokens + self._tail_tokens),
+        )
+
+
+def _replace_budget(budget: PromptBudget, **changes: int) -> PromptBudget:
+    return replace(budget, **changes)

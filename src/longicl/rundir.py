@@ -1,0 +1,229 @@
+"""Everything a run writes to disk.
+
+Layout under ``out_dir``::
+
+    config.yaml                     resolved config of the latest invocation
+    run.json                        config, git commit, environment, per-task metrics
+    openseek-<id>.jsonl             predictions, one line per sample, in input order
+    records/openseek-<id>.jsonl     append-only per-sample records (requests, raw replies, parses)
+    records/openseek-<id>.meta.json fingerprint of the settings that produced the records
+    requests/openseek-<id>.jsonl    dry runs only: every request body (static block by reference)
+    requests/static/<sha256>.txt    dry runs only: each static block, once
+    submission.zip                  test split only: the prediction files, flat, validated
+
+Whole files are written atomically (temporary file in the same directory, then rename), so
+a crash never leaves half a file. Records are appended and flushed one sample at a time, so a
+crash loses at most the samples still in flight, and re-running resumes from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from longicl.errors import UsageError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def jsonl_lines(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """Rows of a JSONL file; a torn last line (from a killed process) is skipped."""
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                return  # written half-way when the process died; the sample will be redone
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+
+
+class RunDir:
+    """One run's output directory. Nothing is created until `prepare` is called."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._handles: dict[str, IO[str]] = {}
+
+    # -- paths ---------------------------------------------------------------------------------
+    def predictions_path(self, task: str) -> Path:
+        return self.path / f"{task}.jsonl"
+
+    def records_path(self, task: str) -> Path:
+        return self.path / "records" / f"{task}.jsonl"
+
+    def meta_path(self, task: str) -> Path:
+        return self.path / "records" / f"{task}.meta.json"
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def zip_path(self) -> Path:
+        return self.path / "submission.zip"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def check_resumable(self, fingerprints: dict[str, dict], overwrite: bool) -> None:
+        """Refuse to mix records made under other settings into this run (before writing anything)."""
+        if overwrite:
+            return
+        for task, fingerprint in fingerprints.items():
+            meta = self.meta_path(task)
+            if not meta.is_file():
+                continue
+            try:
+                old = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                raise UsageError(f"{meta}: unreadable; delete it or run with overwrite=true") from None
+            changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            if changed:
+                raise UsageError(
+                    f"{self.path}: holds {task} records made with other settings ({', '.join(changed)}); "
+                    "use overwrite=true or another out_dir"
+                )
+
+    def prepare(self, fingerprints: dict[str, dict], overwrite: bool) -> None:
+        if overwrite and self.path.exists():
+            for task in fingerprints:
+                for path in (self.records_path(task), self.meta_path(task), self.predictions_path(task)):
+                    path.unlink(missing_ok=True)
+            for leftover in (self.run_json, self.zip_path):
+                leftover.unlink(missing_ok=True)
+            shutil.rmtree(self.path / "requests", ignore_errors=True)
+        (self.path / "records").mkdir(parents=True, exist_ok=True)
+        for task, fingerprint in fingerprints.items():
+            atomic_write_json(self.meta_path(task), fingerprint)
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    # -- records -------------------------------------------------------------------------------
+    def finished_records(self, task: str) -> dict[str, dict]:
+        """The latest successful record per sample id (failed attempts are redone on resume)."""
+        path = self.records_path(task)
+        done: dict[str, dict] = {}
+        if path.is_file():
+            for row in read_jsonl(path):
+                if row.get("error"):
+                    done.pop(row["sample_id"], None)
+                else:
+                    done[row["sample_id"]] = row
+        return done
+
+    def all_records(self, task: str) -> dict[str, dict]:
+        """The latest record per sample id, failed or not."""
+        path = self.records_path(task)
+        latest: dict[str, dict] = {}
+        if path.is_file():
+            for row in read_jsonl(path):
+                latest[row["sample_id"]] = row
+        return latest
+
+    def append_record(self, task: str, record: dict, *, sync: bool = True) -> None:
+        handle = self._handles.get(task)
+        if handle is None:
+            path = self.records_path(task)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _repair_torn_tail(path)
+            handle = self._handles[task] = path.open("a", encoding="utf-8")
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        if sync:
+            os.fsync(handle.fileno())
+
+    def append_lines(self, relative: str, rows: Iterable[dict]) -> None:
+        path = self.path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(jsonl_lines(rows))
+
+    def write_text_once(self, relative: str, text: str) -> None:
+        path = self.path / relative
+        if not path.exists():
+            atomic_write_text(path, text)
+
+    # -- final files ---------------------------------------------------------------------------
+    def write_predictions(self, task: str, rows: Sequence[tuple[str, str]]) -> Path:
+        path = self.predictions_path(task)
+        atomic_write_text(path, jsonl_lines({"test_sample_id": i, "prediction": p} for i, p in rows))
+        return path
+
+    def write_zip(self, files: Sequence[Path], expected_ids: dict[str, Sequence[str]]) -> Path:
+        """Validate the prediction files against the expected ids, then zip them flat."""
+        validate_predictions(files, expected_ids)
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".submission.", suffix=".zip")
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for path in files:
+                    archive.write(path, arcname=path.name)
+            os.replace(tmp, self.zip_path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return self.zip_path
+
+
+def validate_predictions(files: Sequence[Path], expected_ids: dict[str, Sequence[str]]) -> None:
+    """Every expected id exactly once per file, no extras, predictions are strings."""
+    for path in files:
+        task = path.stem
+        expected = list(expected_ids[task])
+        seen: list[str] = []
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            row = json.loads(line)
+            if set(row) != {"test_sample_id", "prediction"} or not isinstance(row["prediction"], str):
+                raise ValueError(f"{path}:{line_no}: expected keys test_sample_id, prediction (a string)")
+            seen.append(row["test_sample_id"])
+        if len(seen) != len(set(seen)):
+            raise ValueError(f"{path}: duplicate test_sample_id")
+        if set(seen) != set(expected):
+            missing, extra = set(expected) - set(seen), set(seen) - set(expected)
+            raise ValueError(f"{path}: {len(missing)} ids missing, {len(extra)} unexpected")
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Drop a last line without its newline (the process died mid-write) before appending."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        data = path.read_bytes()
+        handle.truncate(data.rfind(b"\n") + 1)

