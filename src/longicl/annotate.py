@@ -37,6 +37,33 @@ class MethodSettings:
 RequestLogger = Callable[[ChatRequest, PromptPlan], None]
 
 
+def build_request(
+    spec: TaskSpec,
+    method: MethodSettings,
+    messages: list[dict[str, str]],
+    sample: Example,
+    *,
+    prompt_tokens: int = 0,
+    affinity: str = "",
+) -> ChatRequest:
+    """The chat request for ``messages`` under the method's sampling and thinking settings."""
+    extra_body = dict(method.extra_body)
+    extra_body["chat_template_kwargs"] = {
+        **dict(extra_body.get("chat_template_kwargs") or {}),
+        "enable_thinking": method.enable_thinking,
+    }
+    return ChatRequest(
+        task=spec,
+        sample=sample,
+        messages=messages,
+        max_tokens=method.max_tokens_for(spec),
+        sampling=dict(method.sampling),
+        extra_body=extra_body,
+        prompt_tokens=prompt_tokens,
+        affinity=affinity or spec.name,
+    )
+
+
 @dataclass
 class Annotator:
     spec: TaskSpec
@@ -46,18 +73,11 @@ class Annotator:
     request_logger: RequestLogger | None = None
 
     def request(self, plan: PromptPlan, *, variant: int = 0) -> ChatRequest:
-        extra_body = dict(self.method.extra_body)
-        extra_body["chat_template_kwargs"] = {
-            **dict(extra_body.get("chat_template_kwargs") or {}),
-            "enable_thinking": self.method.enable_thinking,
-        }
-        return ChatRequest(
-            task=self.spec,
-            sample=plan.sample,
-            messages=plan.messages(),
-            max_tokens=self.method.max_tokens_for(self.spec),
-            sampling=dict(self.method.sampling),
-            extra_body=extra_body,
+        return build_request(
+            self.spec,
+            self.method,
+            plan.messages(),
+            plan.sample,
             prompt_tokens=plan.prompt_tokens,
             affinity=f"{self.spec.name}/{plan.static.sha256[:16]}",
         )

@@ -61,25 +61,42 @@ def execute(cfg: DictConfig) -> int:
 
 
 def print_summary(summary: dict, out_dir: Path) -> None:
-    rows = [("task", "n", "accuracy", "parse_fail", "failed", "prompt_tok(med)", "uncached(med)", "seconds", "method")]
+    rows = [
+        (
+            "task",
+            "n",
+            "accuracy",
+            "parse_fail",
+            "failed",
+            "prompt_tok(med)",
+            "uncached(med)",
+            "seconds",
+            "method",
+        )
+    ]
     for name, task in summary["tasks"].items():
         prompt = (task.get("prompt_tokens") or {}).get("median")
         uncached = (task.get("uncached_prompt_tokens") or {}).get("median")
         accuracy = task.get("accuracy")
-        rows.append((
-            name,
-            str(task.get("n")),
-            "-" if accuracy is None else f"{accuracy:.3f}",
-            str(task.get("parse_failures")),
-            str(task.get("failed_requests")),
-            "-" if prompt is None else f"{prompt:,.0f}",
-            "-" if uncached is None else f"{uncached:,.0f}",
-            f"{task.get('seconds', 0):.1f}",
-            str(task.get("method")),
-        ))
+        rows.append(
+            (
+                name,
+                str(task.get("n")),
+                "-" if accuracy is None else f"{accuracy:.3f}",
+                str(task.get("parse_failures")),
+                str(task.get("failed_requests")),
+                "-" if prompt is None else f"{prompt:,.0f}",
+                "-" if uncached is None else f"{uncached:,.0f}",
+                f"{task.get('seconds', 0):.1f}",
+                str(task.get("method")),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     if summary.get("mean_accuracy") is not None:
         print(f"mean accuracy: {summary['mean_accuracy']:.4f}")
-    print(f"outputs: {out_dir}" + (f" (submission: {out_dir / summary['submission']})" if summary.get("submission") else ""))
+    print(
+        f"outputs: {out_dir}"
+        + (f" (submission: {out_dir / summary['submission']})" if summary.get("submission") else "")
+    )

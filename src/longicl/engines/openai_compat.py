@@ -25,7 +25,9 @@ from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.errors import ServerUnreachable, UsageError
 
 SERVING_HELP = "see README.md, section 'Serving the model'"
-_CONTEXT_LENGTH = re.compile(r"maximum context length|context length|too long|max_model_len|prompt is too long", re.I)
+_CONTEXT_LENGTH = re.compile(
+    r"maximum context length|context length|too long|max_model_len|prompt is too long", re.I
+)
 CONTEXT_LENGTH_ERROR = "context_length"
 
 
@@ -110,7 +112,9 @@ class OpenAIEngine(Engine):
         if self.model in (None, "", "auto"):
             self.model = models[0]
         elif self.model not in models:
-            raise UsageError(f"engine.model={self.model!r} is not served at {url}; it serves: {', '.join(models)}")
+            raise UsageError(
+                f"engine.model={self.model!r} is not served at {url}; it serves: {', '.join(models)}"
+            )
         extra = listing.data[0].model_extra or {}
         self.server_info[url] = {"models": models, "max_model_len": extra.get("max_model_len")}
 
@@ -167,7 +171,13 @@ class OpenAIEngine(Engine):
                 last_error = f"timeout after {self.timeout:g}s"
             except openai.APIConnectionError as exc:
                 last_error = f"connection error: {_short(exc)}"
-            except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+            except (
+                openai.APIResponseValidationError,
+                json.JSONDecodeError,
+                ValueError,
+                KeyError,
+                TypeError,
+            ) as exc:
                 last_error = f"malformed response: {type(exc).__name__}: {_short(exc)}"
             else:
                 if completion.finish_reason == "length" and not length_retried:

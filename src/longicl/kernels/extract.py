@@ -16,7 +16,8 @@ Rules, in order:
 3. When several blocks qualify, one is picked (never joined), by :func:`score_block`: defines the
    wanted wrapper > contains ``@triton.jit`` > parses as Python > imports triton > length.
 4. Without any fence the answer is taken as a bare module: leading prose is cut at the first line
-   that starts like code, trailing prose is cut from the end, line by line, until the rest parses.
+   that starts like code, trailing prose is cut from the end, line by line, until the rest parses
+   (if nothing parses from that line, the next code-like line is tried).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _CODE_START = re.compile(
 
 # How many trailing lines we are willing to cut while looking for a module that parses.
 _MAX_TRIM = 60
+_MAX_STARTS = 8
 
 
 def strip_thinking(text: str) -> str:
@@ -99,19 +101,22 @@ def score_block(code: str, wrapper: str | None = None) -> tuple[int, int, int, i
 
 def _bare_module(text: str) -> str | None:
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), None)
-    if start is None:
+    while lines and not lines[-1].strip():
+        lines.pop()
+    starts = [i for i, line in enumerate(lines) if _CODE_START.match(line)]
+    if not starts:
         return None
-    body = lines[start:]
-    while body and not body[-1].strip():
-        body.pop()
-    # Cut trailing prose: drop lines from the end until the remainder parses.
-    for cut in range(min(_MAX_TRIM, len(body))):
-        candidate = "\n".join(body[: len(body) - cut]).rstrip()
-        if candidate and _parses(candidate):
-            return candidate + "\n"
+    # From the earliest line that starts like code, cut trailing prose line by line until the rest
+    # parses; a prose line that happens to look like code ("Note: BLOCK = 128") just fails to
+    # parse, and the next start is tried.
+    for start in starts[:_MAX_STARTS]:
+        body = lines[start:]
+        for cut in range(min(_MAX_TRIM, len(body))):
+            candidate = "\n".join(body[: len(body) - cut]).rstrip()
+            if candidate and _parses(candidate):
+                return candidate + "\n"
     # Nothing parses: hand the whole thing over so the checker reports a parse failure.
-    joined = "\n".join(body).strip()
+    joined = "\n".join(lines[starts[0] :]).strip()
     return joined + "\n" if joined else None
 
 

@@ -37,7 +37,9 @@ __all__ = [
 ParamKind = Literal["positional", "keyword_only", "var_positional", "var_keyword"]
 # tensor: a floating tensor; index: an integer (Long/Int) tensor; mask: a bool tensor;
 # tensors: a sequence of tensors; ints: a tuple of ints (shape, dims); any: unknown.
-ValueType = Literal["tensor", "index", "mask", "tensors", "int", "ints", "float", "bool", "str", "dtype", "any"]
+ValueType = Literal[
+    "tensor", "index", "mask", "tensors", "int", "ints", "float", "bool", "str", "dtype", "any"
+]
 
 _SECTION_HEADS = ("Functional Description", "Wrapper Entry Information", "Math", "other")
 
@@ -195,11 +197,11 @@ def _type_from_default(default: str | None) -> ValueType:
 
 _TENSOR_NAMES = {
     "input", "other", "x", "y", "a", "b", "c", "weight", "bias", "mat", "mat1", "mat2", "vec", "x1", "x2",
-    "input1", "input2", "target", "targets", "logits", "grid", "theta", "tensor", "self", "l", "q", "k_",
+    "input1", "input2", "target", "targets", "logits", "grid", "theta", "tensor", "self", "l", "q", "k",
     "v", "residual", "running_mean", "running_var", "query", "key", "value_", "src", "exponent",
 }  # fmt: skip
 _INT_NAMES = {
-    "dim", "k", "n", "groups", "num_groups", "kernel_size", "stride", "padding", "dilation", "steps",
+    "dim", "n", "groups", "num_groups", "kernel_size", "stride", "padding", "dilation", "steps",
     "output_size", "upscale_factor", "correction", "diagonal", "offset", "num_classes", "repeats", "axis",
 }  # fmt: skip
 _FLOAT_NAMES = {"alpha", "beta", "eps", "p", "lr", "momentum", "negative_slope", "threshold", "lambd", "margin",
@@ -341,25 +343,22 @@ def _params_from_arglist(arglist: str) -> list[Param] | None:
 
 
 def _find_head(section: str) -> tuple[str, str, int] | None:
-    """``(qualname, arglist, end)`` of the first ``name(args)`` head in the section."""
-    for m in _HEAD.finditer(section[:400]):
-        qual = m.group("name")
-        if qual in {"Tensor", "Args", "shape", "def", "Optional", "Union", "Tuple", "List"}:
-            continue
-        if m.start() > 0 and not section[: m.start() + 1].strip().startswith(("def", qual)):
-            # Only accept a head at the very beginning of the section (possibly after "def").
-            prefix = section[: m.start() + 1].strip()
-            if prefix and prefix not in {"def", "`", "``"}:
-                continue
-        close = _balanced(section, m.end() - 1)
-        if close is None:
-            return None
-        arglist = section[m.end() : close]
-        names = [re.split(r"[:=]", a)[0].strip(" *") for a in _split_top(arglist) if a.strip()]
-        if names and all(classify_type(n) != "any" or n.lower() in {"optional"} for n in names):
-            return None  # "input (Tensor): …" is a documented argument, not a function head
-        return qual, arglist, close + 1
-    return None
+    """``(qualname, arglist, end)`` of the ``name(args)`` head that opens the section, if any.
+
+    Only ``def`` and backticks may stand before it; a documented argument such as
+    ``input (Tensor): …`` is not a head.
+    """
+    m = _HEAD.search(section[:400])
+    if m is None or re.sub(r"\bdef\b|[`\s]", "", section[: m.start("name")]):
+        return None
+    close = _balanced(section, m.end() - 1)
+    if close is None:
+        return None
+    arglist = section[m.end() : close]
+    names = [re.split(r"[:=]", a)[0].strip(" *") for a in _split_top(arglist) if a.strip()]
+    if names and all(classify_type(n) != "any" for n in names):
+        return None
+    return m.group("name"), arglist, close + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,7 +366,9 @@ def _find_head(section: str) -> tuple[str, str, int] | None:
 
 
 _DOC_ENTRY = r"(?:^|[\s;.,:(-])\**`?{name}`?\**\s*(?:\((?P<type>[^()\n]*(?:\([^()\n]*\)[^()\n]*)*)\)|:)"
-_SHAPE = re.compile(r"(?:shape|形状为)\s*(?:of\s*)?(?:is\s*)?[:`\\]*(?:math:`)?\s*\\?\((?P<dims>[^()\n]*)\\?\)", re.I)
+_SHAPE = re.compile(
+    r"(?:shape|形状为)\s*(?:of\s*)?(?:is\s*)?[:`\\]*(?:math:`)?\s*\\?\((?P<dims>[^()\n]*)\\?\)", re.I
+)
 
 
 def _clean_dim(dim: str) -> str:
@@ -396,8 +397,13 @@ def _doc_entries(text: str, names: list[str]) -> dict[str, tuple[str | None, str
             type_text = m.group("type")
             if type_text is None and not re.match(r"[\s*`]*" + re.escape(name), text[m.start() :].lstrip()):
                 continue
-            if type_text is not None and ("shape" in type_text.lower() or "," in type_text and not re.search(
-                r"optional|tensor|int|float|bool|str|number|dtype|tuple|list", type_text, re.I)):
+            if type_text is not None and (
+                "shape" in type_text.lower()
+                or "," in type_text
+                and not re.search(
+                    r"optional|tensor|int|float|bool|str|number|dtype|tuple|list", type_text, re.I
+                )
+            ):
                 continue  # "input (B, N, M)" is a shape, not a type
             hits.append((m.start(), m.end(), name, type_text))
             break
@@ -440,7 +446,7 @@ def _enrich(params: list[Param], doc_text: str) -> list[Param]:
             shape = shapes.get(p.name.lower())
         optional = type_text is not None and "optional" in type_text.lower()
         required = p.required and not (optional and p.kind == "keyword_only")
-        if p.name == "out":
+        if p.name == "out" and p.kind != "positional":
             required = False
         enriched.append(replace(p, type=vtype, shape=shape, doc=doc[:300], required=required))
     return enriched
@@ -450,7 +456,9 @@ def _args_only(section: str) -> list[Param] | None:
     """Parameters from a section with no function head: ``A (Tensor), B (Tensor), *, left (bool…)``."""
     params: list[Param] = []
     kw_only = False
-    for m in re.finditer(r"(?:^|[\s,;.])(?P<star>\*,\s*)?(?P<name>[A-Za-z_]\w*)\s*\((?P<type>[^()]*)\)", section):
+    for m in re.finditer(
+        r"(?:^|[\s,;.])(?P<star>\*,\s*)?(?P<name>[A-Za-z_]\w*)\s*\((?P<type>[^()]*)\)", section
+    ):
         if m.group("star"):
             kw_only = True
         name, type_text = m.group("name"), m.group("type")
@@ -473,8 +481,8 @@ def parse_wrapper_info(task_input: str) -> WrapperSignature | None:
     section = wrapper_section(task_input)
     if not section:
         return None
-    description = (_section(task_input, "Functional Description") or "") + "\n" + (
-        _section(task_input, "other") or ""
+    description = (
+        (_section(task_input, "Functional Description") or "") + "\n" + (_section(task_input, "other") or "")
     )
     head = _find_head(section)
     if head is not None:
@@ -483,7 +491,9 @@ def parse_wrapper_info(task_input: str) -> WrapperSignature | None:
         if params is not None:
             rest = section[end:]
             returns = None
-            rm = re.match(r"\s*->\s*(?P<ret>\([^)]*\)|[\w\[\], .]+?)(?=\s*(?:[:;.]\s|[:;.]?$|\n|Args|-|$))", rest)
+            rm = re.match(
+                r"\s*->\s*(?P<ret>\([^)]*\)|[\w\[\], .]+?)(?=\s*(?:[:;.]\s|[:;.]?$|\n|Args|-|$))", rest
+            )
             if rm is None:
                 rm = re.match(r"\s*->\s*(?P<ret>\([^)]*\))", rest)
             if rm:
@@ -560,7 +570,9 @@ def _param_from_ast(arg: ast.arg, default: ast.expr | None, kind: ParamKind) -> 
     return Param(arg.arg, kind, vtype, required=default is None, default=default_text)
 
 
-def signature_from_source(code: str, name: str | None = None, description: str = "") -> WrapperSignature | None:
+def signature_from_source(
+    code: str, name: str | None = None, description: str = ""
+) -> WrapperSignature | None:
     """The entry function of a module: ``name`` if it is defined, else the last top-level plain def.
 
     Kernels (``@triton.jit``/``@triton.autotune``…) and ``test*``/``main`` functions are skipped.
@@ -573,7 +585,8 @@ def signature_from_source(code: str, name: str | None = None, description: str =
     functions = _entry_functions(tree)
     if not functions:
         return None
-    chosen = next((f for f in functions if f.name == name), None) if name else None
+    # The module object keeps the last definition of a name, so the signature must too.
+    chosen = next((f for f in reversed(functions) if f.name == name), None) if name else None
     if chosen is None:
         public = [f for f in functions if not f.name.startswith("_")]
         chosen = (public or functions)[-1]
@@ -654,7 +667,9 @@ _SIZE_BY_SYMBOL = {
 }  # fmt: skip
 _POOL = (4, 8, 5, 6, 3, 7)
 
-_POSITIVE_WORDS = r"sqrt|rsqrt|log|log2|log10|log1p|gammaln|lgamma|digamma|polygamma|zeta|pow|reciprocal|i0|mvlgamma"
+_POSITIVE_WORDS = (
+    r"sqrt|rsqrt|log|log2|log10|log1p|gammaln|lgamma|digamma|polygamma|zeta|pow|reciprocal|i0|mvlgamma"
+)
 _UNIT_WORDS = r"asin|acos|atanh|erfinv|arcsin|arccos"
 
 
@@ -688,7 +703,9 @@ def _resolve(shape: tuple[str, ...] | None, sizes: dict[str, int]) -> list[int] 
         if not re.fullmatch(r"[a-z_][\w]*", key):
             return None  # an expression we do not evaluate
         if key not in sizes:
-            sizes[key] = _SIZE_BY_SYMBOL.get(key, _POOL[len([k for k in sizes if k not in _SIZE_BY_SYMBOL]) % 6])
+            sizes[key] = _SIZE_BY_SYMBOL.get(
+                key, _POOL[len([k for k in sizes if k not in _SIZE_BY_SYMBOL]) % 6]
+            )
         out.append(sizes[key])
     return out or None
 
@@ -738,8 +755,9 @@ def input_plans(sig: WrapperSignature) -> list[InputPlan]:
     * Tensor shapes come from the docs' shape hints ("of shape `(B, N, M)`"): a symbol gets the same
       size everywhere (so bmm/conv operands fit), ``*`` batch dimensions are dropped, kernel sizes
       are 3, batch 2, channels 3-4, spatial 6x8, other symbols 4, 8, 5, … in order of appearance.
-      Tensors without a hint are 4x8 float32 ("hinted" plan), or all 8x8 ("square"), or all 8
-      ("vector") in the fallback plans.
+      Tensors without a hint are 4x8 float32 ("hinted" plan); the fallback plans make every tensor
+      8x8 ("square"), 8 ("vector"), 2x8x16 ("batched3") or 2x2x16x16 ("batched4"). The runner
+      uses the first plan the reference (else the candidate) accepts.
     * Values are standard normal, except: positive (uniform 0.1-1.1) for sqrt/log/pow/gamma-like
       names, within (-0.9, 0.9) for asin/acos/atanh, within (0.05, 0.95) for logit, symmetric
       positive definite for cholesky/LDL, diagonally dominant for solve/inverse/LU/det/QR/SVD/eig.
@@ -753,7 +771,13 @@ def input_plans(sig: WrapperSignature) -> list[InputPlan]:
     optional: dict[str, Any] = {}
     if sig.param("training") is not None:
         optional["training"] = False
-    variants: list[tuple[str, list[int]]] = [("hinted", [4, 8]), ("square", [8, 8]), ("vector", [8])]
+    variants: list[tuple[str, list[int]]] = [
+        ("hinted", [4, 8]),
+        ("square", [8, 8]),
+        ("vector", [8]),
+        ("batched3", [2, 8, 16]),
+        ("batched4", [2, 2, 16, 16]),
+    ]
     for plan_name, default_shape in variants:
         sizes: dict[str, int] = {}
         args: list[ArgSpec] = []

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from longicl.data import Example
 from longicl.tasks import TaskSpec
 
-
 # How many too-large neighbours in a row end the search for one that still fits.
 _MAX_MISSES = 200
 

