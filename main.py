@@ -5,7 +5,9 @@
     python main.py -m selection=hybrid,bm25 split=dev          # a hydra sweep
 
 Configuration lives in conf/ (hydra); see README.md for every setting. Mistakes in settings or
-data end with one line on stderr and exit code 2; a run with missing predictions exits 1.
+data end with one line on stderr and exit code 2; a run with missing predictions exits 1; a run
+whose servers all stopped answering exits 3; Ctrl-C exits 130. Finished samples are always kept:
+the same command resumes (see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from longicl.cli import compose_config, execute, user_error_exit
+from longicl.cli import EXIT_INTERRUPTED, compose_config, execute, user_error_exit
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -36,6 +38,9 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         cfg = compose_config(CONF_DIR, argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - hydra/omegaconf raise many types for bad overrides
         return user_error_exit(exc)
     return execute(cfg)

@@ -98,6 +98,9 @@ class GoldAnswers:
             self.unknown_queries += 1
             return "I cannot tell."
         task_id, answer = self.gold[query]
+        choices = (body.get("structured_outputs") or {}).get("choice")
+        if choices and answer in choices:
+            return answer  # a choice constraint leaves no room for styles: the bare label
         if not self.styles:
             return answer
         return styled(answer, task_id, query)
@@ -305,15 +308,20 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/") in ("/health", "/v1/health"):
                 self._send(200, {"status": "ok"})
             elif self.path.rstrip("/") == "/v1/models":
-                self._send(200, {
-                    "object": "list",
-                    "data": [{
-                        "id": server.model,
-                        "object": "model",
-                        "owned_by": "fake",
-                        "max_model_len": server.max_model_len,
-                    }],
-                })
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": server.model,
+                                "object": "model",
+                                "owned_by": "fake",
+                                "max_model_len": server.max_model_len,
+                            }
+                        ],
+                    },
+                )
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -343,11 +351,16 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             prompt_tokens = server.count_prompt(messages)
             max_len = server.max_model_len
             if prompt_tokens + int(body.get("max_tokens") or 0) > max_len:
-                return self._send(400, {"error": {
-                    "message": f"This model's maximum context length is {max_len} tokens. However, you "
-                    f"requested {prompt_tokens + int(body.get('max_tokens') or 0)} tokens.",
-                    "type": "BadRequestError",
-                }})
+                return self._send(
+                    400,
+                    {
+                        "error": {
+                            "message": f"This model's maximum context length is {max_len} tokens. However, you "
+                            f"requested {prompt_tokens + int(body.get('max_tokens') or 0)} tokens.",
+                            "type": "BadRequestError",
+                        }
+                    },
+                )
             text = server.answer(body)
             choices = ((body.get("structured_outputs") or {}).get("choice")) or None
             if choices and text not in choices:
@@ -381,12 +394,17 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": server.model,
-                "choices": [{
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": finish,
-                    "logprobs": _logprobs(answer, body, choices),
-                }],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": finish,
+                        # a policy may bring its own log-probabilities: policy.logprobs(text, body, choices)
+                        "logprobs": (getattr(server.answer, "logprobs", None) or _logprobs)(
+                            answer, body, choices
+                        ),
+                    }
+                ],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,

@@ -20,7 +20,7 @@ def sadness():
 
 
 def test_registry_names_match_opencompass_style():
-    assert set(STRATEGIES) == {"random", "balanced", "bm25", "hybrid"}
+    assert set(STRATEGIES) == {"random", "balanced", "bm25", "hybrid", "centroid"}
     with pytest.raises(UsageError):
         build_selector("knn", get_task(5), [], [])
 

@@ -9,8 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from longicl.errors import EXIT_USAGE, UsageError
 
-EXIT_MISSING = 1
-EXIT_INTERRUPTED = 130
+EXIT_MISSING = 1  # the run finished, but some samples have no prediction (failed requests)
+EXIT_NO_SERVER = 3  # every server stopped answering mid-run; finished samples are kept
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); finished samples are kept
+RESUME_HINT = "finished samples are kept; run the same command again to resume"
 
 
 def compose_config(conf_dir: Path, overrides: list[str]) -> DictConfig:
@@ -37,17 +39,18 @@ def user_error_exit(exc: BaseException) -> int:
 
 def execute(cfg: DictConfig) -> int:
     """Run one configuration; returns the process exit code."""
+    from longicl.engines.servers import NoServerLeft
     from longicl.runner import run
 
     try:
         result = run(cfg)
     except UsageError as exc:
         return user_error_exit(exc)
+    except NoServerLeft as exc:
+        print(f"error: {one_line(exc)}; {RESUME_HINT}", file=sys.stderr)
+        return EXIT_NO_SERVER
     except KeyboardInterrupt:
-        print(
-            "interrupted: finished samples are kept; run the same command again to resume",
-            file=sys.stderr,
-        )
+        print(f"interrupted: {RESUME_HINT}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print_summary(result.summary, result.out_dir)
     if result.missing:

@@ -126,12 +126,14 @@ class ContextBuilder:
     strategy: str = "hybrid"
     seed: int = 0
     enable_thinking: bool = False
+    queries: Sequence[Example] = ()  # the run's unlabelled samples, for strategies that use them
     _static: dict[tuple[int, int | None], StaticBlock] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.demo_texts = [self.template.render_demo(ex) for ex in self.pool]
         self.costs = self.counter.count_many(self.demo_texts)
         self.selector = build_selector(self.strategy, self.spec, self.pool, self.costs, self.seed)
+        self.selector.observe(self.queries)
         self.system_text = self.template.render_system(self.definition)
         # Fixed template tokens: system message, the user message's wrapper, the generation prompt.
         self._fixed_tokens = (

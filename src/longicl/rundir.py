@@ -95,6 +95,21 @@ class RunDir:
         return self.path / "submission.zip"
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Fail early, writing nothing, when ``out_dir`` cannot hold the run's files."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"out_dir={self.path} is a file, not a directory")
+        existing = self.path.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UsageError(f"out_dir={self.path}: {existing} is a file, not a directory")
+        try:  # the only sure test (root ignores permission bits, read-only mounts do not)
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            raise UsageError(f"out_dir={self.path}: cannot write in {existing} ({exc.strerror})") from None
+
     def check_resumable(self, fingerprints: dict[str, dict], overwrite: bool) -> None:
         """Refuse to mix records made under other settings into this run (before writing anything)."""
         if overwrite:
@@ -158,7 +173,7 @@ class RunDir:
         if handle is None:
             path = self.records_path(task)
             path.parent.mkdir(parents=True, exist_ok=True)
-            _repair_torn_tail(path)
+            repair_torn_tail(path)
             handle = self._handles[task] = path.open("a", encoding="utf-8")
         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         handle.flush()
@@ -217,7 +232,7 @@ def validate_predictions(files: Sequence[Path], expected_ids: dict[str, Sequence
             raise ValueError(f"{path}: {len(missing)} ids missing, {len(extra)} unexpected")
 
 
-def _repair_torn_tail(path: Path) -> None:
+def repair_torn_tail(path: Path) -> None:
     """Drop a last line without its newline (the process died mid-write) before appending."""
     if not path.is_file() or path.stat().st_size == 0:
         return

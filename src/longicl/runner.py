@@ -3,6 +3,11 @@
 Order matters for the "nothing written half-way" promise: every setting, every task file and
 every task's static block are checked, and the engine is started, before the first byte is
 written to ``out_dir``.
+
+Tasks run in lanes: one lane per server (an engine without servers has one lane). A lane runs
+its tasks one after another, so its server's prefix cache holds one task's static block at a
+time; lanes run side by side. Within a task, ``engine.concurrency`` workers keep requests in
+flight, and every finished sample is appended to the records at once (resume reads them back).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +33,23 @@ from tqdm.auto import tqdm
 from longicl.annotate import Annotator, MethodSettings
 from longicl.data import Example, Split, TaskData, load_task, split
 from longicl.engines import Engine, build_engine
+from longicl.engines.servers import ServerPool
 from longicl.errors import UsageError
+from longicl.kernels.generate import KernelAnnotator, KernelSettings
+from longicl.kernels.metrics import kernel_metrics
+from longicl.methods import task_report
 from longicl.metrics import TaskMetrics, aggregate
 from longicl.prompt import ContextBuilder, PromptPlan, PromptTemplate
-from longicl.rundir import RunDir, atomic_write_json, atomic_write_text
+from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_torn_tail
 from longicl.selection import STRATEGIES, PromptBudget
+from longicl.serve import ensure_server
 from longicl.tasks import TaskSpec, resolve_tasks
 from longicl.tokens import TokenCounter
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+#: TaskSpec.annotator -> the class that annotates one sample of such a task
+ANNOTATORS: dict[str, type[Annotator]] = {"default": Annotator, "kernel": KernelAnnotator}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,24 +132,16 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         raise UsageError(
             f"selection={selection.get('name')!r} is not a strategy: choose one of {', '.join(STRATEGIES)}"
         )
-    method_cfg = dict(conf.get("method") or {})
-    max_tokens = {
-        str(k): _positive_int(v, f"method.max_tokens.{k}")
-        for k, v in (method_cfg.get("max_tokens") or {}).items()
-    }
-    method = MethodSettings(
-        enable_thinking=bool(method_cfg.get("enable_thinking", False)),
-        sampling=dict(method_cfg.get("sampling") or {}),
-        max_tokens=max_tokens,
-        extra_body=dict(method_cfg.get("extra_body") or {}),
-    )
+    method = MethodSettings.from_config(dict(conf.get("method") or {}))  # see longicl.annotate
+    KernelSettings.from_config(conf.get("kernels"))  # task 8's settings, checked before any output
     max_model_len = _positive_int(conf.get("max_model_len", 131072), "max_model_len")
     max_prompt_tokens = _positive_int(conf.get("max_prompt_tokens", 120000), "max_prompt_tokens")
-    longest_answer = max(max_tokens.values(), default=0)
+    longest_answer = method.longest_request(resolve_tasks(conf.get("task", "all")))
     if max_prompt_tokens + longest_answer > max_model_len:
         raise UsageError(
-            f"max_prompt_tokens={max_prompt_tokens} + method.max_tokens (up to {longest_answer}) exceeds "
-            f"max_model_len={max_model_len}; lower max_prompt_tokens to at most {max_model_len - longest_answer}"
+            f"max_prompt_tokens={max_prompt_tokens} + method.max_tokens (with thinking_budget; up to "
+            f"{longest_answer}) exceeds max_model_len={max_model_len}; lower max_prompt_tokens to at most "
+            f"{max_model_len - longest_answer}"
         )
     engine = dict(conf.get("engine") or {})
     if not engine.get("name"):
@@ -175,6 +181,7 @@ class TaskRun:
     samples: tuple[Example, ...]
     builder: ContextBuilder
     fingerprint: dict[str, Any]
+    prompt_tokens: int = 0  # of the first sample's prompt: the task's size per request
 
 
 @dataclass
@@ -203,24 +210,31 @@ def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]
             strategy=settings.selection["name"],
             seed=settings.seed,
             enable_thinking=settings.method.enable_thinking,
+            queries=parts.samples,  # the whole split (not only limit): the centroid block
         )
-        if samples:
-            builder.plan(samples[0])  # surfaces budget problems now, not mid-run
-        runs.append(
-            TaskRun(spec, data, parts, samples, builder, settings.fingerprint(spec, data, counter.backend))
-        )
+        # Planning the first sample surfaces budget problems now, not mid-run.
+        prompt_tokens = builder.plan(samples[0]).prompt_tokens if samples else 0
+        fingerprint = settings.fingerprint(spec, data, counter.backend)
+        runs.append(TaskRun(spec, data, parts, samples, builder, fingerprint, prompt_tokens))
     return runs
 
 
 def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
     settings = settings_from_config(cfg)
     engine = build_engine(settings.engine)  # validates engine settings before any heavy work
+    rundir = RunDir(settings.out_dir)
+    rundir.check_writable()
     counter = TokenCounter(settings.tokenizer_path)
     task_runs = prepare_tasks(settings, counter)
-    rundir = RunDir(settings.out_dir)
     fingerprints = {t.spec.name: t.fingerprint for t in task_runs}
     rundir.check_resumable(fingerprints, settings.overwrite)
-    return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
+    # serve.autostart=true: start a local vLLM when nothing answers (GPU boxes only); stop it after.
+    server = ensure_server(settings.config) if settings.engine.get("name") == "openai" else None
+    try:
+        return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
+    finally:
+        if server is not None:
+            server.stop()
 
 
 async def _run(
@@ -230,17 +244,46 @@ async def _run(
     rundir: RunDir,
     fingerprints: dict[str, dict],
 ) -> RunResult:
+    metrics: dict[str, TaskMetrics] = {}
+
+    async def lane(runs: list[TaskRun]) -> None:
+        for task_run in runs:
+            metrics[task_run.spec.name] = await run_task(task_run, engine, rundir, settings)
+
     try:
         await engine.start()
         rundir.prepare(fingerprints, settings.overwrite)
         atomic_write_text(rundir.path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(settings.config)))
-        metrics: dict[str, TaskMetrics] = {}
-        for task_run in task_runs:
-            metrics[task_run.spec.name] = await run_task(task_run, engine, rundir, settings)
+        await _together([lane(runs) for runs in _lanes(engine, task_runs, rundir)])
     finally:
         await engine.aclose()
         rundir.close()
     return finish(settings, task_runs, engine, rundir, metrics)
+
+
+def _lanes(engine: Engine, task_runs: Sequence[TaskRun], rundir: RunDir) -> list[list[TaskRun]]:
+    """Tasks grouped by server, each group in task order; one group if the engine has no servers."""
+    pool: ServerPool | None = getattr(engine, "pool", None)
+    if pool is None:
+        return [list(task_runs)]
+    by_name = {t.spec.name: t for t in task_runs}
+    work: dict[str, float] = {}  # expected work: prompt tokens still to send
+    for t in task_runs:
+        wanted = {s.id for s in t.samples}
+        done = len(wanted & set(rundir.finished_records(t.spec.name)))
+        work[t.spec.name] = float((len(t.samples) - done) * t.prompt_tokens)
+    return [[by_name[name] for name in names] for names in pool.assign(work)]
+
+
+async def _together(coroutines: Sequence[Any]) -> None:
+    """Run side by side; the first error cancels the others (and is raised once they are done)."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: RunSettings) -> TaskMetrics:
@@ -248,8 +291,10 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
     started = time.monotonic()
     await engine.prepare(spec, task_run.split.pool)
     logger = DryRunLog(rundir, spec.name) if not engine.answers else None
-    annotator = Annotator(spec, task_run.builder, engine, settings.method, request_logger=logger)
-    _write_static_blocks(rundir, task_run)
+    annotator = ANNOTATORS[spec.annotator].for_run(
+        spec, task_run.builder, engine, settings.method, request_logger=logger, config=settings.config
+    )
+    _write_static_blocks(rundir, task_run, annotator.settings.self_consistency)
     wanted = {s.id for s in samples}
     finished = {k: v for k, v in rundir.finished_records(spec.name).items() if k in wanted}
     todo = [(i, s) for i, s in enumerate(samples) if s.id not in finished]
@@ -279,9 +324,10 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
             bar.update(1)
 
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, min(engine.concurrency, len(todo))))))
+        await _together([worker() for _ in range(max(1, min(engine.concurrency, len(todo))))])
     finally:
         bar.close()
+        await annotator.aclose()
         if logger is not None:
             logger.close()
     records = rundir.all_records(spec.name)
@@ -297,8 +343,8 @@ def _prediction(record: dict | None) -> str:
     return record.get("prediction") or ""
 
 
-def _write_static_blocks(rundir: RunDir, task_run: TaskRun) -> None:
-    block = task_run.builder.static_block(0)
+def _write_static_blocks(rundir: RunDir, task_run: TaskRun, variants: int = 1) -> None:
+    blocks = [task_run.builder.static_block(v) for v in range(variants)]  # one per self-consistency variant
     atomic_write_json(
         rundir.path / "records" / f"{task_run.spec.name}.static.json",
         {
@@ -309,7 +355,7 @@ def _write_static_blocks(rundir: RunDir, task_run: TaskRun) -> None:
                     "demo_tokens": b.demo_tokens,
                     "demo_ids": list(b.demo_ids),
                 }
-                for b in [block]
+                for b in blocks
             }
         },
     )
@@ -322,7 +368,9 @@ class DryRunLog:
         self.rundir = rundir
         self.path = rundir.path / "requests" / f"{task}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = self.path.open("w", encoding="utf-8")
+        repair_torn_tail(self.path)
+        # Appended: a resumed dry run adds the bodies of the samples it redoes (overwrite=true clears).
+        self.handle = self.path.open("a", encoding="utf-8")
         self.static_written: set[str] = set()
 
     def __call__(self, request, plan: PromptPlan) -> None:
@@ -378,6 +426,7 @@ def finish(
         missing += len(task_run.samples) - m.n
         records = rundir.all_records(name)
         uncached += [q["uncached_tokens"] for r in records.values() for q in r.get("requests", [])]
+        served = Counter(q.get("server") for r in records.values() for q in r.get("requests", []))
         tasks[name] = {
             **m.to_dict(),
             "split": settings.split,
@@ -389,7 +438,13 @@ def finish(
             "static_block": _static_summary(task_run.builder),
             "selection": {"name": settings.selection["name"], **settings.budget_for(task_run.spec).__dict__},
             "complete": m.n == len(task_run.samples) and m.failed_requests == 0,
+            "servers": {url: n for url, n in sorted(served.items()) if url},  # requests per server
+            **task_report(task_run.spec, records, settings.method, rundir.path, settings.split),
         }
+        if task_run.spec.metric == "kernel_check":
+            tasks[name]["kernels"] = kernel_metrics(
+                records[s.id] for s in task_run.samples if s.id in records
+            )
     accuracies = [t["accuracy"] for t in tasks.values() if t.get("accuracy") is not None]
     summary = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

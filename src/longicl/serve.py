@@ -56,6 +56,7 @@ FLAGSCALE_MODEL_NAME = "qwen3"  # `flagscale serve MODEL_NAME YAML`: the name on
 EXIT_FAILED = 1
 EXIT_NOT_ANSWERING = 3
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1", "::", ""}
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # src/longicl/serve.py -> the checkout
 
 
 class ServeError(UsageError):
@@ -122,6 +123,8 @@ class ServeSpec:
 def load_spec(config: str | Path = DEFAULT_CONFIG, profile: str = DEFAULT_PROFILE) -> ServeSpec:
     """Read ``config``, merge ``profiles[profile]`` over the vLLM entry's engine args, resolve ``${…}``."""
     path = Path(config)
+    if not path.is_file() and not path.is_absolute() and (_REPO_ROOT / path).is_file():
+        path = _REPO_ROOT / path  # run from another directory of an editable checkout
     if not path.is_file():
         raise UsageError(f"{path}: no such serve config (see docs/serving.md)")
     try:
@@ -588,9 +591,12 @@ def _wait_ready(spec: ServeSpec, handle: ServerHandle, timeout: float, poll_s: f
             code = handle.process.poll() if handle.process is not None else None
             tail = _log_tail(handle.log_path)
             _clear_state(handle.out_dir, handle.marker)
+            more = ""
+            if handle.launcher == "flagscale":  # vLLM's own output goes to FlagScale's log directory
+                more = f"; FlagScale logs: {handle.out_dir / 'flagscale' / 'serve_logs'}"
             raise ServeError(
                 f"the server exited during startup{'' if code is None else f' (exit code {code})'}; "
-                f"log: {handle.log_path}" + (f" — last line: {tail}" if tail else "")
+                f"log: {handle.log_path}{more}" + (f" — last line: {tail}" if tail else "")
             )
         if time.monotonic() >= deadline:
             handle.stop()
@@ -665,12 +671,15 @@ def ensure_server(cfg: Any, progress: Callable[[str], None] | None = None) -> Se
             f"described by {spec.config_path}"
         )
     say = progress or (lambda msg: print(f"serve.autostart: {msg}", file=sys.stderr, flush=True))
-    return start_server(
-        spec,
-        _get(serve_cfg, "out_dir") or DEFAULT_OUT_DIR,
-        timeout=float(_get(serve_cfg, "timeout") or DEFAULT_TIMEOUT),
-        progress=say,
-    )
+    try:
+        return start_server(
+            spec,
+            _get(serve_cfg, "out_dir") or DEFAULT_OUT_DIR,
+            timeout=float(_get(serve_cfg, "timeout") or DEFAULT_TIMEOUT),
+            progress=say,
+        )
+    except UsageError as exc:  # ServeError included: the same class, with where it came from
+        raise type(exc)(f"serve.autostart: {exc}") from None
 
 
 def _get(node: Any, key: str) -> Any:

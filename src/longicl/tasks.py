@@ -41,6 +41,9 @@ class TaskSpec:
     # A trailing "." on a text answer is noise, except in abbreviations where gold keeps it
     # ("washington, d.c.", "jr."): "strip" always drops it, "keep_abbreviations" keeps those.
     trailing_period: str = "strip"
+    # Which annotator handles a sample (runner.ANNOTATORS): "default" (ask, parse, vote) or "kernel"
+    # (generate, check by running, repair, fall back; longicl.kernels.generate).
+    annotator: str = "default"
 
     @property
     def name(self) -> str:
@@ -124,6 +127,7 @@ TASKS: dict[int, TaskSpec] = {
             min_icl_tokens=15_000,
             default_dev_size=40,
             metric="kernel_check",
+            annotator="kernel",
         ),
     )
 }

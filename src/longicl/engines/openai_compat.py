@@ -2,8 +2,14 @@
 
 Uses the official async ``openai`` client with its own retries switched off: retries here back
 off exponentially with jitter, honour ``Retry-After`` on 429, and cover 5xx, timeouts, dropped
-connections, malformed bodies and empty answers. A prompt the server rejects as too long comes
-back as a ``context_length`` error, for the annotator to shrink the prompt and try again.
+connections, malformed bodies and empty answers. ``finish_reason == "length"`` is retried once
+with more ``max_tokens``; cut short again, it is returned as is (``finish_reason`` still
+``"length"``) and the annotator counts the answer as unreadable (a parse failure). A
+prompt the server rejects as too long comes back as a ``context_length`` error, for the annotator
+to shrink the prompt and try again.
+
+``engine.base_url`` may list several servers: a `ServerPool` (``longicl.engines.servers``) sends
+each task's requests to one server, takes out servers that stop answering, and moves their tasks.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import json
 import random
 import re
 import time
-import zlib
 from typing import Any
 from urllib.parse import urlparse
 
@@ -22,6 +27,7 @@ import openai
 from openai import AsyncOpenAI
 
 from longicl.engines.base import ChatRequest, Completion, Engine
+from longicl.engines.servers import Server, ServerPool
 from longicl.errors import ServerUnreachable, UsageError
 
 SERVING_HELP = "see README.md, section 'Serving the model'"
@@ -33,10 +39,43 @@ CONTEXT_LENGTH_ERROR = "context_length"
 
 def validate_base_url(url: object) -> str:
     text = str(url).strip() if url is not None else ""
-    parsed = urlparse(text)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    try:
+        parsed = urlparse(text)
+        ok = parsed.scheme in ("http", "https") and bool(parsed.netloc) and parsed.port != 0
+    except ValueError:  # e.g. a port that is not a number
+        ok = False
+    if not ok:
         raise UsageError(f"engine.base_url={text!r} is not an http(s) URL such as http://127.0.0.1:2026/v1")
     return text.rstrip("/")
+
+
+def validate_base_urls(value: object) -> list[str]:
+    """One URL or a list of them; each must be an http(s) URL, none twice."""
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise UsageError("engine.base_url is empty: give a URL or a list of URLs")
+    urls = [validate_base_url(item) for item in items]
+    for url in urls:
+        if urls.count(url) > 1:
+            raise UsageError(f"engine.base_url lists {url} twice")
+    return urls
+
+
+def _setting(value: object, name: str, *, minimum: float, integer: bool = False, strict: bool = False):
+    """A numeric engine setting, or a `UsageError` naming it."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or value is None:
+        raise UsageError(f"engine.{name}={value!r} is not {kind}")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"engine.{name}={value!r} is not {kind}") from None
+    if number != number or number in (float("inf"), float("-inf")) or (integer and number != int(number)):
+        raise UsageError(f"engine.{name}={value!r} is not {kind}")
+    if number < minimum or (strict and number == minimum):
+        bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
+        raise UsageError(f"engine.{name}={value} must be {bound}")
+    return int(number) if integer else number
 
 
 class OpenAIEngine(Engine):
@@ -54,25 +93,31 @@ class OpenAIEngine(Engine):
         backoff_max: float = 60.0,
         length_retry_factor: float = 2.0,
         connect_timeout: float = 10.0,
+        max_failures_in_row: int | None = None,
+        health_checks: int = 3,
         **_: Any,
     ) -> None:
-        urls = base_url if isinstance(base_url, list | tuple) else [base_url]
-        if not urls:
-            raise UsageError("engine.base_url is empty")
-        self.base_urls = [validate_base_url(u) for u in urls]
+        self.base_urls = validate_base_urls(base_url)
         self.model = model
-        self.api_key = api_key or "EMPTY"
-        self.concurrency = int(concurrency)
-        if self.concurrency < 1:
-            raise UsageError(f"engine.concurrency={concurrency} must be at least 1")
-        self.timeout = float(timeout)
-        if self.timeout <= 0:
-            raise UsageError(f"engine.timeout={timeout} must be positive")
-        self.max_retries = int(max_retries)
-        self.backoff_initial = float(backoff_initial)
-        self.backoff_max = float(backoff_max)
-        self.length_retry_factor = float(length_retry_factor)
-        self.connect_timeout = float(connect_timeout)
+        self.api_key = str(api_key or "EMPTY")
+        self.concurrency = _setting(concurrency, "concurrency", minimum=1, integer=True)
+        self.timeout = _setting(timeout, "timeout", minimum=0, strict=True)
+        self.connect_timeout = _setting(connect_timeout, "connect_timeout", minimum=0, strict=True)
+        self.max_retries = _setting(max_retries, "max_retries", minimum=0, integer=True)
+        self.backoff_initial = _setting(backoff_initial, "backoff_initial", minimum=0)
+        self.backoff_max = _setting(backoff_max, "backoff_max", minimum=0)
+        self.length_retry_factor = _setting(
+            length_retry_factor, "length_retry_factor", minimum=1, strict=True
+        )
+        self.health_checks = _setting(health_checks, "health_checks", minimum=1, integer=True)
+        self.pool = ServerPool(
+            self.base_urls,
+            concurrency=self.concurrency,
+            max_failures_in_row=max(8, 2 * self.concurrency)
+            if max_failures_in_row is None
+            else _setting(max_failures_in_row, "max_failures_in_row", minimum=1, integer=True),
+            probe=self._healthy,
+        )
         self._clients: dict[str, AsyncOpenAI] = {}
         self._jitter = random.Random()
         self.server_info: dict[str, Any] = {}
@@ -92,8 +137,42 @@ class OpenAIEngine(Engine):
         return self._clients[base_url]
 
     async def start(self) -> None:
-        for url in self.base_urls:
-            await self._check_server(url)
+        """Check every server; one that does not answer is taken out, and it is an error if none does."""
+        unreachable: dict[Server, ServerUnreachable] = {}
+        for server in self.pool.servers:
+            try:
+                await self._check_server(server.url)
+            except ServerUnreachable as exc:
+                unreachable[server] = exc
+        if len(unreachable) == len(self.pool.servers):
+            errors = list(unreachable.values())
+            if len(errors) == 1:
+                raise errors[0]
+            raise ServerUnreachable("no server answers: " + "; ".join(str(e) for e in errors))
+        for server, exc in unreachable.items():
+            self.pool.take_out(server, f"did not answer at start: {exc}")
+
+    async def _healthy(self, url: str) -> bool:
+        """The health check of a server that just failed a request.
+
+        ``GET /health`` (vLLM answers 200 only while its engine is alive); a server without that
+        route (404) is asked ``GET /v1/models`` instead. Tried ``health_checks`` times, backing off.
+        """
+        root = url.removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        for attempt in range(self.health_checks):
+            if attempt:
+                await asyncio.sleep(min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1)))
+            try:
+                async with httpx.AsyncClient(timeout=self.connect_timeout, headers=headers) as http:
+                    answer = await http.get(f"{root}/health")
+                    if answer.status_code == 404:
+                        answer = await http.get(f"{url}/models")
+                if answer.status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                continue
+        return False
 
     async def _check_server(self, url: str) -> None:
         try:
@@ -105,6 +184,10 @@ class OpenAIEngine(Engine):
         except openai.APIStatusError as exc:
             raise ServerUnreachable(
                 f"{url}/models answered HTTP {exc.status_code}; is this an OpenAI-compatible server? {SERVING_HELP}"
+            ) from None
+        except (openai.APIResponseValidationError, ValueError):
+            raise ServerUnreachable(
+                f"{url}/models did not answer a model list; is this an OpenAI-compatible server? {SERVING_HELP}"
             ) from None
         models = [m.id for m in listing.data]
         if not models:
@@ -132,45 +215,53 @@ class OpenAIEngine(Engine):
             "timeout": self.timeout,
             "max_retries": self.max_retries,
             "servers": self.server_info,
+            "pool": self.pool.describe(),
         }
 
-    def pick_server(self, request: ChatRequest) -> str:
-        """Requests with the same affinity key (same static prefix) go to the same server."""
-        if len(self.base_urls) == 1:
-            return self.base_urls[0]
-        return self.base_urls[_stable_hash(request.affinity) % len(self.base_urls)]
+    def pick_server(self, request: ChatRequest) -> Server:
+        """The server of the request's task: all requests sharing a task's prefixes go to one server."""
+        return self.pool.route(request.task.name)
 
     # -- requests ------------------------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> Completion:
-        url = self.pick_server(request)
+        """One answer, after as many retries as it takes; raises only `NoServerLeft`."""
         max_tokens = request.max_tokens
         notes: list[str] = []
         length_retried = False
         started = time.monotonic()
         last_error = "no attempt made"
         attempt = 0
+        url = ""
         while attempt <= self.max_retries:
             attempt += 1
+            server = self.pick_server(request)
+            url = server.url
             delay: float | None = None
+            unreachable = False
             try:
-                response = await self._call(url, request, max_tokens)
+                async with server.slots:
+                    response = await self._call(url, request, max_tokens)
+                self.pool.answered(server)
                 completion = _to_completion(response)
             except openai.RateLimitError as exc:
+                self.pool.answered(server)
                 last_error = f"HTTP 429: {_short(exc)}"
                 delay = _retry_after(exc.response)
             except openai.BadRequestError as exc:
+                self.pool.answered(server)
                 message = _short(exc)
                 if _CONTEXT_LENGTH.search(message):
                     return self._failed(f"{CONTEXT_LENGTH_ERROR}: {message}", started, attempt, url, notes)
                 return self._failed(f"HTTP 400: {message}", started, attempt, url, notes)
             except openai.APIStatusError as exc:
+                self.pool.answered(server)
                 last_error = f"HTTP {exc.status_code}: {_short(exc)}"
                 if exc.status_code < 500 and exc.status_code not in (408, 409):
                     return self._failed(last_error, started, attempt, url, notes)
             except openai.APITimeoutError:
-                last_error = f"timeout after {self.timeout:g}s"
+                last_error, unreachable = f"timeout after {self.timeout:g}s", True
             except openai.APIConnectionError as exc:
-                last_error = f"connection error: {_short(exc)}"
+                last_error, unreachable = f"connection error: {_short(exc.__cause__ or exc)}", True
             except (
                 openai.APIResponseValidationError,
                 json.JSONDecodeError,
@@ -180,21 +271,26 @@ class OpenAIEngine(Engine):
             ) as exc:
                 last_error = f"malformed response: {type(exc).__name__}: {_short(exc)}"
             else:
-                if completion.finish_reason == "length" and not length_retried:
-                    length_retried = True
-                    max_tokens = int(max_tokens * self.length_retry_factor)
-                    notes.append(f"finish_reason=length; retried with max_tokens={max_tokens}")
-                    attempt -= 1  # a longer answer is not a fault of the server
+                if completion.finish_reason == "length":
+                    if not length_retried:
+                        length_retried = True
+                        max_tokens = int(max_tokens * self.length_retry_factor)
+                        notes.append(f"finish_reason=length; retried with max_tokens={max_tokens}")
+                        attempt -= 1  # a longer answer is not a fault of the server
+                        continue
+                    # Cut short twice: the annotator treats the answer as unreadable (a parse
+                    # failure), or, for unfinished thinking, may ask for the answer.
+                    notes.append(f"finish_reason=length again at max_tokens={max_tokens}")
+                    return self._answered(completion, started, attempt, url, notes)
+                if (completion.text or "").strip() or completion.reasoning:
+                    return self._answered(completion, started, attempt, url, notes)
+                last_error = "empty answer"
+            notes.append(f"attempt {attempt}: {last_error} ({url})")
+            if unreachable:
+                await self.pool.unreachable(server, last_error)
+                if not server.up:  # not this request's fault: go to the task's new server now
+                    attempt -= 1
                     continue
-                if not (completion.text or "").strip() and not completion.reasoning:
-                    last_error = "empty answer"
-                else:
-                    completion.latency_s = time.monotonic() - started
-                    completion.attempts = attempt
-                    completion.server = url
-                    completion.notes = notes + completion.notes
-                    return completion
-            notes.append(f"attempt {attempt}: {last_error}")
             if attempt <= self.max_retries:
                 await asyncio.sleep(self._backoff(attempt, delay))
         return self._failed(last_error, started, attempt, url, notes)
@@ -222,6 +318,16 @@ class OpenAIEngine(Engine):
             return min(retry_after, self.backoff_max) + self._jitter.uniform(0, 0.25)
         base = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
         return self._jitter.uniform(base / 2, base)  # "equal jitter"
+
+    @staticmethod
+    def _answered(
+        completion: Completion, started: float, attempts: int, url: str, notes: list[str]
+    ) -> Completion:
+        completion.latency_s = time.monotonic() - started
+        completion.attempts = attempts
+        completion.server = url
+        completion.notes = notes + completion.notes
+        return completion
 
     def _failed(self, error: str, started: float, attempts: int, url: str, notes: list[str]) -> Completion:
         return Completion(
@@ -274,7 +380,3 @@ def _retry_after(response: httpx.Response | None) -> float | None:
 def _short(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _stable_hash(key: str) -> int:
-    return zlib.crc32(key.encode())

@@ -551,6 +551,7 @@ def _run(job: dict[str, Any], result: dict[str, Any]) -> None:
             result["notes"].append("reference failed on every input plan: " + " | ".join(errors))
     run_plans = [chosen] if chosen is not None else plans
     first_error: StageFailure | None = None
+    plan_errors: list[str] = []
     out: Any = None
     t_run = time.monotonic()
     for plan in run_plans:
@@ -570,9 +571,12 @@ def _run(job: dict[str, Any], result: dict[str, Any]) -> None:
             kind = _kind_of(exc)
             if first_error is None:
                 first_error = StageFailure(stage, kind, _format_exc(exc))
+            plan_errors.append(f"{plan['name']}: {type(exc).__name__}: {str(exc)[:160]}")
             if kind != "exception":
                 break  # out of memory or CUDA-only: other shapes will not help
     result["run_seconds"] = round(time.monotonic() - t_run, 3)
+    if first_error is not None and len(plan_errors) > 1:
+        result["notes"].append("every input plan failed: " + " | ".join(plan_errors))
     if first_error is not None or chosen is None:
         raise first_error or StageFailure(stage, "exception", "no input plan")
     result["callable"] = True

@@ -61,6 +61,7 @@ __all__ = [
     "check_candidate",
     "check_gold_examples",
     "main",
+    "resolve_signature",
 ]
 
 # Address-space limit for the child on a CPU. `import torch, triton` plus a small interpreted

@@ -9,12 +9,14 @@ from longicl.errors import UsageError
 from longicl.selection.balanced import BalancedSelector
 from longicl.selection.base import PromptBudget, Selector
 from longicl.selection.bm25 import BM25Index, BM25Selector
+from longicl.selection.centroid import CentroidSelector
 from longicl.selection.hybrid import HybridSelector
 from longicl.selection.random import RandomSelector
 from longicl.tasks import TaskSpec
 
 STRATEGIES: dict[str, type[Selector]] = {
-    cls.name: cls for cls in (RandomSelector, BalancedSelector, BM25Selector, HybridSelector)
+    cls.name: cls
+    for cls in (RandomSelector, BalancedSelector, BM25Selector, HybridSelector, CentroidSelector)
 }
 
 

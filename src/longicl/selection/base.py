@@ -51,6 +51,10 @@ class Selector(ABC):
         """A generator seeded from the config seed, the task and a purpose, so choices are reproducible."""
         return random.Random(":".join(map(str, (self.spec.name, self.seed, *salt))))
 
+    def observe(self, queries: Sequence[Example]) -> None:
+        """The unlabelled samples of the run's split; strategies whose static block depends on
+        them (``centroid``) override this."""
+
     def static_demos(self, budget: PromptBudget, variant: int = 0) -> list[int]:
         return []
 

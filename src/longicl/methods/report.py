@@ -1,0 +1,215 @@
+"""What run.json says about a task's method, and the calibration file a dev run leaves behind.
+
+`task_report` is merged into the task's entry of ``run.json`` by the runner. It names the
+method (``icl``, ``icl+program``, ``icl+classifier``), whether the task stayed pure in-context
+learning (``pure_icl``, ``side_models``), the settings as applied to the task, and, where they
+apply: self-consistency statistics (agreement, ties, each variant's own accuracy on dev),
+program verification counts, and label-score calibration (raw vs calibrated dev accuracy). On a
+dev split with label scores it fits the calibrations and writes them to
+``out_dir/calibration.json`` (one entry per task, merged with the file's other tasks).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from longicl.methods import calibration as cal
+from longicl.methods.scoring import best_label
+from longicl.methods.voting import Vote, rule_for, vote
+from longicl.metrics import score
+from longicl.parse import normalise
+from longicl.rundir import atomic_write_json
+from longicl.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from longicl.annotate import MethodSettings
+
+CALIBRATION_FILE = "calibration.json"
+MIN_CALIBRATION_ROWS = 10
+
+
+def task_report(
+    spec: TaskSpec,
+    records: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
+    method: MethodSettings,
+    out_dir: str | Path,
+    split: str,
+) -> dict[str, Any]:
+    """The method part of one task's run.json entry (see the module docstring)."""
+    rows = list(records.values()) if isinstance(records, Mapping) else list(records)
+    settings = method.for_task(spec)
+    side_models = []
+    if settings.classical_voter and spec.is_closed:
+        side_models.append("classifier")
+    if settings.use_program and spec.program:
+        side_models.append("program")
+    # Records of an engine that is not a language model (engine=classical) name what answered.
+    answered_by = sorted(
+        {str(r.get("method")) for r in rows if r.get("method") and r.get("vote") is not None}
+    )
+    engine_models = [m for m in answered_by if m.split("+")[0] != "icl"]
+    report: dict[str, Any] = {
+        "method": "+".join(answered_by) if engine_models else settings.label(spec),
+        "pure_icl": not side_models and not engine_models,
+        "side_models": sorted(set(side_models) | set(engine_models)),
+        "method_settings": settings.summary(spec),
+    }
+    answered = [r for r in rows if r.get("vote") is not None]
+    if answered and (settings.self_consistency > 1 or side_models):
+        report["self_consistency"] = _consistency(spec, answered, settings.self_consistency)
+    if settings.use_program and spec.program:
+        report["program"] = _program_counts(answered)
+    if spec.is_closed and settings.logprobs:
+        report["calibration"] = _calibration(spec, answered, settings, Path(out_dir), split)
+    return report
+
+
+def _consistency(spec: TaskSpec, rows: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
+    agreement = [r["vote"]["agreement"] for r in rows if r["vote"].get("agreement") is not None]
+    out: dict[str, Any] = {
+        "k": k,
+        "mean_agreement": _mean(agreement),
+        "unanimous": _mean([float(a >= 1.0) for a in agreement]),
+        "ties_broken": sum(1 for r in rows if r["vote"].get("tie_break")),
+        "unreadable_requests": sum(
+            1 for r in rows for q in r.get("requests", []) if not q.get("answer") and not q.get("error")
+        ),
+    }
+    if any(r.get("correct") is not None for r in rows):
+        per_variant: dict[int, list[float]] = {}
+        for r in rows:
+            for q in r.get("requests", []):
+                verdict = score(spec, q.get("parsed") or "", r.get("gold"))
+                if verdict is not None:
+                    per_variant.setdefault(int(q.get("variant", 0)), []).append(verdict)
+        out["variant_accuracy"] = {str(v): _mean(s) for v, s in sorted(per_variant.items())}
+    return out
+
+
+def _program_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    verdicts = [r["program"] for r in rows if r.get("program")]
+    return {
+        "checked": len(verdicts),
+        "usable": sum(1 for v in verdicts if v.get("usable")),
+        "agreed": sum(1 for v in verdicts if v.get("agreed")),
+        "replaced": sum(1 for v in verdicts if v.get("replaced")),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# calibration
+# ------------------------------------------------------------------------------------------------
+def revote(
+    spec: TaskSpec,
+    settings: MethodSettings,
+    record: Mapping[str, Any],
+    calibrated: Mapping[int, Mapping[str, float]] | None = None,
+) -> str:
+    """A record's prediction again, from its requests' raw or ``calibrated`` (by variant) scores."""
+    votes = []
+    for q in record.get("requests", []):
+        variant = int(q.get("variant", 0))
+        scores = (calibrated or {}).get(variant)
+        if scores:
+            votes.append(Vote(best_label(scores, list(scores)), variant, "icl", 1.0, scores))
+        else:
+            votes.append(Vote(q.get("parsed") or "", variant, "icl", 1.0, q.get("label_logprobs")))
+    for side in (record.get("vote") or {}).get("side", []):
+        if side.get("answer"):
+            votes.append(Vote(side["answer"], -1, side.get("source", "side"), settings.classical_weight))
+    return vote(votes, rule_for(settings.vote, votes), key=lambda a: normalise(spec, a)).answer
+
+
+def _calibration(
+    spec: TaskSpec,
+    rows: Sequence[Mapping[str, Any]],
+    settings: MethodSettings,
+    out_dir: Path,
+    split: str,
+) -> dict[str, Any]:
+    labels = list(spec.labels or ())
+    applied = sorted({r["calibration"]["mode"] for r in rows if r.get("calibration")})
+    out: dict[str, Any] = {
+        "applied": applied[0] if len(applied) == 1 else (applied or None),
+        "file": settings.calibration if applied else None,
+        "scored_requests": sum(1 for r in rows for q in r.get("requests", []) if q.get("label_logprobs")),
+        "requests": sum(len(r.get("requests", [])) for r in rows),
+    }
+    gold_rows = [r for r in rows if r.get("gold") is not None and r.get("correct") is not None]
+    if split != "dev" or not gold_rows:
+        return out
+    data = [
+        cal.Row(int(r["index"]), int(q.get("variant", 0)), q["label_logprobs"], normalise(spec, r["gold"]))
+        for r in gold_rows
+        for q in r.get("requests", [])
+        if q.get("label_logprobs")
+    ]
+    if len(data) < MIN_CALIBRATION_ROWS:
+        out["note"] = f"too few scored requests ({len(data)}) to fit a calibration"
+        return out
+
+    def accuracy(scores: Mapping[tuple[int, int], Mapping[str, float]] | None) -> float:
+        hits = []
+        for r in gold_rows:
+            by_variant = None
+            if scores is not None:
+                by_variant = {
+                    int(q.get("variant", 0)): scores[(int(r["index"]), int(q.get("variant", 0)))]
+                    for q in r.get("requests", [])
+                    if (int(r["index"]), int(q.get("variant", 0))) in scores
+                }
+            hits.append(score(spec, revote(spec, settings, r, by_variant), r["gold"]) or 0.0)
+        return sum(hits) / len(hits)
+
+    batch = cal.fit(labels, "batch", data)
+    in_sample = {(row.sample, row.variant): batch.apply(row.logprobs, row.variant) for row in data}
+    accuracies = {
+        "none": accuracy(None),
+        "batch": accuracy(in_sample),
+        "bias": accuracy(cal.cross_fitted(labels, "bias", data)),
+    }
+    simplicity = {"none": 2, "batch": 1, "bias": 0}
+    use = max(accuracies, key=lambda mode: (round(accuracies[mode], 12), simplicity[mode]))
+    bias = cal.fit(labels, "bias", data)
+    entry = {
+        "labels": labels,
+        "use": use,
+        "modes": {"batch": batch.to_dict(), "bias": bias.to_dict()},
+        "dev": {
+            "samples": len(gold_rows),
+            "scored_requests": len(data),
+            "raw_accuracy": accuracies["none"],
+            "batch_accuracy": accuracies["batch"],
+            "bias_accuracy_cv": accuracies["bias"],
+            "vote": settings.vote,
+            "self_consistency": settings.self_consistency,
+        },
+    }
+    _merge_file(out_dir / CALIBRATION_FILE, spec.name, entry)
+    out.update(
+        {
+            "raw_accuracy": accuracies["none"],
+            "batch_accuracy": accuracies["batch"],
+            "bias_accuracy_cv": accuracies["bias"],
+            "best": use,
+            "written": CALIBRATION_FILE,
+        }
+    )
+    return out
+
+
+def _merge_file(path: Path, task: str, entry: dict[str, Any]) -> None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        doc = {}
+    doc[task] = entry
+    atomic_write_json(path, dict(sorted(doc.items())))
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 6) if values else None

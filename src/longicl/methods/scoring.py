@@ -1,0 +1,103 @@
+"""Label scoring from the log-probabilities of the answer's first token.
+
+For a closed label set whose labels differ in their first token ("Sad" / "Not sad", "Y" / "N",
+"0".."6" under Qwen's tokenizer), the distribution of the first answer token already is a
+distribution over labels: each top-k token that is a prefix of exactly one label (compared
+without surrounding spaces, case-insensitively, aliases included) gives its probability to that
+label. Tokens that fit no label, or several, are ignored. A label none of whose tokens made the
+top-k gets an even share of the probability mass the top-k leaves over, capped at the smallest
+listed probability (it was not listed, so it was not more likely than that).
+
+The first answer token is the first non-blank token after the last ``</think>`` (thinking with
+the reasoning inline) or the first non-blank token (thinking off, or reasoning split off by the
+server's reasoning parser). Scores are returned as log-probabilities normalised over the labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from longicl.tasks import TaskSpec
+
+#: log-probabilities are clamped here, so that an impossible label stays a finite number
+FLOOR = -50.0
+
+
+def answer_token(logprobs: Sequence[Mapping[str, Any]] | None) -> Mapping[str, Any] | None:
+    """The first generated token of the answer proper (after any inline reasoning)."""
+    if not logprobs:
+        return None
+    start = 0
+    for position, item in enumerate(logprobs):
+        if "</think>" in str(item.get("token", "")):
+            start = position + 1
+    for item in logprobs[start:]:
+        if str(item.get("token", "")).strip():
+            return item
+    return None
+
+
+def label_logprobs(spec: TaskSpec, logprobs: Sequence[Mapping[str, Any]] | None) -> dict[str, float] | None:
+    """Log-probability of each label of ``spec`` (normalised over the labels), or None."""
+    if not spec.labels:
+        return None
+    item = answer_token(logprobs)
+    if item is None:
+        return None
+    top: dict[str, float] = dict(item.get("top") or {})
+    token = str(item.get("token", ""))
+    if token not in top and item.get("logprob") is not None:
+        top[token] = float(item["logprob"])
+    owners = _prefix_owners(spec)
+    mass: dict[str, list[float]] = {label: [] for label in spec.labels}
+    for text, logprob in top.items():
+        label = owners(text)
+        if label is not None and logprob is not None and math.isfinite(logprob):
+            mass[label].append(float(logprob))
+    if not any(mass.values()):
+        return None
+    listed = [float(lp) for lp in top.values() if lp is not None and math.isfinite(lp)]
+    leftover = max(0.0, 1.0 - sum(math.exp(lp) for lp in listed))
+    missing = [label for label, values in mass.items() if not values]
+    unlisted = FLOOR
+    if missing:
+        share = leftover / len(missing)
+        unlisted = min(math.log(share) if share > 0 else FLOOR, min(listed))
+    scores = {label: (_logsumexp(values) if values else unlisted) for label, values in mass.items()}
+    return normalise(scores)
+
+
+def normalise(scores: Mapping[str, float]) -> dict[str, float]:
+    """Log-probabilities renormalised to sum to one, each clamped at ``FLOOR``."""
+    total = _logsumexp(list(scores.values()))
+    return {label: max(FLOOR, value - total) for label, value in scores.items()}
+
+
+def best_label(scores: Mapping[str, float], order: Sequence[str]) -> str:
+    """The highest-scoring label; ties go to the label listed first in ``order``."""
+    rank = {label: i for i, label in enumerate(order)}
+    return max(scores, key=lambda label: (scores[label], -rank.get(label, len(rank))))
+
+
+def _prefix_owners(spec: TaskSpec):
+    names: dict[str, str] = {label.lower(): label for label in spec.labels or ()}
+    for alias, label in spec.label_aliases:
+        names.setdefault(alias.lower(), label)
+
+    def owner(token: str) -> str | None:
+        text = token.strip().lower()
+        if not text:
+            return None
+        found = {label for name, label in names.items() if name.startswith(text)}
+        return found.pop() if len(found) == 1 else None
+
+    return owner
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    if not values:
+        return FLOOR
+    peak = max(values)
+    return peak + math.log(sum(math.exp(v - peak) for v in values))

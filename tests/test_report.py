@@ -1,0 +1,191 @@
+"""The technical report (longicl.report): Markdown and a self-contained HTML file from run dirs."""
+
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+from conftest import compose
+from fake_server import FakeServer
+
+from longicl import analysis as an
+from longicl import report
+from longicl.runner import run
+
+
+class _Page(HTMLParser):
+    """Resource references, tables (class -> body rows) and images of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.references: list[tuple[str, str, str]] = []  # (tag, attribute, value)
+        self.tags: list[str] = []
+        self.tables: list[tuple[str, int]] = []
+        self.images = 0
+        self._table: list = []
+        self._in_body = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        for name in ("src", "href", "data", "poster", "srcset"):
+            if name in attrs:
+                self.references.append((tag, name, attrs[name] or ""))
+        if tag == "img":
+            self.images += 1
+        if tag == "table":
+            self._table = [attrs.get("class") or "", 0]
+        if tag == "tbody":
+            self._in_body = True
+        if tag == "tr" and self._in_body and self._table:
+            self._table[1] += 1
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body = False
+        if tag == "table" and self._table:
+            self.tables.append(tuple(self._table))
+            self._table = []
+
+
+def _page(path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def dry_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dry")
+    run(compose("engine=dryrun", "task=all", "split=dev", "limit=2", f"out_dir={out}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def gold_dir(tmp_path_factory, gold_answers):
+    out = tmp_path_factory.mktemp("gold")
+    with FakeServer(gold_answers) as server:
+        run(compose("task=all", "split=dev", "limit=2", f"engine.base_url={server.url}", f"out_dir={out}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def dry_report(dry_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return report.build_report([dry_dir], out), out
+
+
+def test_markdown_and_html_are_written_with_figures(dry_report):
+    written, out = dry_report
+    assert written.markdown == out / "technical_report.md" and written.markdown.is_file()
+    assert written.html == out / "technical_report.html" and written.html.is_file()
+    assert len(written.figures) >= 3
+    markdown = written.markdown.read_text(encoding="utf-8")
+    for figure in written.figures:
+        assert figure.parent == out / "figures" and figure.read_bytes().startswith(b"\x89PNG")
+        assert f"](figures/{figure.name})" in markdown
+    for section in (
+        "## Where the numbers come from",
+        "## Method",
+        "### Context construction",
+        "### Selection strategies",
+        "### Prompts",
+        "### Answer parsing",
+        "### Engines and decoding",
+        "## Results",
+        "### Comparison with baselines",
+        "## Compliance with the rules",
+        "## Environment and reproduction",
+    ):
+        assert section in markdown, section
+
+
+def test_html_is_self_contained_with_the_per_task_table(dry_report):
+    written, _ = dry_report
+    page = _page(written.html)
+    per_task = [rows for css, rows in page.tables if "per-task" in css]
+    assert per_task and per_task[0] >= 7
+    assert page.images >= 3
+    for tag, attribute, value in page.references:
+        if tag == "img":
+            assert value.startswith("data:image/png;base64,"), value[:60]
+        else:
+            assert value.startswith("#"), (tag, attribute, value)  # in-page links only
+    assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
+    html = written.html.read_text(encoding="utf-8")
+    assert "@import" not in html and not re.search(r"url\(\s*['\"]?(https?:)?//", html)
+
+
+def test_the_report_says_where_numbers_come_from(dry_report, dry_dir):
+    written, _ = dry_report
+    markdown = written.markdown.read_text(encoding="utf-8")
+    assert "No GPU run was made for this report" in markdown
+    assert "dry run" in markdown
+    assert an.BEST_PUBLIC_SOURCE in markdown
+    for task_id, value in an.BEST_PUBLIC_ACCURACY.items():
+        assert f"{100 * value:.1f}%" in markdown, task_id
+    # the compliance table: minimum ICL tokens actually sent against the rule, per task
+    summary = json.loads((dry_dir / "run.json").read_text())
+    for name, task in summary["tasks"].items():
+        assert f"| {name} | none (dry run" in markdown
+        assert f"{task['icl_tokens']['min']:,}" in markdown
+    assert "| 15,000 | yes |" in markdown and "| 30,000 | yes |" in markdown
+
+
+def test_reproduction_commands_run_as_written(dry_report, dry_dir):
+    written, _ = dry_report
+    markdown = written.markdown.read_text(encoding="utf-8")
+    commands = [line for line in markdown.splitlines() if line.startswith(".venv/bin/python main.py")]
+    assert commands
+    config = json.loads((dry_dir / "run.json").read_text())["config"]
+    command, verified = an.main_command(config)
+    assert verified and ".venv/bin/" + command in commands
+
+
+def test_a_model_run_and_notebook_values(gold_dir, dry_dir, tmp_path):
+    values = tmp_path / "values"
+    values.mkdir()
+    point = an.SweepPoint(
+        "hybrid", 32000, "openseek-5", 3, None, 32400.0, 32200.0, 32100, 1260.0, 31140.0, 0.1, "x"
+    )
+    (values / "02_context_strategies.values.json").write_text(
+        json.dumps(
+            {
+                "engine": "dryrun",
+                "split": "dev",
+                "limit": 3,
+                "points": an.jsonable([point]),
+                "cost": an.cost_rows([point]),
+            }
+        )
+    )
+    written = report.build_report([gold_dir, dry_dir], tmp_path / "out", notebook_values=values)
+    markdown = written.markdown.read_text(encoding="utf-8")
+    assert "No GPU run was made" not in markdown  # the fake server plays a served Qwen3-4B here
+    assert "Qwen3-4B (this work)" in markdown and "100.0%" in markdown
+    assert "## Context strategies: cost and accuracy" in markdown
+    assert "accuracy.png" in markdown and "strategy_cost.png" in markdown
+    page = _page(written.html)
+    assert sum(1 for css, rows in page.tables if "per-task" in css and rows >= 8) == 2
+    assert page.images == len(written.figures) >= 5
+
+
+def test_command_line(dry_dir, tmp_path, capsys):
+    assert report.main([str(dry_dir), "-o", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "technical_report.html").is_file()
+    markdown = (tmp_path / "r" / "technical_report.md").read_text(encoding="utf-8")
+    assert f".venv/bin/python -m longicl.report {dry_dir} -o {tmp_path / 'r'}" in markdown
+    assert report.main([str(tmp_path / "nothing"), "-o", str(tmp_path / "r2")]) == 2
+    assert "no run.json" in capsys.readouterr().err
+
+
+def test_inline_markup_is_escaped():
+    assert report.inline_html("a `<b>` **c** <d>") == "a <code>&lt;b&gt;</code> <strong>c</strong> &lt;d&gt;"
+
+
+def test_confidence_intervals():
+    assert report._ci95(None, 10) == "—" and report._ci95(0.5, 0) == "—"
+    low, high = map(float, report._ci95(1.0, 200).split("–"))
+    assert high == 100.0 and 97.0 < low < 99.0
+    low, high = map(float, report._ci95(0.5, 100).split("–"))
+    assert 39 < low < 41 and 59 < high < 61
