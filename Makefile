@@ -1,6 +1,6 @@
 # Everything runs inside .venv, created and installed on first use (Python 3.11 and pip suffice).
 #   make test                       create .venv, install, run the test suite
-#   make demo                       CPU end to end: classical engine on the dev split, all tasks
+#   make demo                       CPU end to end: classical engine, dev split, all tasks, then the report
 #   make run ARGS="task=5 ..."      python main.py with hydra overrides (needs a served model)
 #   make notebooks / make report    execute the notebooks / write reports/technical_report.{md,html}
 
@@ -32,11 +32,13 @@ run: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python main.py engine=classical split=dev task=all out_dir=$(OUT)/demo $(ARGS)
+	$(BIN)/python -m longicl.report $(OUT)/demo -o reports
 
 notebooks: $(STAMP)
 	$(BIN)/python -m longicl.notebooks $(ARGS)
 
 report: $(STAMP)
+	@test -f $(OUT)/demo/run.json || $(MAKE) --no-print-directory demo
 	$(BIN)/python -m longicl.report $(OUT)/demo -o reports $(ARGS)
 
 lint: $(STAMP)

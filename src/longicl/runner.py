@@ -77,6 +77,11 @@ class RunSettings:
     progress: bool = True
     config: dict[str, Any] = field(default_factory=dict)
 
+    def strategy_for(self, spec: TaskSpec) -> str:
+        """The selection strategy of ``spec``: ``selection.per_task.<id>.name`` or ``selection.name``."""
+        per_task = (self.selection.get("per_task") or {}).get(str(spec.id)) or {}
+        return str(per_task.get("name") or self.selection["name"])
+
     def budget_for(self, spec: TaskSpec) -> PromptBudget:
         per_task = (self.selection.get("per_task") or {}).get(str(spec.id)) or {}
 
@@ -106,9 +111,9 @@ class RunSettings:
             "dev_size": self.dev_size,
             "seed": self.seed,
             "data_sha256": data.sha256,
-            "selection": {"name": self.selection.get("name"), **budget.__dict__},
+            "selection": {"name": self.strategy_for(spec), **budget.__dict__},
             "prompt": _digest(self.prompt),
-            "method": _digest(_plain(self.method.__dict__)),
+            "method": _digest(_plain(self.method.for_task(spec).__dict__)),
             "engine": self.engine.get("name"),
             "model": self.engine.get("model"),
             "tokenizer": backend,
@@ -207,9 +212,9 @@ def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]
             template=template,
             counter=counter,
             budget=settings.budget_for(spec),
-            strategy=settings.selection["name"],
+            strategy=settings.strategy_for(spec),
             seed=settings.seed,
-            enable_thinking=settings.method.enable_thinking,
+            enable_thinking=settings.method.for_task(spec).enable_thinking,
             queries=parts.samples,  # the whole split (not only limit): the centroid block
         )
         # Planning the first sample surfaces budget problems now, not mid-run.
@@ -395,6 +400,7 @@ class DryRunLog:
                     },
                 ],
                 "max_tokens": request.max_tokens,
+                **({"logprobs": True, "top_logprobs": request.logprobs} if request.logprobs else {}),
                 **request.sampling,
                 **request.extra_body,
             },
@@ -436,7 +442,10 @@ def finish(
             "metric": task_run.spec.metric,
             "pool_size": len(task_run.split.pool),
             "static_block": _static_summary(task_run.builder),
-            "selection": {"name": settings.selection["name"], **settings.budget_for(task_run.spec).__dict__},
+            "selection": {
+                "name": settings.strategy_for(task_run.spec),
+                **settings.budget_for(task_run.spec).__dict__,
+            },
             "complete": m.n == len(task_run.samples) and m.failed_requests == 0,
             "servers": {url: n for url, n in sorted(served.items()) if url},  # requests per server
             **task_report(task_run.spec, records, settings.method, rundir.path, settings.split),

@@ -52,6 +52,9 @@ class Engine(ABC):
     concurrency = 1
     #: whether replies are real answers (False for the dry run, which only builds requests)
     answers = True
+    #: whether replies come from a model that reads the prompt, so that follow-up requests
+    #: (task 8's reference and repair turns) can change them (False for classical annotators)
+    reads_prompts = True
 
     async def start(self) -> None:
         """Check that the engine can work (e.g. the server answers); raise a UsageError if not."""

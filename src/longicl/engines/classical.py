@@ -58,6 +58,7 @@ def default_cache_dir() -> Path:
 
 class ClassicalEngine(Engine):
     name = "classical"
+    reads_prompts = False  # answers come from programs/classifiers/retrieval, never from the prompt
 
     def __init__(
         self,

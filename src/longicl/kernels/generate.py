@@ -556,6 +556,10 @@ class KernelAnnotator(Annotator):
     async def annotate(self, sample: Example, index: int) -> dict[str, Any]:
         if not self.engine.answers:
             return await self._dry_run(sample, index)
+        if not self.engine.reads_prompts:
+            # A classical placeholder (nearest example's code): references and repairs cannot
+            # change it and checking it says nothing about ICL, so it is recorded as answered.
+            return await super().annotate(sample, index)
         sig = self.wrapper_signature(sample)
         wrapper = sig.name if sig is not None and sig.name else None
         logs: list[dict[str, Any]] = []
