@@ -35,6 +35,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from longicl.config_values import plain
 from longicl.data import Example, load_task
 from longicl.rundir import RunDir, atomic_write_json
 from longicl.tasks import TASKS, TaskSpec, get_task, resolve_tasks
@@ -377,15 +378,15 @@ def config_overrides(config: Mapping[str, Any]) -> list[str]:
     """Hydra overrides that turn ``conf/`` into ``config`` (a run.json ``config``)."""
     from omegaconf import OmegaConf
 
-    config = _plain(config)
-    defaults = _plain(OmegaConf.to_container(compose([]), resolve=True))
+    config = plain(config)
+    defaults = plain(OmegaConf.to_container(compose([]), resolve=True))
     groups = []
     for group in CONFIG_GROUPS:
         name = (config.get(group) or {}).get("name")
         default = (defaults.get(group) or {}).get("name")
         if name and name != default and (CONF_DIR / group / f"{name}.yaml").is_file():
             groups.append(f"{group}={name}")
-    base = _plain(OmegaConf.to_container(compose(groups), resolve=True)) if groups else defaults
+    base = plain(OmegaConf.to_container(compose(groups), resolve=True)) if groups else defaults
     wanted, have = _flatten(config), _flatten(base)
     leaves = []
     for key, value in wanted.items():
@@ -413,8 +414,8 @@ def main_command(config: Mapping[str, Any], recorded: str | None = None) -> tupl
     overrides = config_overrides(config)
     command = " ".join(["python", "main.py", *(shlex.quote(o) for o in overrides)])
     try:
-        composed = _flatten(_plain(OmegaConf.to_container(compose(overrides), resolve=True)))
-        verified = all(composed.get(k, _MISSING) == v for k, v in _flatten(_plain(config)).items())
+        composed = _flatten(plain(OmegaConf.to_container(compose(overrides), resolve=True)))
+        verified = all(composed.get(k, _MISSING) == v for k, v in _flatten(plain(config)).items())
     except Exception:  # noqa: BLE001 - any composition failure means "not verified"
         verified = False
     if not verified and recorded and Path(recorded.split()[0]).name == "main.py":
@@ -668,7 +669,7 @@ def fit(costs: Sequence[int], budget: int, seed: int = 0) -> Fit:
 def _prompt_config(name: str = "default") -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    return _plain(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "prompt" / f"{name}.yaml")))
+    return plain(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "prompt" / f"{name}.yaml")))
 
 
 def data_overview(
@@ -1534,12 +1535,6 @@ def figure_icl_floor(run: RunData):
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def median(values: Sequence[float]) -> float | None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from longicl.config_values import as_int
 from longicl.data import Example
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.engines.openai_compat import CONTEXT_LENGTH_ERROR
@@ -207,14 +208,14 @@ def _coerce(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(out["max_tokens"], Mapping):
             raise UsageError(f"{where}.max_tokens must map answer kinds to token counts")
         out["max_tokens"] = {
-            str(k): _int(v, f"{where}.max_tokens.{k}", minimum=1) for k, v in out["max_tokens"].items()
+            str(k): as_int(v, f"{where}.max_tokens.{k}", minimum=1) for k, v in out["max_tokens"].items()
         }
     if "thinking_budget" in out:
-        out["thinking_budget"] = _int(out["thinking_budget"], f"{where}.thinking_budget", minimum=0)
+        out["thinking_budget"] = as_int(out["thinking_budget"], f"{where}.thinking_budget", minimum=0)
     if "self_consistency" in out:
-        out["self_consistency"] = _int(out["self_consistency"], f"{where}.self_consistency", minimum=1)
+        out["self_consistency"] = as_int(out["self_consistency"], f"{where}.self_consistency", minimum=1)
     if out.get("logprobs") is not None:
-        out["logprobs"] = _int(out["logprobs"], f"{where}.logprobs", minimum=0) or None
+        out["logprobs"] = as_int(out["logprobs"], f"{where}.logprobs", minimum=0) or None
         if out["logprobs"] is not None and out["logprobs"] > MAX_TOP_LOGPROBS:
             raise UsageError(f"{where}.logprobs={out['logprobs']}: at most {MAX_TOP_LOGPROBS} (vLLM's limit)")
     if "vote" in out and out["vote"] not in ("auto", *RULES):
@@ -243,20 +244,6 @@ def _coerce(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     if "name" in out:
         out["name"] = str(out["name"])
     return out
-
-
-def _int(value: Any, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise UsageError(f"{name}={value} is not an integer")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name}={value!r} is not an integer") from None
-    if isinstance(value, float) and value != number:
-        raise UsageError(f"{name}={value} is not an integer")
-    if number < minimum:
-        raise UsageError(f"{name}={value} must be at least {minimum}")
-    return number
 
 
 RequestLogger = Callable[[ChatRequest, PromptPlan], None]

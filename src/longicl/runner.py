@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from longicl.annotate import Annotator, MethodSettings
+from longicl.config_values import as_int, plain
 from longicl.data import Example, Split, TaskData, load_task, split
 from longicl.engines import Engine, build_engine
 from longicl.engines.servers import ServerPool
@@ -88,14 +89,14 @@ class RunSettings:
         def setting(key: str, default: Any = None) -> Any:
             return per_task.get(key, self.selection.get(key, default))
 
-        margin = _non_negative_int(setting("margin_tokens", 0), "selection.margin_tokens")
+        margin = as_int(setting("margin_tokens", 0), "selection.margin_tokens", minimum=0)
         static = setting("static_tokens")
         static = (
             spec.min_icl_tokens + margin
             if static is None
-            else _non_negative_int(static, "selection.static_tokens")
+            else as_int(static, "selection.static_tokens", minimum=0)
         )
-        dynamic = _non_negative_int(setting("dynamic_tokens", 0), "selection.dynamic_tokens")
+        dynamic = as_int(setting("dynamic_tokens", 0), "selection.dynamic_tokens", minimum=0)
         return PromptBudget(
             static_tokens=static,
             dynamic_tokens=dynamic,
@@ -113,7 +114,7 @@ class RunSettings:
             "data_sha256": data.sha256,
             "selection": {"name": self.strategy_for(spec), **budget.__dict__},
             "prompt": _digest(self.prompt),
-            "method": _digest(_plain(self.method.for_task(spec).__dict__)),
+            "method": _digest(plain(self.method.for_task(spec).__dict__)),
             "engine": self.engine.get("name"),
             "model": self.engine.get("model"),
             "tokenizer": backend,
@@ -122,16 +123,16 @@ class RunSettings:
 
 def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     """Validate a resolved config; every problem is one `UsageError` line naming the setting."""
-    conf = _plain(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
+    conf = plain(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
     split_name = str(conf.get("split", "test"))
     if split_name not in ("dev", "test"):
         raise UsageError(f"split={split_name!r} is not one of: dev, test")
     limit = conf.get("limit")
     if limit is not None:
-        limit = _positive_int(limit, "limit")
+        limit = as_int(limit, "limit", minimum=1)
     dev_size = conf.get("dev_size")
     if dev_size is not None:
-        dev_size = _positive_int(dev_size, "dev_size")
+        dev_size = as_int(dev_size, "dev_size", minimum=1)
     selection = dict(conf.get("selection") or {})
     if selection.get("name") not in STRATEGIES:
         raise UsageError(
@@ -139,8 +140,8 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         )
     method = MethodSettings.from_config(dict(conf.get("method") or {}))  # see longicl.annotate
     KernelSettings.from_config(conf.get("kernels"))  # task 8's settings, checked before any output
-    max_model_len = _positive_int(conf.get("max_model_len", 131072), "max_model_len")
-    max_prompt_tokens = _positive_int(conf.get("max_prompt_tokens", 120000), "max_prompt_tokens")
+    max_model_len = as_int(conf.get("max_model_len", 131072), "max_model_len", minimum=1)
+    max_prompt_tokens = as_int(conf.get("max_prompt_tokens", 120000), "max_prompt_tokens", minimum=1)
     longest_answer = method.longest_request(resolve_tasks(conf.get("task", "all")))
     if max_prompt_tokens + longest_answer > max_model_len:
         raise UsageError(
@@ -157,7 +158,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         split=split_name,
         limit=limit,
         dev_size=dev_size,
-        seed=_non_negative_int(conf.get("seed", 0), "seed"),
+        seed=as_int(conf.get("seed", 0), "seed", minimum=0),
         data_dir=_project_path(conf.get("data_dir", "data/openseek")),
         out_dir=Path(str(conf.get("out_dir", "outputs"))),
         overwrite=bool(conf.get("overwrite", False)),
@@ -544,12 +545,6 @@ def _environment(engine: Engine) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _digest(value: Any) -> str:
@@ -562,29 +557,3 @@ def _project_path(value: Any) -> Path:
     if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
         return PROJECT_ROOT / path
     return path
-
-
-def _positive_int(value: Any, name: str) -> int:
-    number = _as_int(value, name)
-    if number < 1:
-        raise UsageError(f"{name}={value} must be a positive integer")
-    return number
-
-
-def _non_negative_int(value: Any, name: str) -> int:
-    number = _as_int(value, name)
-    if number < 0:
-        raise UsageError(f"{name}={value} must not be negative")
-    return number
-
-
-def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise UsageError(f"{name}={value} is not an integer")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name}={value!r} is not an integer") from None
-    if isinstance(value, float) and value != number:
-        raise UsageError(f"{name}={value} is not an integer")
-    return number

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from longicl.config_values import plain
 from longicl.data import Example
 from longicl.tasks import TaskSpec
 
@@ -49,7 +50,7 @@ class ClassicalModel(ABC):
         """The hyperparameters, as plain data (the cache key and run.json use them)."""
         return {
             "kind": self.kind,
-            **{f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)},
+            **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)},
         }
 
 
@@ -67,11 +68,3 @@ def pool_digest(pool: Sequence[Example]) -> str:
             digest.update(len(data).to_bytes(8, "little"))
             digest.update(data)
     return digest.hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value

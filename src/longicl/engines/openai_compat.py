@@ -91,6 +91,7 @@ class OpenAIEngine(Engine):
         max_retries: int = 6,
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
+        retry_after_max: float = 300.0,
         length_retry_factor: float = 2.0,
         connect_timeout: float = 10.0,
         max_failures_in_row: int | None = None,
@@ -106,6 +107,7 @@ class OpenAIEngine(Engine):
         self.max_retries = _setting(max_retries, "max_retries", minimum=0, integer=True)
         self.backoff_initial = _setting(backoff_initial, "backoff_initial", minimum=0)
         self.backoff_max = _setting(backoff_max, "backoff_max", minimum=0)
+        self.retry_after_max = _setting(retry_after_max, "retry_after_max", minimum=0)
         self.length_retry_factor = _setting(
             length_retry_factor, "length_retry_factor", minimum=1, strict=True
         )
@@ -315,7 +317,9 @@ class OpenAIEngine(Engine):
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(retry_after, self.backoff_max) + self._jitter.uniform(0, 0.25)
+            # The server said how long to wait: honour it (bounded against a nonsense header),
+            # plus a little jitter so that clients told the same thing do not return together.
+            return min(retry_after, self.retry_after_max) + self._jitter.uniform(0, 0.25)
         base = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
         return self._jitter.uniform(base / 2, base)  # "equal jitter"
 

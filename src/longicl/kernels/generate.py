@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from longicl.annotate import Annotator, Attempt, MethodSettings, RequestLogger, build_request, request_log
+from longicl.config_values import as_int
 from longicl.data import Example
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.engines.openai_compat import CONTEXT_LENGTH_ERROR
@@ -146,7 +147,7 @@ class KernelSettings:
             ("feedback_chars", 100),
         ):
             if key in raw:
-                out[key] = _int(raw[key], f"kernels.{key}", minimum)
+                out[key] = as_int(raw[key], f"kernels.{key}", minimum=minimum)
         for key in ("timeout_s", "rtol", "atol"):
             if key in raw:
                 try:
@@ -208,20 +209,6 @@ class KernelSettings:
             (self.reference_query + "\0" + self.repair_query).encode()
         ).hexdigest()[:16]
         return data
-
-
-def _int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise UsageError(f"{name}={value} is not an integer")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name}={value!r} is not an integer") from None
-    if isinstance(value, float) and value != number:
-        raise UsageError(f"{name}={value} is not an integer")
-    if number < minimum:
-        raise UsageError(f"{name}={value} must be at least {minimum}")
-    return number
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:

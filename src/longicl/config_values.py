@@ -1,0 +1,36 @@
+"""Reading values out of composed configs: plain containers and checked integers.
+
+Every config reader (runner settings, method settings, kernel settings, classical models) uses
+these, so that a bad value always gives the same kind of one-line `UsageError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from longicl.errors import UsageError
+
+
+def plain(value: Any) -> Any:
+    """Mappings, lists and tuples turned into plain dicts (string keys) and lists, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
+    """``value`` as an integer (``"3"`` and ``3.0`` pass, ``3.5``, ``True`` and ``"x"`` do not)."""
+    if isinstance(value, bool):
+        raise UsageError(f"{name}={value} is not an integer")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name}={value!r} is not an integer") from None
+    if isinstance(value, float) and value != number:
+        raise UsageError(f"{name}={value} is not an integer")
+    if minimum is not None and number < minimum:
+        raise UsageError(f"{name}={value} must be at least {minimum}")
+    return number
