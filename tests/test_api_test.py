@@ -44,10 +44,10 @@ def probe_server() -> Iterator[FakeServer]:
 
 
 def _rows(out: str) -> dict[str, str]:
-    """check name -> PASS/FAIL/SKIP, from the printed table."""
+    """check name -> PASS/WARN/FAIL/SKIP, from the printed table."""
     rows = {}
     for line in out.splitlines():
-        match = re.match(r"^(.+?)\s{2,}(PASS|FAIL|SKIP)\s", line)
+        match = re.match(r"^(.+?)\s{2,}(PASS|WARN|FAIL|SKIP)\s", line)
         if match:
             rows[match.group(1).strip()] = match.group(2)
     return rows
@@ -126,13 +126,22 @@ def test_quick_skips_the_heavy_probes(probe_server: FakeServer, capsys) -> None:
     assert len(probe_server.requests) == 3  # two chats and one structured request
 
 
-def test_a_server_that_cannot_think_fails(capsys) -> None:
+def test_a_server_that_cannot_think_warns_and_fails_when_strict(capsys) -> None:
     with FakeServer(ProbeAnswers(), count_tokens=False) as server:  # thinking="none": never reasons
         code = apicheck.main(["--base-url", server.url, "--quick"])
-    out = capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert code == 0 and _rows(out)["chat, thinking on"] == "WARN"
+        assert "no reasoning came back" in out and "1 with warnings" in out
+        code = apicheck.main(["--base-url", server.url, "--quick", "--strict"])
     assert code == 1
-    assert _rows(out)["chat, thinking on"] == "FAIL"
-    assert "no reasoning came back" in out
+    assert _rows(capsys.readouterr().out)["chat, thinking on"] == "FAIL"
+
+
+def test_an_empty_answer_fails(capsys) -> None:
+    with FakeServer(lambda body: "", count_tokens=False) as server:
+        code = apicheck.main(["--base-url", server.url, "--quick"])
+    rows = _rows(capsys.readouterr().out)
+    assert code == 1 and rows["chat, thinking off"] == rows["chat, thinking on"] == "FAIL"
 
 
 def test_short_context_server_fails_the_length_check(capsys) -> None:

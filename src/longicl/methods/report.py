@@ -51,8 +51,13 @@ def task_report(
         {str(r.get("method")) for r in rows if r.get("method") and r.get("vote") is not None}
     )
     engine_models = [m for m in answered_by if m.split("+")[0] != "icl"]
+    label = settings.label(spec)
+    # An annotator may name an ICL pipeline of its own (task 8: "icl+kernel_check").
+    own = {str(r.get("method")) for r in rows if str(r.get("method", "")).startswith("icl+")}
+    if label == "icl" and len(own) == 1:
+        label = own.pop()
     report: dict[str, Any] = {
-        "method": "+".join(answered_by) if engine_models else settings.label(spec),
+        "method": "+".join(answered_by) if engine_models else label,
         "pure_icl": not side_models and not engine_models,
         "side_models": sorted(set(side_models) | set(engine_models)),
         "method_settings": settings.summary(spec),
