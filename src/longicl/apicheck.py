@@ -44,7 +44,7 @@ import httpx
 import openai
 from openai import AsyncOpenAI, OpenAI
 
-from longicl.errors import EXIT_USAGE, UsageError
+from longicl.errors import EXIT_USAGE, UsageError, one_line
 
 DEFAULT_BASE_URL = "http://127.0.0.1:2026/v1"
 DEFAULT_MIN_MODEL_LEN = 131072
@@ -254,19 +254,14 @@ def _reasoning_field(message: Any) -> str | None:
     return str(value) if value else None
 
 
-def _short(text: str, limit: int = 60) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _error(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {_short(str(exc), 160)}"
+        return f"HTTP {exc.status_code}: {one_line(str(exc), 160)}"
     if isinstance(exc, openai.APITimeoutError):
         return "timed out"
     if isinstance(exc, openai.APIConnectionError):
-        return f"connection error: {_short(str(exc), 120)}"
-    return f"{type(exc).__name__}: {_short(str(exc), 160)}"
+        return f"connection error: {one_line(str(exc), 120)}"
+    return f"{type(exc).__name__}: {one_line(str(exc), 160)}"
 
 
 def _configured(cfg: ApiCheckConfig) -> tuple[str | None, int | None]:
@@ -302,7 +297,7 @@ def list_models(base_url: str, timeout: float, api_key: str = "EMPTY") -> tuple[
         ) from None
     except httpx.HTTPError as exc:
         raise ServerUnreachable(
-            f"{base_url}/models failed: {type(exc).__name__}: {_short(str(exc), 120)}"
+            f"{base_url}/models failed: {type(exc).__name__}: {one_line(str(exc), 120)}"
         ) from None
     if listing.status_code != 200:
         raise ServerUnreachable(
@@ -416,7 +411,7 @@ class ApiChecker:
                 if reasoning
                 else ("" if right else "wrong answer")
             )
-        detail = f"answer {_short(answer, 30)!r}" + (f"; {why}" if why else "")
+        detail = f"answer {one_line(answer, 30)!r}" + (f"; {why}" if why else "")
         # The server did its part when it answered: a wrong sum or missing reasoning says more
         # about the model (or a server without a reasoning parser) than about the API.
         status = "PASS" if ok else ("WARN" if answer.strip() and not self.cfg.strict else "FAIL")
@@ -463,7 +458,7 @@ class ApiChecker:
         detail = f"{prompt_tokens:,} prompt tokens; " + (
             "planted passphrase returned"
             if ok
-            else f"expected {haystack.passphrase!r}, got {_short(answer, 40)!r}"
+            else f"expected {haystack.passphrase!r}, got {one_line(answer, 40)!r}"
         )
         return CheckResult(name, "PASS" if ok else "FAIL", detail, seconds, {"prompt_tokens": prompt_tokens})
 
@@ -653,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_checks(cfg, progress)
     except UsageError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

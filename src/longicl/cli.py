@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from longicl.errors import EXIT_USAGE, UsageError
+from longicl.errors import EXIT_USAGE, UsageError, one_line
 
 EXIT_MISSING = 1  # the run finished, but some samples have no prediction (failed requests)
 EXIT_NO_SERVER = 3  # every server stopped answering mid-run; finished samples are kept
@@ -27,13 +27,8 @@ def compose_config(conf_dir: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 500 else text[:499] + "…"
-
-
 def user_error_exit(exc: BaseException) -> int:
-    print(f"error: {one_line(exc)}", file=sys.stderr)
+    print(f"error: {one_line(exc, 500)}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -47,7 +42,7 @@ def execute(cfg: DictConfig) -> int:
     except UsageError as exc:
         return user_error_exit(exc)
     except NoServerLeft as exc:
-        print(f"error: {one_line(exc)}; {RESUME_HINT}", file=sys.stderr)
+        print(f"error: {one_line(exc, 500)}; {RESUME_HINT}", file=sys.stderr)
         return EXIT_NO_SERVER
     except KeyboardInterrupt:
         print(f"interrupted: {RESUME_HINT}", file=sys.stderr)

@@ -19,3 +19,13 @@ class ServerUnreachable(UsageError):
 
 
 EXIT_USAGE = 2
+
+
+def one_line(value: object, limit: int | None = None) -> str:
+    """``value`` (an exception or a text) on one line, whitespace collapsed, cut at ``limit`` chars.
+
+    An exception without a message is named by its type."""
+    text = " ".join(str(value).split())
+    if not text and isinstance(value, BaseException):
+        text = type(value).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"

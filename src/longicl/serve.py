@@ -41,7 +41,7 @@ import httpx
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from longicl.errors import EXIT_USAGE, UsageError
+from longicl.errors import EXIT_USAGE, UsageError, one_line
 
 DEFAULT_CONFIG = "llm_config.yaml"
 DEFAULT_OUT_DIR = "outputs/serve"
@@ -745,18 +745,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ready: {spec.base_url} (pid {handle.pid}); stop with `python -m longicl.serve stop`")
         return 0
     except ServeError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except UsageError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

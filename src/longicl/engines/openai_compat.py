@@ -28,7 +28,7 @@ from openai import AsyncOpenAI
 
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.engines.servers import Server, ServerPool
-from longicl.errors import ServerUnreachable, UsageError
+from longicl.errors import ServerUnreachable, UsageError, one_line
 
 SERVING_HELP = "see README.md, section 'Serving the model'"
 _CONTEXT_LENGTH = re.compile(
@@ -247,23 +247,23 @@ class OpenAIEngine(Engine):
                 completion = _to_completion(response)
             except openai.RateLimitError as exc:
                 self.pool.answered(server)
-                last_error = f"HTTP 429: {_short(exc)}"
+                last_error = f"HTTP 429: {one_line(exc, 300)}"
                 delay = _retry_after(exc.response)
             except openai.BadRequestError as exc:
                 self.pool.answered(server)
-                message = _short(exc)
+                message = one_line(exc, 300)
                 if _CONTEXT_LENGTH.search(message):
                     return self._failed(f"{CONTEXT_LENGTH_ERROR}: {message}", started, attempt, url, notes)
                 return self._failed(f"HTTP 400: {message}", started, attempt, url, notes)
             except openai.APIStatusError as exc:
                 self.pool.answered(server)
-                last_error = f"HTTP {exc.status_code}: {_short(exc)}"
+                last_error = f"HTTP {exc.status_code}: {one_line(exc, 300)}"
                 if exc.status_code < 500 and exc.status_code not in (408, 409):
                     return self._failed(last_error, started, attempt, url, notes)
             except openai.APITimeoutError:
                 last_error, unreachable = f"timeout after {self.timeout:g}s", True
             except openai.APIConnectionError as exc:
-                last_error, unreachable = f"connection error: {_short(exc.__cause__ or exc)}", True
+                last_error, unreachable = f"connection error: {one_line(exc.__cause__ or exc, 300)}", True
             except (
                 openai.APIResponseValidationError,
                 json.JSONDecodeError,
@@ -271,7 +271,7 @@ class OpenAIEngine(Engine):
                 KeyError,
                 TypeError,
             ) as exc:
-                last_error = f"malformed response: {type(exc).__name__}: {_short(exc)}"
+                last_error = f"malformed response: {type(exc).__name__}: {one_line(exc, 300)}"
             else:
                 if completion.finish_reason == "length":
                     if not length_retried:
@@ -379,8 +379,3 @@ def _retry_after(response: httpx.Response | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
