@@ -259,6 +259,24 @@ def test_label_scores_from_first_answer_token():
     assert label_logprobs(TASKS[7], tokens) is None
 
 
+def test_label_scores_only_where_the_answer_is_generated():
+    """An echoed "Output:" and a JSON string's opening quote come before the answer: the label
+    alternatives listed at those positions are not a choice of label and must not be read."""
+    echo = [
+        {"token": "Output", "logprob": -0.1, "top": {"Output": -0.1, "Sad": math.log(0.3)}},
+        {"token": ":", "logprob": -0.01, "top": {":": -0.01}},
+        {"token": " Not", "logprob": math.log(0.8), "top": {" Not": math.log(0.8), " Sad": math.log(0.2)}},
+        {"token": " sad", "logprob": -0.01, "top": {" sad": -0.01}},
+    ]
+    scores = label_logprobs(TASKS[5], echo, "Output:")
+    assert math.isclose(math.exp(scores["Not sad"]), 0.8, rel_tol=1e-6)
+    quoted = [{"token": '"', "logprob": 0.0, "top": {'"': 0.0}}] + echo[2:]
+    assert math.isclose(math.exp(label_logprobs(TASKS[5], quoted)["Not sad"]), 0.8, rel_tol=1e-6)
+    # Without the echo, a first token that only starts like the prefix is the answer itself.
+    other = [{"token": "N", "logprob": math.log(0.9), "top": {"N": math.log(0.9), "Y": math.log(0.1)}}]
+    assert max(label_logprobs(TASKS[6], other, "No:").items(), key=lambda kv: kv[1])[0] == "N"
+
+
 # ------------------------------------------------------------------------------------------------
 # voting
 # ------------------------------------------------------------------------------------------------

@@ -84,3 +84,30 @@ def test_normalise_for_matching():
     assert normalise(CONCAT, "AbC") != normalise(CONCAT, "abc")
     assert normalise(SAD, "not sad") == "Not sad"
     assert normalise(COLLATZ, "[1,2]") == "[1, 2]"
+
+
+@pytest.mark.parametrize(
+    "spec, reply, expected",
+    [
+        (SAD, "Output: Sad", "Sad"),
+        (MNLI, "Output:Y", "Y"),
+        # A model that goes on inventing demonstrations: only its first answer counts.
+        (SAD, "Output: Not sad\n\nInput: what a day\nOutput: Sad", "Not sad"),
+        (JEOPARDY, "Output: george washington\nInput: who\nOutput: lincoln", "george washington"),
+        # An echo of the query before the answer is kept, the invented demonstration after it is not.
+        (SAD, "Input: my tweet\nOutput: Sad\n\nInput: x\nOutput: Not sad", "Sad"),
+        (SAD, '"Not sad"', "Not sad"),
+    ],
+)
+def test_replies_in_the_demonstrations_shape(spec, reply, expected):
+    from longicl.parse import ReplyShape
+
+    parsed = parse_answer(spec, reply, ReplyShape(answer_prefix="Output:", next_demo="Input:"))
+    assert parsed.ok and parsed.value == expected
+
+
+def test_an_echoed_prefix_alone_is_a_parse_failure():
+    from longicl.parse import ReplyShape
+
+    parsed = parse_answer(SAD, "Output:", ReplyShape(answer_prefix="Output:", next_demo="Input:"))
+    assert not parsed.ok and parsed.value == "" and "prefix" in parsed.reason

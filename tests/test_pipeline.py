@@ -58,6 +58,8 @@ def test_every_request_carries_the_minimum_icl_context_and_no_leakage(gold_run):
         demos, query = _demonstration_region(body)
         assert f"Input: {query}\n" not in demos
         assert body["chat_template_kwargs"] == {"enable_thinking": False}
+        # The start of a new demonstration stops a reply; never in code (task 8's template).
+        assert body.get("stop") == (None if "Triton" in system else ["\n\nInput:"])
     for bodies in by_definition.values():
         spec = next(s for s in TASKS.values() if s.min_icl_tokens and bodies)
         floor = 15_000 if "Triton" in bodies[0]["messages"][0]["content"] else spec.min_icl_tokens

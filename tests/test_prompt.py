@@ -90,3 +90,33 @@ def test_labels_appear_in_the_format_instruction():
     template = PromptTemplate.from_config(compose().prompt, get_task(6))
     assert '"Y", "N"' in template.format_instruction
     assert DATA_DIR.is_dir()
+
+
+def test_stop_sequence_is_the_start_of_a_new_demonstration():
+    from longicl.tasks import get_task
+
+    prompt = compose().prompt
+    label = PromptTemplate.from_config(prompt, get_task(5))
+    assert label.stop == ("\n\nInput:",)
+    assert (label.input_prefix, label.answer_prefix) == ("Input:", "Output:")
+    # The code template sets none: a stop string could cut a program.
+    assert PromptTemplate.from_config(prompt, get_task(8)).stop == ()
+    custom = {**prompt, "demo": "Q: {input}\nA: {output}", "separator": "\n---\n"}
+    assert PromptTemplate.from_config(custom, get_task(5)).stop == ("\n---\nQ:",)
+    assert PromptTemplate.from_config({**prompt, "stop": None}, get_task(5)).stop == ()
+    assert PromptTemplate.from_config({**prompt, "stop": ["###"]}, get_task(5)).stop == ("###",)
+    with pytest.raises(UsageError, match="prompt.stop"):
+        PromptTemplate.from_config({**prompt, "stop": [""]}, get_task(5))
+    with pytest.raises(UsageError, match="no text before"):
+        PromptTemplate.from_config({**prompt, "demo": "{input} => {output}"}, get_task(5))
+
+
+def test_stop_is_sent_unless_thinking(sadness_run):
+    from longicl.annotate import MethodSettings, build_request
+
+    plan = sadness_run.builder.plan(sadness_run.samples[0])
+    off = build_request(sadness_run.spec, MethodSettings(), plan.messages(), plan.sample, stop=plan.stop)
+    assert off.sampling["stop"] == ["\n\nInput:"]
+    thinking = MethodSettings(enable_thinking=True)
+    on = build_request(sadness_run.spec, thinking, plan.messages(), plan.sample, stop=plan.stop)
+    assert "stop" not in on.sampling

@@ -29,7 +29,7 @@ from longicl.methods.structured import DEFAULT_STYLE, FIELD_STYLES, constraint_f
 from longicl.methods.thinking import followup_request, merge, unfinished_thinking
 from longicl.methods.voting import RULES, Vote, rule_for, vote
 from longicl.metrics import score
-from longicl.parse import ParsedAnswer, normalise, parse_answer
+from longicl.parse import ParsedAnswer, ReplyShape, normalise, parse_answer
 from longicl.prompt import ContextBuilder, PromptPlan
 from longicl.tasks import TASKS, TaskSpec
 
@@ -258,10 +258,15 @@ def build_request(
     prompt_tokens: int = 0,
     affinity: str = "",
     variant: int = 0,
+    stop: Sequence[str] = (),
 ) -> ChatRequest:
     """The chat request for ``messages`` under the method's settings for ``spec``: sampling and
-    thinking, the thinking budget, the answer constraint and the log-probabilities wanted."""
+    thinking, the thinking budget, the answer constraint and the log-probabilities wanted; the
+    template's ``stop`` sequences unless thinking is on (a stop string could cut the reasoning)."""
     method = method.for_task(spec)
+    sampling = method.sampling_for(variant)
+    if stop and not method.enable_thinking:
+        sampling["stop"] = list(stop)
     extra_body = dict(method.extra_body)
     extra_body["chat_template_kwargs"] = {
         **dict(extra_body.get("chat_template_kwargs") or {}),
@@ -274,7 +279,7 @@ def build_request(
         sample=sample,
         messages=messages,
         max_tokens=method.request_max_tokens(spec),
-        sampling=method.sampling_for(variant),
+        sampling=sampling,
         extra_body=extra_body,
         logprobs=method.logprobs if spec.is_closed else None,
         prompt_tokens=prompt_tokens,
@@ -348,6 +353,7 @@ class Annotator:
             prompt_tokens=plan.prompt_tokens,
             affinity=f"{self.spec.name}/{plan.static.sha256[:16]}",
             variant=variant,
+            stop=plan.stop,
         )
 
     async def ask(self, sample: Example, variant: int = 0) -> tuple[PromptPlan, Completion]:
@@ -413,15 +419,20 @@ class Annotator:
             program = await self.side.ask(self.request(attempts[0].plan))
         return self.record(sample, index, attempts, side_votes, program)
 
+    @property
+    def reply_shape(self) -> ReplyShape:
+        template = self.builder.template
+        return ReplyShape(answer_prefix=template.answer_prefix, next_demo=template.input_prefix)
+
     def read(self, plan: PromptPlan, completion: Completion) -> Attempt:
         parsed = (
-            parse_answer(self.spec, completion.text)
+            parse_answer(self.spec, completion.text, self.reply_shape)
             if completion.error is None
             else ParsedAnswer("", False, "", completion.error)
         )
         scores = None
         if self.spec.is_closed and self.settings.logprobs and completion.error is None:
-            scores = label_logprobs(self.spec, completion.logprobs)
+            scores = label_logprobs(self.spec, completion.logprobs, self.reply_shape.answer_prefix)
         calibrated = None
         if scores is not None and self.calibration is not None:
             calibrated = self.calibration.apply(scores, plan.static.variant)
@@ -461,11 +472,17 @@ class Annotator:
         if answers and self.calibration is not None and any(a.calibrated for a in attempts):
             raw = self.decide(attempts, side_votes, calibrated=False)
             extra["calibration"] = {"mode": self.calibration.mode, "raw_prediction": raw.answer}
+        # What decided the prediction: the label scores (calibrated, or a probability vote),
+        # the text of the reply, or the program that replaced it.
+        decided_by = (
+            "label_scores" if result.rule == "probability" or any(a.calibrated for a in attempts) else "text"
+        )
         if program is not None:
             verdict = program_verdict(prediction, program, lambda a, b: score(self.spec, a, b) == 1.0)
             extra["program"] = verdict
             if verdict["replaced"]:
                 prediction = program.answer
+                decided_by = "program"
         errors = [a.completion.error for a in attempts if a.completion.error]
         error = errors[0] if answers and len(errors) == len(attempts) and not prediction else None
         if not answers:
@@ -485,6 +502,7 @@ class Annotator:
             "error": error,
             "requests": [request_log(a.plan, a.completion, a.parsed, a) for a in attempts],
             "vote": {**result.to_dict(), "side": [s.to_dict() for s in side_votes]} if answers else None,
+            "decided_by": decided_by if answers else None,
             **extra,
         }
 

@@ -12,6 +12,11 @@ bold, quotes, a trailing period, odd casing. Extraction takes, in order of trust
 
 The candidate is then normalised for the task's answer kind. An answer that cannot be read
 becomes the prediction ``""`` (never null) and counts as a parse failure.
+
+Weak and base models answer in the demonstrations' own shape: they echo the template's answer
+prefix (``Output: Sad``) and may go on inventing demonstrations (``\nInput: …\nOutput: …``).
+Given the template's `ReplyShape`, the reply is cut where a new demonstration starts and a
+leading echoed prefix is dropped before the steps above, so the invented answers never count.
 """
 
 from __future__ import annotations
@@ -35,6 +40,28 @@ _ANSWER_IS = re.compile(r"\b(?:final\s+)?answer\s+(?:is|would\s+be|:)\s*[:：]?\
 _INTEGER = re.compile(r"[-−–]?\d+")
 _BRACKETED = re.compile(r"\[([^\[\]]*)\]")
 _WRAPPERS = "\"'`“”‘’*_ \t"
+
+
+@dataclass(frozen=True)
+class ReplyShape:
+    """What the prompt template says about replies (from `longicl.prompt.PromptTemplate`)."""
+
+    answer_prefix: str = ""  # the demonstrations' text before an answer, e.g. "Output:"
+    next_demo: str = ""  # a line that starts a new demonstration, e.g. "Input:"
+
+    def trim(self, body: str) -> str:
+        """``body`` up to the first invented demonstration, without a leading echoed prefix."""
+        if self.next_demo:
+            start = re.compile(r"^[ \t]*" + re.escape(self.next_demo), re.M | re.I)
+            for found in start.finditer(body):
+                if body[: found.start()].strip():  # an echo of the query before any answer is kept
+                    body = body[: found.start()]
+                    break
+        body = body.strip()
+        prefix = self.answer_prefix
+        if prefix and body[: len(prefix)].lower() == prefix.lower():
+            body = body[len(prefix) :].strip()
+        return body
 
 
 @dataclass(frozen=True)
@@ -80,8 +107,8 @@ def clean(text: str) -> str:
     return text
 
 
-def parse_answer(spec: TaskSpec, text: str | None) -> ParsedAnswer:
-    """Read one model reply as an answer of ``spec``'s kind."""
+def parse_answer(spec: TaskSpec, text: str | None, shape: ReplyShape | None = None) -> ParsedAnswer:
+    """Read one model reply as an answer of ``spec``'s kind (``shape``: see `ReplyShape`)."""
     if text is None or not text.strip():
         return ParsedAnswer("", False, "", "empty reply")
     if spec.answer_kind is AnswerKind.CODE:
@@ -94,6 +121,10 @@ def parse_answer(spec: TaskSpec, text: str | None) -> ParsedAnswer:
     body = strip_reasoning(text)
     if not body:
         return ParsedAnswer("", False, "", "no answer after the reasoning")
+    if shape is not None:
+        body = shape.trim(body)
+        if not body:
+            return ParsedAnswer("", False, "", "only the answer prefix, no answer")
     candidate = clean(extract_candidate(body))
     value = _NORMALISERS[spec.answer_kind](spec, candidate, body)
     if value is None:

@@ -35,6 +35,8 @@ class PromptTemplate:
     separator: str
     query: str
     format_instruction: str
+    # Where a reply that runs on into a new demonstration is cut (see `stop_sequences`).
+    stop: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: Mapping, spec: TaskSpec) -> PromptTemplate:
@@ -49,14 +51,29 @@ class PromptTemplate:
 
         labels = ", ".join(f'"{label}"' for label in spec.labels or ())
         instruction = pick("format_instruction").format(labels=labels)
+        demo, separator = pick("demo"), pick("separator")
+        stop = kind_cfg["stop"] if "stop" in kind_cfg else cfg.get("stop")
         return cls(
             system=pick("system"),
             header=pick("header"),
-            demo=pick("demo"),
-            separator=pick("separator"),
+            demo=demo,
+            separator=separator,
             query=pick("query"),
             format_instruction=instruction,
+            stop=stop_sequences(stop, demo, separator, spec),
         )
+
+    @property
+    def input_prefix(self) -> str:
+        """What a demonstration starts with before its input (``Input:``)."""
+        return self.demo.split("{input}", 1)[0].strip()
+
+    @property
+    def answer_prefix(self) -> str:
+        """The last line before a demonstration's output (``Output:``), which replies often echo."""
+        before = self.demo.split("{output}", 1)[0] if "{output}" in self.demo else ""
+        lines = before.rstrip(" \t").splitlines()
+        return lines[-1].strip() if lines and "{input}" not in lines[-1] else ""
 
     def render_system(self, definition: str) -> str:
         return self.system.format(definition=definition, format_instruction=self.format_instruction)
@@ -67,6 +84,28 @@ class PromptTemplate:
 
     def render_query(self, sample: Example) -> str:
         return self.query.format(input=sample.input, format_instruction=self.format_instruction)
+
+
+def stop_sequences(setting: object, demo: str, separator: str, spec: TaskSpec) -> tuple[str, ...]:
+    """The stop sequences of ``prompt.stop``: ``auto`` derives one from the template, the start
+    of a new demonstration (separator + the demo's text before ``{input}``, e.g. ``"\\n\\nInput:"``),
+    so that a weak or base model that goes on writing demonstrations is cut; null: none (the
+    code template sets none: a stop string could cut a program); a list: those strings."""
+    if setting is None or setting is False:
+        return ()
+    if setting == "auto":
+        lead = demo.split("{input}", 1)[0].rstrip(" \t")
+        marker = separator + lead
+        if not lead.strip() or not marker.strip():
+            raise UsageError(
+                f"prompt.stop=auto: the demo template of {spec.name} has no text before {{input}}"
+            )
+        return (marker,)
+    if isinstance(setting, str):
+        setting = [setting]
+    if not isinstance(setting, list | tuple) or not all(isinstance(s, str) and s for s in setting):
+        raise UsageError(f"prompt.stop={setting!r} must be auto, null or a list of non-empty strings")
+    return tuple(setting)
 
 
 @dataclass(frozen=True)
@@ -96,6 +135,7 @@ class PromptPlan:
     prompt_tokens: int  # whole prompt as the server sees it (chat template included)
     icl_tokens: int  # static + dynamic demonstrations
     shared_prefix_tokens: int  # tokens identical across the task's requests (cacheable)
+    stop: tuple[str, ...] = ()  # the template's stop sequences (sent unless thinking is on)
 
     @property
     def uncached_tokens(self) -> int:
@@ -220,6 +260,7 @@ class ContextBuilder:
             icl_tokens=icl_tokens,
             shared_prefix_tokens=prompt_tokens
             - (header_tokens + dynamic_tokens + query_tokens + self._tail_tokens),
+            stop=self.template.stop,
         )
 
 

@@ -8,9 +8,12 @@ label. Tokens that fit no label, or several, are ignored. A label none of whose 
 top-k gets an even share of the probability mass the top-k leaves over, capped at the smallest
 listed probability (it was not listed, so it was not more likely than that).
 
-The first answer token is the first non-blank token after the last ``</think>`` (thinking with
-the reasoning inline) or the first non-blank token (thinking off, or reasoning split off by the
-server's reasoning parser). Scores are returned as log-probabilities normalised over the labels.
+Scores come only from the position where the answer is generated: the first token after the
+last ``</think>`` (thinking with the reasoning inline; none when the server's reasoning parser
+splits it off) that is neither blank, nor a quote or markdown mark (a JSON-constrained answer
+starts with ``"``), nor part of an echoed answer prefix (``Output:``, which weak models write
+first). The alternatives at an earlier position are the model's choice of how to begin, not of
+a label. Scores are returned as log-probabilities normalised over the labels.
 """
 
 from __future__ import annotations
@@ -23,27 +26,42 @@ from longicl.tasks import TaskSpec
 
 #: log-probabilities are clamped here, so that an impossible label stays a finite number
 FLOOR = -50.0
+#: characters that open an answer without being part of it (JSON strings, markdown emphasis)
+_OPENERS = "\"'`*_"
 
 
-def answer_token(logprobs: Sequence[Mapping[str, Any]] | None) -> Mapping[str, Any] | None:
-    """The first generated token of the answer proper (after any inline reasoning)."""
+def answer_token(
+    logprobs: Sequence[Mapping[str, Any]] | None, answer_prefix: str = ""
+) -> Mapping[str, Any] | None:
+    """The generated token where the answer proper starts (see the module docstring)."""
     if not logprobs:
         return None
     start = 0
     for position, item in enumerate(logprobs):
         if "</think>" in str(item.get("token", "")):
             start = position + 1
-    for item in logprobs[start:]:
-        if str(item.get("token", "")).strip():
+    answer = logprobs[start:]
+    prefix = answer_prefix.strip().lower()
+    reply = "".join(str(item.get("token", "")) for item in answer).lstrip().lower()
+    echoed = bool(prefix) and reply.startswith(prefix)
+    written = ""
+    for item in answer:
+        token = str(item.get("token", ""))
+        written += token
+        if echoed and len(written.lstrip()) <= len(prefix):
+            continue  # still inside the echoed prefix
+        if token.strip().strip(_OPENERS):
             return item
     return None
 
 
-def label_logprobs(spec: TaskSpec, logprobs: Sequence[Mapping[str, Any]] | None) -> dict[str, float] | None:
+def label_logprobs(
+    spec: TaskSpec, logprobs: Sequence[Mapping[str, Any]] | None, answer_prefix: str = ""
+) -> dict[str, float] | None:
     """Log-probability of each label of ``spec`` (normalised over the labels), or None."""
     if not spec.labels:
         return None
-    item = answer_token(logprobs)
+    item = answer_token(logprobs, answer_prefix)
     if item is None:
         return None
     top: dict[str, float] = dict(item.get("top") or {})
@@ -87,7 +105,7 @@ def _prefix_owners(spec: TaskSpec):
         names.setdefault(alias.lower(), label)
 
     def owner(token: str) -> str | None:
-        text = token.strip().lower()
+        text = token.strip().lstrip(_OPENERS).lower()
         if not text:
             return None
         found = {label for name, label in names.items() if name.startswith(text)}
