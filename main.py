@@ -18,7 +18,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from longicl.cli import EXIT_INTERRUPTED, compose_config, execute, user_error_exit
+from longicl.cli import compose_config, execute, user_error_exit
+from longicl.errors import ExitCode
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -27,8 +28,8 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 def hydra_main(cfg: DictConfig) -> int:
     """Hydra's own entry point, used for multirun sweeps (-m) and hydra's flags (--cfg, --help)."""
     code = execute(cfg)
-    if code == 2:
-        raise SystemExit(2)
+    if code == ExitCode.USAGE:
+        raise SystemExit(code)
     return code
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> int:
         cfg = compose_config(CONF_DIR, argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - hydra/omegaconf raise many types for bad overrides
         return user_error_exit(exc)
     return execute(cfg)

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from longicl.annotate import build_request
-from longicl.cli import compose_config, user_error_exit
+from longicl.cli import compose_config
 from longicl.data import Example, load_task, split
 from longicl.engines import build_engine
-from longicl.errors import UsageError
+from longicl.errors import ExitCode, UsageError, run_command
 from longicl.parse import parse_answer
 from longicl.prompt import ContextBuilder, PromptTemplate
 from longicl.runner import RunSettings, settings_from_config
@@ -156,12 +156,13 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     OVERRIDES.extend(args.overrides)
-    try:
-        accuracy = _evaluate(args.task, args.limit)
-    except UsageError as exc:
-        return user_error_exit(exc)
-    print(f"dev accuracy on openseek-{args.task} ({args.limit} samples): {accuracy:.3f}")
-    return 0
+    return run_command(lambda: _report(args.task, args.limit))
+
+
+def _report(task_id: int, limit: int) -> int:
+    accuracy = _evaluate(task_id, limit)
+    print(f"dev accuracy on openseek-{task_id} ({limit} samples): {accuracy:.3f}")
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

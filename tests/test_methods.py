@@ -455,7 +455,7 @@ def test_self_consistency_prompts_keep_the_icl_floor_and_share_each_static_block
 def _annotator(server_url: str, task: str, method: MethodSettings, *overrides: str):
     settings = settings_from_config(compose(f"task={task}", "split=dev", "limit=4", *overrides))
     task_run = prepare_tasks(settings, TokenCounter())[0]
-    engine = OpenAIEngine(base_url=server_url, max_retries=0)
+    engine = OpenAIEngine.from_config(base_url=server_url, max_retries=0)
     return Annotator(task_run.spec, task_run.builder, engine, method), task_run, engine
 
 

@@ -61,8 +61,8 @@ def main(argv: list[str]) -> int:
 
 
 def _complete(server: FakeServer, **settings):
-    engine = OpenAIEngine(
-        server.url, model="auto", timeout=0.4, backoff_initial=0.01, backoff_max=0.05, **settings
+    engine = OpenAIEngine.from_config(
+        base_url=server.url, model="auto", timeout=0.4, backoff_initial=0.01, backoff_max=0.05, **settings
     )
 
     async def go():

@@ -226,7 +226,7 @@ def test_start_without_vllm_fails_in_one_line(tmp_path: Path) -> None:
 def test_start_without_gpu_fails_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     _fake_vllm(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(serve, "detect_gpu", lambda: None)
+    monkeypatch.setattr(serve.lifecycle, "detect_gpu", lambda: None)
     path = _config(tmp_path, port=_free_port(), model=str(_model_dir(tmp_path)))
     assert (
         serve.main(["start", "--config", str(path), "--out-dir", str(tmp_path / "s"), "--launcher", "vllm"])
@@ -249,7 +249,7 @@ def test_start_status_stop(tmp_path: Path, monkeypatch, capsys) -> None:
     state = json.loads((out_dir / serve.STATE_FILE).read_text())
     assert (out_dir / serve.PID_FILE).read_text().strip() == str(state["pid"])
     assert state["argv"][1:4] == ["serve", str(tmp_path / "Qwen3-4B"), "--served-model-name"]
-    assert serve._marked_pids(state["marker"]) == [state["pid"]]
+    assert serve.marked_pids(state["marker"]) == [state["pid"]]
 
     assert serve.main(["status", *common]) == 0
     out = capsys.readouterr().out
@@ -260,7 +260,7 @@ def test_start_status_stop(tmp_path: Path, monkeypatch, capsys) -> None:
 
     assert serve.main(["stop", *common, "--grace", "10"]) == 0
     assert "stopped the server" in capsys.readouterr().out
-    assert serve._marked_pids(state["marker"]) == []
+    assert serve.marked_pids(state["marker"]) == []
     assert not (out_dir / serve.STATE_FILE).exists()
     assert serve.main(["status", *common]) == serve.EXIT_NOT_ANSWERING
 
@@ -345,7 +345,7 @@ def test_ensure_server_errors(tmp_path: Path, monkeypatch) -> None:
 def test_ensure_server_starts_and_stops(tmp_path: Path, monkeypatch) -> None:
     _fake_vllm(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(serve, "detect_gpu", lambda: "GPU 0: test double")
+    monkeypatch.setattr(serve.lifecycle, "detect_gpu", lambda: "GPU 0: test double")
     port = _free_port()
     path = _config(tmp_path, port=port, model=str(_model_dir(tmp_path)))
     messages: list[str] = []

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from longicl.errors import EXIT_USAGE, UsageError, one_line
+from longicl.errors import ExitCode, one_line, run_command
 
-EXIT_MISSING = 1  # the run finished, but some samples have no prediction (failed requests)
-EXIT_NO_SERVER = 3  # every server stopped answering mid-run; finished samples are kept
-EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); finished samples are kept
+EXIT_MISSING = ExitCode.FAILED  # the run finished, but some samples have no prediction (failed requests)
+EXIT_NO_SERVER = ExitCode.NOT_ANSWERING  # every server stopped answering mid-run; finished samples are kept
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED  # Ctrl-C (SIGINT); finished samples are kept
 RESUME_HINT = "finished samples are kept; run the same command again to resume"
 
 
@@ -28,25 +28,25 @@ def compose_config(conf_dir: Path, overrides: list[str]) -> DictConfig:
 
 
 def user_error_exit(exc: BaseException) -> int:
+    """A user mistake caught outside `run_command` (e.g. hydra's own errors): one line, exit 2."""
     print(f"error: {one_line(exc, 500)}", file=sys.stderr)
-    return EXIT_USAGE
+    return ExitCode.USAGE
 
 
 def execute(cfg: DictConfig) -> int:
     """Run one configuration; returns the process exit code."""
+    return run_command(lambda: _execute(cfg), interrupted=f"interrupted: {RESUME_HINT}")
+
+
+def _execute(cfg: DictConfig) -> int:
     from longicl.engines.servers import NoServerLeft
     from longicl.runner import run
 
     try:
         result = run(cfg)
-    except UsageError as exc:
-        return user_error_exit(exc)
     except NoServerLeft as exc:
         print(f"error: {one_line(exc, 500)}; {RESUME_HINT}", file=sys.stderr)
         return EXIT_NO_SERVER
-    except KeyboardInterrupt:
-        print(f"interrupted: {RESUME_HINT}", file=sys.stderr)
-        return EXIT_INTERRUPTED
     print_summary(result.summary, result.out_dir)
     if result.missing:
         print(
@@ -55,7 +55,7 @@ def execute(cfg: DictConfig) -> int:
             file=sys.stderr,
         )
         return EXIT_MISSING
-    return 0
+    return ExitCode.OK
 
 
 def print_summary(summary: dict, out_dir: Path) -> None:

@@ -5,9 +5,25 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every command of the project (``python -m longicl.*``, main.py, api_test.py)."""
+
+    OK = 0
+    FAILED = 1  # the command ran, but something it checked or produced failed
+    USAGE = 2  # a user mistake: bad value, missing file (one line on stderr, nothing written)
+    NOT_ANSWERING = 3  # no server answers (serve status), or every server stopped answering mid-run
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+
 
 class UsageError(Exception):
     """A bad command-line value or configuration setting."""
+
+    exit_code = ExitCode.USAGE
 
 
 class DataError(UsageError):
@@ -18,7 +34,7 @@ class ServerUnreachable(UsageError):
     """No OpenAI-compatible server answers at the configured URL."""
 
 
-EXIT_USAGE = 2
+EXIT_USAGE = ExitCode.USAGE
 
 
 def one_line(value: object, limit: int | None = None) -> str:
@@ -29,3 +45,19 @@ def one_line(value: object, limit: int | None = None) -> str:
     if not text and isinstance(value, BaseException):
         text = type(value).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run_command(body: Callable[[], int | None], *, interrupted: str = "interrupted", limit: int = 500) -> int:
+    """Run a command's body; a `UsageError` becomes one line on stderr and its ``exit_code``.
+
+    The one wrapper of every ``main()``: ``sys.exit(run_command(lambda: _main(argv)))``. Ctrl-C
+    prints ``interrupted`` and exits 130; any other exception is a bug and keeps its traceback.
+    """
+    try:
+        return int(body() or ExitCode.OK)
+    except UsageError as exc:
+        print(f"error: {one_line(exc, limit)}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)

@@ -33,16 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longicl.errors import ExitCode, UsageError, run_command
+from longicl.paths import PROJECT_ROOT
 from longicl.rundir import atomic_write_json
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 DEFAULT_OUT = PROJECT_ROOT / "reports" / "notebooks"
 NOTEBOOKS = ("01_data_overview", "02_context_strategies", "03_error_analysis", "04_submission")
 PRIVATE_KERNEL = "longicl-python"
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_FAILED = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
 
 
 @dataclass
@@ -317,12 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         names = [notebook_path(n).stem for n in args.names] if args.names else list(NOTEBOOKS)
         given = dict(parse_parameter(p) for p in args.param)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(exc)) from None
     if args.list:
         for name in names:
             print(name)
@@ -341,8 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_output=args.log_output,
         )
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(exc)) from None
     total = time.monotonic() - started
     for item in done:
         print(f"{item.name:<24} {'ok' if item.ok else 'FAILED':<7} {item.seconds:7.1f}s  {item.output}")
@@ -350,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = [d for d in done if not d.ok]
     for item in failed:
         print(f"error: {item.name}: {item.error} (executed copy: {item.output})", file=sys.stderr)
-    return EXIT_FAILED if failed else 0
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from longicl.reasoning import strip_reasoning
 from longicl.tasks import AnswerKind, TaskSpec
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _TAG_NAMES = r"(?:label|answer|output|final[ _]answer)"
 _TAGGED = re.compile(
     rf"[<\[]\s*{_TAG_NAMES}\s*[>\]](.*?)(?:[<\[]\s*/\s*{_TAG_NAMES}\s*[>\]]|\n|$)",
@@ -70,17 +70,6 @@ class ParsedAnswer:
     ok: bool
     candidate: str  # the extracted answer text before normalisation
     reason: str | None = None  # why parsing failed
-
-
-def strip_reasoning(text: str) -> str:
-    """Remove thinking: closed ``<think>`` blocks, and everything before a lone ``</think>``."""
-    text = _THINK_BLOCK.sub("", text)
-    lowered = text.lower()
-    if "</think>" in lowered:
-        text = text[lowered.rindex("</think>") + len("</think>") :]
-    elif "<think>" in lowered:  # opened but never closed: the answer never came
-        text = text[: lowered.index("<think>")]
-    return text.strip()
 
 
 def extract_candidate(text: str) -> str:

@@ -40,14 +40,13 @@ from longicl.kernels.generate import KernelAnnotator, KernelSettings
 from longicl.kernels.metrics import kernel_metrics
 from longicl.methods import task_report
 from longicl.metrics import TaskMetrics, aggregate
+from longicl.paths import PROJECT_ROOT
 from longicl.prompt import ContextBuilder, PromptPlan, PromptTemplate
 from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_torn_tail
 from longicl.selection import STRATEGIES, PromptBudget
 from longicl.serve import ensure_server
 from longicl.tasks import TaskSpec, resolve_tasks
 from longicl.tokens import TokenCounter
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 #: TaskSpec.annotator -> the class that annotates one sample of such a task
 ANNOTATORS: dict[str, type[Annotator]] = {"default": Annotator, "kernel": KernelAnnotator}

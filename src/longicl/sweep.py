@@ -37,10 +37,11 @@ from typing import Any
 import yaml
 
 from longicl.annotate import PER_TASK_KEYS, MethodSettings
-from longicl.errors import EXIT_USAGE, UsageError
+from longicl.errors import ExitCode, UsageError, run_command
+from longicl.paths import CONF_DIR
 from longicl.tasks import TaskSpec, get_task
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "conf" / "method" / "best.yaml"
+DEFAULT_OUTPUT = CONF_DIR / "method" / "best.yaml"
 _CALIBRATED_ACCURACY = {"batch": "batch_accuracy", "bias": "bias_accuracy_cv"}
 
 
@@ -216,16 +217,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sel.add_argument("paths", nargs="+", help="sweep directories, run directories or run.json files")
     sel.add_argument("-o", "--output", default=str(DEFAULT_OUTPUT), help="the preset to write (best.yaml)")
     args = parser.parse_args(argv)
-    try:
-        runs = find_runs(args.paths)
-        if not runs:
-            raise UsageError(f"no run.json below {', '.join(args.paths)}")
-        best, warnings = select(runs)
-        if not best:
-            raise UsageError("no dev-scored task in these runs (run the sweep with split=dev)")
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command(lambda: _select(args))
+
+
+def _select(args: argparse.Namespace) -> int:
+    runs = find_runs(args.paths)
+    if not runs:
+        raise UsageError(f"no run.json below {', '.join(args.paths)}")
+    best, warnings = select(runs)
+    if not best:
+        raise UsageError("no dev-scored task in these runs (run the sweep with split=dev)")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     text, _ = best_preset(best, runs)
@@ -239,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"selection={c.selection.get('name')} from {c.run}"
         )
     print(f"wrote {output}")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

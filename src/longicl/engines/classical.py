@@ -28,9 +28,8 @@ from longicl.classical import ClassicalModel, ModelCache, build_model, cache_key
 from longicl.data import Example
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.errors import UsageError
+from longicl.paths import PROJECT_ROOT
 from longicl.tasks import TaskSpec
-
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 #: The model of each task that names one (keys are task ids as strings). Tasks without an entry
 #: use their program if they have one, else ``tfidf`` for a closed label set, else ``nearest``.

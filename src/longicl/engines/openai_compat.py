@@ -24,11 +24,15 @@ from urllib.parse import urlparse
 
 import httpx
 import openai
+from omegaconf import OmegaConf
 from openai import AsyncOpenAI
 
 from longicl.engines.base import ChatRequest, Completion, Engine
+from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, healthy, probe_async
 from longicl.engines.servers import Server, ServerPool
 from longicl.errors import ServerUnreachable, UsageError, one_line
+from longicl.paths import CONF_DIR
+from longicl.reasoning import reasoning_field
 
 SERVING_HELP = "see README.md, section 'Serving the model'"
 _CONTEXT_LENGTH = re.compile(
@@ -83,21 +87,24 @@ class OpenAIEngine(Engine):
 
     def __init__(
         self,
+        *,
         base_url: str | list[str],
-        model: str = "auto",
-        api_key: str = "EMPTY",
-        concurrency: int = 8,
-        timeout: float = 600.0,
-        max_retries: int = 6,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 60.0,
-        retry_after_max: float = 300.0,
-        length_retry_factor: float = 2.0,
-        connect_timeout: float = 10.0,
-        max_failures_in_row: int | None = None,
-        health_checks: int = 3,
+        model: str,
+        api_key: str,
+        concurrency: int,
+        timeout: float,
+        max_retries: int,
+        backoff_initial: float,
+        backoff_max: float,
+        retry_after_max: float,
+        length_retry_factor: float,
+        connect_timeout: float,
+        max_failures_in_row: int | None,
+        health_checks: int,
         **_: Any,
     ) -> None:
+        """Every setting is required: their defaults live in ``conf/engine/openai.yaml`` only
+        (`from_config` reads them from there for library use and tests)."""
         self.base_urls = validate_base_urls(base_url)
         self.model = model
         self.api_key = str(api_key or "EMPTY")
@@ -123,6 +130,14 @@ class OpenAIEngine(Engine):
         self._clients: dict[str, AsyncOpenAI] = {}
         self._jitter = random.Random()
         self.server_info: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, **overrides: Any) -> OpenAIEngine:
+        """An engine with the settings of ``conf/engine/openai.yaml``, ``overrides`` replacing some."""
+        settings = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "engine" / f"{cls.name}.yaml"))
+        assert isinstance(settings, dict)
+        settings.pop("name", None)
+        return cls(**{**settings, **overrides})
 
     # -- setup ---------------------------------------------------------------------------------
     def client(self, base_url: str) -> AsyncOpenAI:
@@ -155,43 +170,31 @@ class OpenAIEngine(Engine):
             self.pool.take_out(server, f"did not answer at start: {exc}")
 
     async def _healthy(self, url: str) -> bool:
-        """The health check of a server that just failed a request.
-
-        ``GET /health`` (vLLM answers 200 only while its engine is alive); a server without that
-        route (404) is asked ``GET /v1/models`` instead. Tried ``health_checks`` times, backing off.
-        """
-        root = url.removesuffix("/v1")
-        headers = {"Authorization": f"Bearer {self.api_key}"}
-        for attempt in range(self.health_checks):
-            if attempt:
-                await asyncio.sleep(min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1)))
-            try:
-                async with httpx.AsyncClient(timeout=self.connect_timeout, headers=headers) as http:
-                    answer = await http.get(f"{root}/health")
-                    if answer.status_code == 404:
-                        answer = await http.get(f"{url}/models")
-                if answer.status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                continue
-        return False
+        """The health check of a server that just failed a request (`longicl.engines.probe.healthy`)."""
+        return await healthy(
+            url,
+            api_key=self.api_key,
+            timeout=self.connect_timeout,
+            tries=self.health_checks,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+        )
 
     async def _check_server(self, url: str) -> None:
-        try:
-            listing = await self.client(url).models.list(timeout=self.connect_timeout)
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+        found = await probe_async(url, timeout=self.connect_timeout, api_key=self.api_key)
+        if found.failure == UNREACHABLE:
             raise ServerUnreachable(
-                f"no OpenAI-compatible server answers at {url} ({type(exc).__name__}); {SERVING_HELP}"
-            ) from None
-        except openai.APIStatusError as exc:
+                f"no OpenAI-compatible server answers at {url} ({found.error}); {SERVING_HELP}"
+            )
+        if found.failure == HTTP_STATUS:
             raise ServerUnreachable(
-                f"{url}/models answered HTTP {exc.status_code}; is this an OpenAI-compatible server? {SERVING_HELP}"
-            ) from None
-        except (openai.APIResponseValidationError, ValueError):
+                f"{url}/models answered HTTP {found.status_code}; is this an OpenAI-compatible server? {SERVING_HELP}"
+            )
+        if found.failure == MALFORMED:
             raise ServerUnreachable(
                 f"{url}/models did not answer a model list; is this an OpenAI-compatible server? {SERVING_HELP}"
-            ) from None
-        models = [m.id for m in listing.data]
+            )
+        models = list(found.models)
         if not models:
             raise ServerUnreachable(f"the server at {url} lists no models; {SERVING_HELP}")
         if self.model in (None, "", "auto"):
@@ -200,8 +203,7 @@ class OpenAIEngine(Engine):
             raise UsageError(
                 f"engine.model={self.model!r} is not served at {url}; it serves: {', '.join(models)}"
             )
-        extra = listing.data[0].model_extra or {}
-        self.server_info[url] = {"models": models, "max_model_len": extra.get("max_model_len")}
+        self.server_info[url] = {"models": models, "max_model_len": found.max_model_len}
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -349,8 +351,7 @@ def _to_completion(response: Any) -> Completion:
         raise ValueError("no choices in the response")
     choice = response.choices[0]
     message = choice.message
-    extra = getattr(message, "model_extra", None) or {}
-    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+    reasoning = reasoning_field(message)
     usage = response.usage.model_dump(exclude_none=True) if getattr(response, "usage", None) else None
     logprobs = None
     if getattr(choice, "logprobs", None) and choice.logprobs.content:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from longicl.engines.base import ChatRequest, Completion
+from longicl.reasoning import split_reasoning
 
 
 def unfinished_thinking(completion: Completion) -> bool:
@@ -29,10 +30,7 @@ def unfinished_thinking(completion: Completion) -> bool:
 
 def reasoning_of(completion: Completion) -> str:
     """The reasoning text, whether the server split it off or left it inline."""
-    if completion.reasoning:
-        return completion.reasoning.strip()
-    text = completion.text or ""
-    return text.split("<think>", 1)[-1].strip()
+    return split_reasoning(completion.text, completion.reasoning)[0]
 
 
 def followup_request(request: ChatRequest, completion: Completion, max_tokens: int) -> ChatRequest:

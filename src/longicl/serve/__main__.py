@@ -1,0 +1,7 @@
+"""``python -m longicl.serve``."""
+
+import sys
+
+from longicl.serve.cli import main
+
+sys.exit(main())
