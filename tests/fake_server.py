@@ -24,6 +24,12 @@ Opt-in extras (defaults keep the behaviour above unchanged):
   (``chat_template_kwargs.enable_thinking`` true or absent), the reply carries a reasoning text,
   inline as a ``<think>…</think>`` block before the answer, or in the ``reasoning`` field as vLLM's
   reasoning parser returns it;
+- ``NoisyAnswers(gold, labels)``: a model that is sometimes wrong and roughly knows when: per
+  query a hidden skill draws the probability of the gold answer, each request samples its answer
+  from that distribution (seeded by the query and the request's ``seed``, so self-consistency
+  variants disagree on hard queries), and the label token's log-probabilities report the
+  distribution sharpened (over-confident, as small models are), at its real position in a
+  multi-token reply;
 - ``prefill_s_per_1k``: extra latency per 1,000 uncached prompt tokens, so that a prefix-cache hit
   is visibly faster; ``report_cached_tokens=False`` leaves ``prompt_tokens_details`` out, as a
   vLLM without ``--enable-prompt-tokens-details`` does.
@@ -125,6 +131,91 @@ def styled(answer: str, task_id: int, key: str) -> str:
         9: answer,
         10: f"</think>\n\n{answer}",
     }[style]
+
+
+class NoisyAnswers:
+    """Answers right with a per-query probability and reports label log-probabilities to match."""
+
+    def __init__(
+        self,
+        gold: GoldAnswers,
+        labels: dict[int, tuple[str, ...]],
+        *,
+        seed: int = 0,
+        low: float = 0.2,
+        sharpen: float = 2.0,
+        styles: bool = True,
+    ) -> None:
+        self.gold = gold
+        self.labels = labels
+        self.seed = seed
+        self.low = low  # the gold answer's probability lies in [low, 1]
+        self.sharpen = sharpen  # reported probabilities are p**sharpen, renormalised
+        self.styles = styles
+        self.others: dict[int, list[str]] = {}
+        for task_id, answer in gold.gold.values():
+            self.others.setdefault(task_id, []).append(answer)
+
+    def distribution(self, task_id: int, query: str) -> dict[str, float]:
+        """The model's answer distribution for ``query``: gold with p, the rest shares 1 - p."""
+        rng = random.Random(f"{self.seed}:skill:{query}")
+        p = self.low + (1.0 - self.low) * rng.random()
+        gold = self.gold.gold[query][1]
+        wrong = [label for label in self.labels.get(task_id, ()) if label != gold]
+        if not wrong:  # open answers: two wrong candidates from the task's other answers
+            wrong = [a for a in rng.sample(self.others[task_id], 3) if a != gold][:2] or [gold + "?"]
+        weights = [rng.random() + 0.1 for _ in wrong]
+        dist = {gold: p}
+        for label, w in zip(wrong, weights, strict=True):
+            dist[label] = dist.get(label, 0.0) + (1.0 - p) * w / sum(weights)
+        return dist
+
+    def pick(self, body: dict) -> tuple[int, str, dict[str, float]] | None:
+        query = self.gold.query_of(body)
+        if query is None or query not in self.gold.gold:
+            return None
+        task_id = self.gold.gold[query][0]
+        dist = self.distribution(task_id, query)
+        rng = random.Random(f"{self.seed}:answer:{query}:{body.get('seed')}")
+        answer = rng.choices(list(dist), weights=list(dist.values()))[0]
+        return task_id, answer, dist
+
+    def __call__(self, body: dict) -> str:
+        picked = self.pick(body)
+        if picked is None:
+            self.gold.unknown_queries += 1
+            return "I cannot tell."
+        task_id, answer, _ = picked
+        choices = (body.get("structured_outputs") or {}).get("choice")
+        if choices or not self.styles:
+            return answer
+        return styled(answer, task_id, self.gold.query_of(body) or "")
+
+    def logprobs(self, text: str, body: dict, choices: list[str] | None) -> dict | None:
+        if not body.get("logprobs"):
+            return None
+        picked = self.pick(body)
+        if picked is None:
+            return _logprobs(text, body, choices)
+        task_id, answer, dist = picked
+        sharp = {label: p**self.sharpen for label, p in dist.items()}
+        total = sum(sharp.values())
+        pieces = re.findall(r"\s*\w+|\s*[^\w\s]|\s+", text)
+        at = text.lower().rfind(answer.lower())
+        content, position = [], 0
+        for piece in pieces:
+            item = {"token": piece, "logprob": -0.01, "top_logprobs": [{"token": piece, "logprob": -0.01}]}
+            if position <= at < position + len(piece) and answer:
+                lead = piece[: at - position]
+                top = []
+                for label, weight in sorted(sharp.items(), key=lambda kv: -kv[1]):
+                    first = re.findall(r"\s*\w+|\s*[^\w\s]", label)[0]
+                    top.append({"token": lead + first, "logprob": math.log(weight / total)})
+                mine = [t for t in top if t["token"].strip().lower() == piece.strip().lower()]
+                item = {"token": piece, "logprob": (mine or top)[0]["logprob"], "top_logprobs": top}
+            content.append(item)
+            position += len(piece)
+        return {"content": content}
 
 
 @dataclass

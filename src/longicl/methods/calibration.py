@@ -17,6 +17,11 @@ and renormalise:
 `fit` returns every mode's parameters and dev accuracies; `out_dir/calibration.json` keeps them,
 with ``use`` naming the mode with the best dev accuracy ("none" when no mode beats the raw
 scores). A later run applies one with ``method.calibration=<path>``.
+
+The same file also keeps, per task, a `ConfidenceMap` (``confidence``: isotonic regression of
+dev correctness on the raw per-sample confidence of `longicl.quality.confidence`), which a run
+with ``method.calibration=<path>`` applies to every record's confidence; it is fitted for every
+answer kind, so an entry may have a confidence map and no label biases (text tasks).
 """
 
 from __future__ import annotations
@@ -155,8 +160,12 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise UsageError(f"method.calibration={path}: expected an object with one entry per task")
     for name, entry in doc.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("labels"), list)):
+        if not isinstance(entry, dict):
+            raise UsageError(f"method.calibration={path}: {name} is not an object")
+        if ("modes" in entry or "use" in entry) and not isinstance(entry.get("labels"), list):
             raise UsageError(f"method.calibration={path}: {name} has no label list")
+        if entry.get("confidence") is not None:
+            ConfidenceMap.from_dict(entry["confidence"], f"method.calibration={path}: {name}")
         if entry.get("use", "none") not in MODES:
             raise UsageError(f"method.calibration={path}: {name}.use={entry.get('use')!r} is not a mode")
         for mode in MODES[1:]:
@@ -167,6 +176,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
 def from_entry(entry: Mapping[str, Any], labels: Sequence[str], mode: str = "auto") -> Calibration:
     """The calibration ``mode`` (``auto``: the file's ``use``) of one task's file entry."""
+    if "labels" not in entry and "modes" not in entry:  # a confidence map only
+        return Calibration(tuple(labels))
     if list(entry.get("labels") or []) != list(labels):
         raise UsageError(f"calibration labels {entry.get('labels')} do not match the task's {list(labels)}")
     chosen = entry.get("use", "none") if mode == "auto" else mode
@@ -187,3 +198,76 @@ def _load_cached(path: str) -> dict[str, Any]:
 def load_calibration(path: str | Path) -> dict[str, Any]:
     """`load_file`, read once per path and run."""
     return _load_cached(str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# confidence calibration: a monotone map from a raw confidence to the probability of being right
+# ------------------------------------------------------------------------------------------------
+CONFIDENCE_METHODS = ("isotonic",)
+MIN_CONFIDENCE_ROWS = 20  # fewer dev samples with a confidence: no map is fitted
+
+
+@dataclass(frozen=True)
+class ConfidenceMap:
+    """Isotonic regression of dev correctness on the raw confidence (scikit-learn), kept as its
+    breakpoints and applied by linear interpolation, clipped to the fitted range.
+
+    Unlike the label biases above it works for every answer kind (label probabilities, variant
+    agreement, or both), and it is monotone, so it never reorders samples: it changes what a
+    confidence of 0.9 *means* (ECE), not which samples are most trusted (AUROC)."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    method: str = "isotonic"
+
+    @classmethod
+    def fit(cls, confidence: Sequence[float], correct: Sequence[float]) -> ConfidenceMap:
+        from sklearn.isotonic import IsotonicRegression
+
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        model.fit(np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float))
+        return cls(tuple(float(v) for v in model.X_thresholds_), tuple(float(v) for v in model.y_thresholds_))
+
+    def apply(self, confidence: float) -> float:
+        return float(np.interp(confidence, self.x, self.y))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "x": [round(v, 6) for v in self.x], "y": [round(v, 6) for v in self.y]}
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any], where: str) -> ConfidenceMap:
+        x, y = entry.get("x"), entry.get("y")
+        if (
+            entry.get("method") not in CONFIDENCE_METHODS
+            or not isinstance(x, list)
+            or not isinstance(y, list)
+            or len(x) != len(y)
+            or not x
+        ):
+            raise UsageError(f"{where}.confidence: expected method (isotonic) and x, y lists of one length")
+        return cls(tuple(float(v) for v in x), tuple(float(v) for v in y), str(entry["method"]))
+
+
+def cross_fitted_confidence(
+    confidence: Sequence[float], correct: Sequence[float], folds: int = FOLDS
+) -> list[float]:
+    """Each sample's calibrated confidence from a map fitted without its fold (index modulo
+    ``folds``), so that dev numbers of the calibrated confidence are not flattered in-sample."""
+    out = [0.0] * len(confidence)
+    for fold in range(folds):
+        train = [i for i in range(len(confidence)) if i % folds != fold]
+        test = [i for i in range(len(confidence)) if i % folds == fold]
+        if not test:
+            continue
+        mapping = ConfidenceMap.fit([confidence[i] for i in train], [correct[i] for i in train])
+        for i in test:
+            out[i] = mapping.apply(confidence[i])
+    return out
+
+
+def confidence_map(path: str | Path, task: str) -> ConfidenceMap | None:
+    """The confidence map a calibration file holds for ``task`` (None: the file has none)."""
+    entry = load_calibration(path).get(task) or {}
+    if not entry.get("confidence"):
+        return None
+    return ConfidenceMap.from_dict(entry["confidence"], f"method.calibration={path}: {task}")

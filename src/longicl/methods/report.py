@@ -212,7 +212,9 @@ def _merge_file(path: Path, task: str, entry: dict[str, Any]) -> None:
         doc = doc if isinstance(doc, dict) else {}
     except (OSError, ValueError):
         doc = {}
-    doc[task] = entry
+    previous = doc.get(task) if isinstance(doc.get(task), dict) else {}
+    # keep the confidence map longicl.quality fits into the same entry
+    doc[task] = {**{k: v for k, v in previous.items() if k == "confidence"}, **entry}
     atomic_write_json(path, dict(sorted(doc.items())))
 
 

@@ -13,7 +13,13 @@ last ``</think>`` (thinking with the reasoning inline; none when the server's re
 splits it off) that is neither blank, nor a quote or markdown mark (a JSON-constrained answer
 starts with ``"``), nor part of an echoed answer prefix (``Output:``, which weak models write
 first). The alternatives at an earlier position are the model's choice of how to begin, not of
-a label. Scores are returned as log-probabilities normalised over the labels.
+a label. When the caller knows the text span the label was parsed from (``answer``: the
+parser's candidate), the position is located from it instead: the token covering the start of
+the span's last occurrence after the reasoning, so that ``<label>Sad``, ``Answer: Sad`` or a
+label after a sentence of prose are scored at ``Sad``, not at ``<``, ``Answer`` or the prose;
+text of that token before the span (``>Sad``) is cut from it and from its alternatives. When the
+span is not found in the tokens the rule above applies. Scores are returned as
+log-probabilities normalised over the labels.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ _OPENERS = "\"'`*_"
 
 
 def answer_token(
-    logprobs: Sequence[Mapping[str, Any]] | None, answer_prefix: str = ""
+    logprobs: Sequence[Mapping[str, Any]] | None, answer_prefix: str = "", *, answer: str | None = None
 ) -> Mapping[str, Any] | None:
     """The generated token where the answer proper starts (see the module docstring)."""
     if not logprobs:
@@ -40,12 +46,16 @@ def answer_token(
     for position, item in enumerate(logprobs):
         if "</think>" in str(item.get("token", "")):
             start = position + 1
-    answer = logprobs[start:]
+    if answer and answer.strip():
+        located = _token_at_span(logprobs, start, answer)
+        if located is not None:
+            return located
+    answer_tokens = logprobs[start:]
     prefix = answer_prefix.strip().lower()
-    reply = "".join(str(item.get("token", "")) for item in answer).lstrip().lower()
+    reply = "".join(str(item.get("token", "")) for item in answer_tokens).lstrip().lower()
     echoed = bool(prefix) and reply.startswith(prefix)
     written = ""
-    for item in answer:
+    for item in answer_tokens:
         token = str(item.get("token", ""))
         written += token
         if echoed and len(written.lstrip()) <= len(prefix):
@@ -55,13 +65,42 @@ def answer_token(
     return None
 
 
+def _token_at_span(
+    logprobs: Sequence[Mapping[str, Any]], start: int, answer: str
+) -> Mapping[str, Any] | None:
+    """The token covering the start of ``answer``'s last occurrence after token ``start``, with the
+    text before the span cut from it and from its alternatives; None when it does not occur."""
+    tokens = [str(item.get("token", "")) for item in logprobs[start:]]
+    offset = "".join(tokens).lower().rfind(answer.strip().lower())
+    if offset < 0:
+        return None
+    position = 0
+    for index, token in enumerate(tokens):
+        if position + len(token) > offset:
+            item = logprobs[start + index]
+            cut = offset - position
+            if cut == 0:
+                return item
+            lead = token[:cut]
+            top = {alt[cut:]: lp for alt, lp in dict(item.get("top") or {}).items() if alt.startswith(lead)}
+            return {"token": token[cut:], "logprob": item.get("logprob"), "top": top}
+        position += len(token)
+    return None
+
+
 def label_logprobs(
-    spec: TaskSpec, logprobs: Sequence[Mapping[str, Any]] | None, answer_prefix: str = ""
+    spec: TaskSpec,
+    logprobs: Sequence[Mapping[str, Any]] | None,
+    answer_prefix: str = "",
+    *,
+    answer: str | None = None,
 ) -> dict[str, float] | None:
-    """Log-probability of each label of ``spec`` (normalised over the labels), or None."""
+    """Log-probability of each label of ``spec`` (normalised over the labels), or None.
+
+    ``answer``: the text span the label was parsed from, which locates the label's token."""
     if not spec.labels:
         return None
-    item = answer_token(logprobs, answer_prefix)
+    item = answer_token(logprobs, answer_prefix, answer=answer)
     if item is None:
         return None
     top: dict[str, float] = dict(item.get("top") or {})

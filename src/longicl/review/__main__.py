@@ -1,0 +1,3 @@
+from longicl.review.cli import main
+
+raise SystemExit(main())

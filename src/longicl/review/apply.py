@@ -1,0 +1,147 @@
+"""Applying human decisions to a run: records, prediction files, submission.zip.
+
+Everything is checked before anything is written: a decision for a sample the run does not have,
+or an answer that is not valid for the task (outside the label set, not an integer, ...), is
+refused with one line. Then, per changed sample, a new record line is appended (records are
+append-only; the latest line per sample is the record): it keeps the model's answer
+(``model_prediction``, and its confidence) and adds the human one (``prediction``,
+``answered_by: human``, ``human``). Prediction files and ``submission.zip`` are then derived
+from the records again and replaced atomically where their bytes change. A decision equal to
+what the record already holds changes nothing, so importing the same file twice changes nothing
+(and an import interrupted half-way is completed by running it again).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longicl.errors import UsageError
+from longicl.metrics import score
+from longicl.parse import parse_answer
+from longicl.review.items import Decision, run_tasks
+from longicl.rundir import RunDir, atomic_write_bytes, jsonl_lines, read_jsonl, validate_predictions
+from longicl.tasks import TaskSpec
+
+
+@dataclass
+class ApplyResult:
+    changed: dict[str, list[str]] = field(default_factory=dict)  # task -> sample ids
+    unchanged: int = 0
+    files: list[str] = field(default_factory=list)  # files rewritten
+
+
+def apply_decisions(run_dir: str | Path, decisions: Sequence[Decision], *, tool: str = "") -> ApplyResult:
+    run_dir = Path(run_dir)
+    specs = {s.name: s for s in run_tasks(run_dir)}
+    rundir = RunDir(run_dir)
+    records = {name: rundir.all_records(name) for name in specs}
+    resolved: dict[tuple[str, str], tuple[TaskSpec, Decision, str]] = {}
+    for decision in decisions:  # check everything first
+        spec = _task_of(decision, specs, records)
+        parsed = parse_answer(spec, decision.answer)
+        if not parsed.ok or (spec.is_closed and parsed.value not in (spec.labels or ())):
+            allowed = f" (one of {', '.join(spec.labels or ())})" if spec.is_closed else ""
+            raise UsageError(
+                f"{decision.where}: {decision.answer!r} is not a valid {spec.answer_kind.value} answer "
+                f"of {spec.name}{allowed}"
+            )
+        resolved[(spec.name, decision.sample_id)] = (spec, decision, parsed.value)  # the last one wins
+    result = ApplyResult()
+    try:
+        for (name, sample_id), (spec, decision, answer) in resolved.items():
+            record = records[name][sample_id]
+            if record.get("answered_by") == "human" and record.get("prediction") == answer:
+                result.unchanged += 1
+                continue
+            updated = human_record(spec, record, answer, decision, tool)
+            rundir.append_record(name, updated)
+            records[name][sample_id] = updated
+            result.changed.setdefault(name, []).append(sample_id)
+    finally:
+        rundir.close()
+    result.files = _rewrite_outputs(rundir, specs, records)
+    return result
+
+
+def human_record(
+    spec: TaskSpec, record: dict[str, Any], answer: str, decision: Decision, tool: str
+) -> dict[str, Any]:
+    """The record with the human's answer as its prediction; the model's answer is kept."""
+    updated = dict(record)
+    if record.get("answered_by") != "human":
+        updated["model_prediction"] = record.get("prediction") or ""
+        updated["model_error"] = record.get("error")
+    updated.update(
+        prediction=answer,
+        answered_by="human",
+        human={"answer": answer, "annotator": decision.annotator, "tool": tool or None},
+        error=None,
+        correct=score(spec, answer, record.get("gold")),
+    )
+    return updated
+
+
+def _task_of(decision: Decision, specs: dict[str, TaskSpec], records: dict[str, dict]) -> TaskSpec:
+    if decision.task is not None:
+        spec = specs.get(decision.task)
+        if spec is None or decision.sample_id not in records[decision.task]:
+            raise UsageError(
+                f"{decision.where}: unknown sample {decision.sample_id!r} of task {decision.task}"
+            )
+        return spec
+    owners = [name for name in specs if decision.sample_id in records[name]]
+    if len(owners) != 1:
+        why = (
+            "unknown sample"
+            if not owners
+            else f"sample in several tasks ({', '.join(owners)}); name the task:"
+        )
+        raise UsageError(f"{decision.where}: {why} {decision.sample_id!r}")
+    return specs[owners[0]]
+
+
+def _rewrite_outputs(rundir: RunDir, specs: dict[str, TaskSpec], records: dict[str, dict]) -> list[str]:
+    """Prediction files from the records (in their own order), then the zip; only what changed."""
+    written = []
+    contents: dict[str, bytes] = {}
+    for name in specs:
+        path = rundir.predictions_path(name)
+        if not path.is_file():
+            continue
+        rows = list(read_jsonl(path))
+        latest = records[name]
+        new = jsonl_lines(
+            {
+                "test_sample_id": row["test_sample_id"],
+                "prediction": _prediction(latest.get(row["test_sample_id"]), row["prediction"]),
+            }
+            for row in rows
+        ).encode("utf-8")
+        contents[path.name] = new
+        if new != path.read_bytes():
+            atomic_write_bytes(path, new)
+            written.append(path.name)
+    if rundir.zip_path.is_file():
+        with zipfile.ZipFile(rundir.zip_path) as archive:
+            members = {n: archive.read(n) for n in archive.namelist()}
+        if any(n in contents and contents[n] != data for n, data in members.items()):
+            files = [rundir.path / n for n in members]
+            expected = {
+                Path(n).stem: [row["test_sample_id"] for row in read_jsonl(rundir.path / n)] for n in members
+            }
+            validate_predictions(files, expected)
+            rundir.write_zip(files, expected)
+            written.append(rundir.zip_path.name)
+    return written
+
+
+def _prediction(record: dict | None, current: str) -> str:
+    if record is None:
+        return current
+    if record.get("error"):
+        return ""
+    return record.get("prediction") or ""

@@ -1,0 +1,141 @@
+"""What goes out for review (`ReviewItem`) and what comes back (`Decision`), read from a run dir."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from longicl.data import load_task
+from longicl.errors import UsageError
+from longicl.rundir import RunDir
+from longicl.tasks import TaskSpec, get_task
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    spec: TaskSpec
+    sample_id: str
+    index: int
+    text: str  # the sample's input
+    prediction: str  # the model's answer ("" when it had none)
+    confidence: float | None
+    confidence_source: str | None
+    model_version: str
+
+    @property
+    def question(self) -> str:
+        """The tool's control/question name: a label choice or a free-text answer."""
+        return "label" if self.spec.is_closed else "answer"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One human answer for one sample, as read from a tool's export."""
+
+    sample_id: str
+    answer: str
+    task: str | None = None  # None: find the sample among the run's tasks
+    annotator: str | None = None
+    where: str = ""  # position in the file, for error messages
+
+
+def run_tasks(run_dir: Path) -> list[TaskSpec]:
+    """The tasks a run dir holds records of, in id order."""
+    if not (run_dir / "records").is_dir():
+        raise UsageError(f"{run_dir}: not a run directory (no records/)")
+    names = sorted(p.name.removesuffix(".jsonl") for p in (run_dir / "records").glob("openseek-*.jsonl"))
+    specs = [get_task(name) for name in names]
+    if not specs:
+        raise UsageError(f"{run_dir}: no records to review")
+    return sorted(specs, key=lambda s: s.id)
+
+
+def run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise UsageError(f"{path}: missing; is {run_dir} a run directory?")
+    try:
+        return dict(OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {})
+    except Exception:  # omegaconf raises several types for a malformed file
+        raise UsageError(f"{path}: not a readable config") from None
+
+
+def data_dir(run_dir: Path) -> Path:
+    """The run's data_dir (relative ones as the run read them: from here, else the project)."""
+    path = Path(str(run_config(run_dir).get("data_dir", "data/openseek")))
+    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
+        return PROJECT_ROOT / path
+    return path
+
+
+def model_version(run_dir: Path) -> str:
+    try:
+        run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        run = {}
+    engine = run.get("engine") or (run_config(run_dir).get("engine") or {})
+    return f"longicl/{engine.get('model') or engine.get('name') or 'unknown'}"
+
+
+def load_items(
+    run_dir: str | Path, *, task: str | None = None, below: float | None = None
+) -> list[ReviewItem]:
+    """The run's answered samples (of ``task``), with confidence < ``below`` when given (samples
+    without a confidence count as below any threshold), most uncertain first. Samples a human
+    already answered are left out."""
+    run_dir = Path(run_dir)
+    specs = run_tasks(run_dir)
+    if task is not None:
+        wanted = get_task(task)
+        if wanted.name not in {s.name for s in specs}:
+            raise UsageError(f"--task {task}: {run_dir} has no records of {wanted.name}")
+        specs = [wanted]
+    rundir = RunDir(run_dir)
+    version = model_version(run_dir)
+    items: list[ReviewItem] = []
+    for spec in specs:
+        records = rundir.all_records(spec.name)
+        if not records:
+            continue
+        inputs = _inputs(spec, data_dir(run_dir))
+        for sample_id, record in records.items():
+            if record.get("answered_by") == "human" or record.get("vote") is None:
+                continue
+            value = record.get("confidence")
+            if below is not None and value is not None and float(value) >= below:
+                continue
+            items.append(
+                ReviewItem(
+                    spec,
+                    sample_id,
+                    int(record.get("index", 0)),
+                    inputs.get(sample_id, ""),
+                    str(record.get("prediction") or ""),
+                    None if value is None else float(value),
+                    record.get("confidence_source"),
+                    f"{version}/{record.get('method') or 'icl'}",
+                )
+            )
+    return sorted(items, key=lambda i: (-1.0 if i.confidence is None else i.confidence, i.spec.id, i.index))
+
+
+def _inputs(spec: TaskSpec, directory: Path) -> dict[str, str]:
+    data = load_task(spec, directory)
+    return {ex.id: ex.input for ex in (*data.examples, *data.test_samples)}
+
+
+def one_task(items: Sequence[ReviewItem], fmt: str) -> TaskSpec | None:
+    """A tool project holds one task (one label set): refuse a mix."""
+    names = sorted({i.spec.name for i in items}, key=lambda n: int(n.split("-")[1]))
+    if len(names) > 1:
+        raise UsageError(
+            f"--format {fmt}: one project per task; pass --task NAME (this run has {', '.join(names)})"
+        )
+    return items[0].spec if items else None

@@ -1,0 +1,195 @@
+"""The human review round trip: export for Label Studio / Argilla, import of their exports."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+import zipfile
+
+import pytest
+from conftest import compose
+from fake_server import FakeServer, NoisyAnswers
+
+from longicl.review.cli import main
+from longicl.rundir import RunDir
+from longicl.runner import run
+from longicl.tasks import TASKS
+
+LABELS = {t.id: t.labels for t in TASKS.values() if t.labels}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, gold_answers):
+    """A dev run (tasks 5 and 7) and a test run (task 5, with submission.zip), noisy answers."""
+    out = {}
+    with FakeServer(NoisyAnswers(gold_answers, LABELS, seed=1)) as server:
+        for split, tasks, limit in (("dev", "[5,7]", 16), ("test", "5", 8)):
+            path = tmp_path_factory.mktemp(split)
+            run(compose(f"task={tasks}", f"split={split}", f"limit={limit}", f"engine.base_url={server.url}", f"out_dir={path}"))
+            out[split] = path
+    return out
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _snapshot(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_label_studio_export_schema_and_config(runs, tmp_path):
+    target = tmp_path / "review.json"
+    assert main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "5", "-o", str(target)]) == 0
+    tasks = json.loads(target.read_text())
+    records = RunDir(runs["dev"]).all_records("openseek-5")
+    assert len(tasks) == len(records) == 16
+    scores = []
+    for task in tasks:
+        assert set(task) == {"data", "predictions"}
+        assert set(task["data"]) == {"sample_id", "text", "task"} and task["data"]["text"]
+        (prediction,) = task["predictions"]
+        assert prediction["model_version"].startswith("longicl/")
+        (region,) = prediction["result"]
+        assert region["type"] == "choices" and region["from_name"] == "label" and region["to_name"] == "text"
+        assert region["value"]["choices"] == [records[task["data"]["sample_id"]]["prediction"]]
+        scores.append(prediction["score"])
+    assert scores == sorted(scores)  # most uncertain first
+    config = ET.fromstring((tmp_path / "review.config.xml").read_text())
+    assert config.tag == "View"
+    choices = config.find("Choices")
+    assert choices.get("name") == "label" and choices.get("toName") == "text"
+    assert [c.get("value") for c in choices.findall("Choice")] == ["Sad", "Not sad"]
+    assert config.find("Text").get("value") == "$text"
+    # a threshold keeps only the samples below it
+    main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "5", "--below", "0.8", "-o", str(target)])
+    assert all(t["predictions"][0]["score"] < 0.8 for t in json.loads(target.read_text()))
+
+
+def test_text_tasks_export_a_textarea_and_argilla_records(runs, tmp_path):
+    target = tmp_path / "review.json"
+    assert main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "7", "-o", str(target)]) == 0
+    region = json.loads(target.read_text())[0]["predictions"][0]["result"][0]
+    assert region["type"] == "textarea" and isinstance(region["value"]["text"][0], str)
+    assert ET.fromstring((tmp_path / "review.config.xml").read_text()).find("TextArea").get("name") == "answer"
+    argilla = tmp_path / "argilla.json"
+    assert main(["export", str(runs["dev"]), "--format", "argilla", "--task", "5", "-o", str(argilla)]) == 0
+    records = json.loads(argilla.read_text())
+    for record in records:
+        assert set(record) == {"id", "fields", "metadata", "suggestions", "responses", "vectors"}
+        assert record["id"] == f"openseek-5:{record['metadata']['sample_id']}"
+        suggestion = record["suggestions"]["label"]
+        assert set(suggestion) == {"value", "score", "agent"} and suggestion["value"] in ("Sad", "Not sad")
+    settings = json.loads((tmp_path / "argilla.settings.json").read_text())
+    assert settings["questions"][0] == {"name": "label", "type": "label_selection", "labels": ["Sad", "Not sad"], "required": True}
+
+
+def test_several_tasks_need_a_task_name(runs, tmp_path, capsys):
+    assert main(["export", str(runs["dev"]), "--format", "argilla", "-o", str(tmp_path / "x.json")]) == 2
+    assert "--task" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def _annotate_label_studio(tasks, answers):
+    """What Label Studio's JSON export holds after humans answered ``answers`` (sample id -> label)."""
+    out = []
+    for i, task in enumerate(tasks):
+        exported = {"id": i + 1, "data": task["data"], "predictions": task["predictions"], "annotations": []}
+        if task["data"]["sample_id"] in answers:
+            field = "choices" if task["predictions"][0]["result"][0]["type"] == "choices" else "text"
+            exported["annotations"] = [
+                {"id": 1, "completed_by": 7, "was_cancelled": True, "result": []},
+                {
+                    "id": 2,
+                    "completed_by": 7,
+                    "was_cancelled": False,
+                    "result": [
+                        {
+                            "from_name": task["predictions"][0]["result"][0]["from_name"],
+                            "to_name": "text",
+                            "type": task["predictions"][0]["result"][0]["type"],
+                            "value": {field: [answers[task["data"]["sample_id"]]]},
+                        }
+                    ],
+                },
+            ]
+        out.append(exported)
+    return out
+
+
+def test_export_edit_import_fixes_exactly_the_edited_samples(runs, tmp_path):
+    run_dir = _copy(runs["dev"], tmp_path / "run")
+    exported = tmp_path / "review.json"
+    main(["export", str(run_dir), "--format", "label-studio", "--task", "5", "-o", str(exported)])
+    before = RunDir(run_dir).all_records("openseek-5")
+    wrong = [sid for sid, r in before.items() if not r["correct"]][:3]
+    right = [sid for sid, r in before.items() if r["correct"]][:1]  # a human confirming the model
+    assert wrong, "the noisy server made no mistake to fix"
+    answers = {sid: before[sid]["gold"] for sid in wrong + right}
+    done = tmp_path / "export.json"
+    done.write_text(json.dumps(_annotate_label_studio(json.loads(exported.read_text()), answers)))
+    predictions_before = [json.loads(x) for x in (run_dir / "openseek-5.jsonl").read_text().splitlines()]
+    assert main(["import", str(run_dir), str(done)]) == 0
+    after = RunDir(run_dir).all_records("openseek-5")
+    for sid, record in after.items():
+        if sid in answers:
+            assert record["answered_by"] == "human" and record["prediction"] == answers[sid]
+            assert record["model_prediction"] == before[sid]["prediction"] and record["correct"] == 1.0
+            assert record.get("confidence") == before[sid].get("confidence")  # the model's, kept
+        else:
+            assert record == before[sid]
+    predictions_after = [json.loads(x) for x in (run_dir / "openseek-5.jsonl").read_text().splitlines()]
+    changed = {a["test_sample_id"] for a, b in zip(predictions_after, predictions_before, strict=True) if a != b}
+    assert changed == set(wrong)
+    # importing twice changes nothing, byte for byte
+    snapshot = _snapshot(run_dir)
+    assert main(["import", str(run_dir), str(done)]) == 0
+    assert _snapshot(run_dir) == snapshot
+    # reviewed samples do not go out again
+    main(["export", str(run_dir), "--format", "label-studio", "--task", "5", "-o", str(exported)])
+    assert not {t["data"]["sample_id"] for t in json.loads(exported.read_text())} & set(answers)
+
+
+def test_argilla_responses_rewrite_predictions_and_the_submission_atomically(runs, tmp_path):
+    run_dir = _copy(runs["test"], tmp_path / "run")
+    exported = tmp_path / "records.json"
+    main(["export", str(run_dir), "--format", "argilla", "-o", str(exported)])
+    records = json.loads(exported.read_text())
+    first = records[0]
+    flipped = "Not sad" if first["suggestions"]["label"]["value"] == "Sad" else "Sad"
+    first["responses"] = {"label": [{"value": flipped, "user_id": "u-1", "status": "submitted"}]}
+    records[1]["responses"] = {"label": [{"value": "Sad", "user_id": "u-1", "status": "draft"}]}  # not a decision
+    done = tmp_path / "done.json"
+    done.write_text(json.dumps(records))
+    assert main(["import", str(run_dir), str(done)]) == 0
+    rows = {r["test_sample_id"]: r["prediction"] for r in map(json.loads, (run_dir / "openseek-5.jsonl").read_text().splitlines())}
+    assert rows[first["metadata"]["sample_id"]] == flipped
+    with zipfile.ZipFile(run_dir / "submission.zip") as archive:
+        zipped = [json.loads(x) for x in archive.read("openseek-5.jsonl").decode().splitlines()]
+    assert {r["test_sample_id"]: r["prediction"] for r in zipped} == rows
+    assert not list(run_dir.glob(".*.tmp")) and not list(run_dir.glob(".submission.*"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t[0]["data"].update(sample_id="no-such-sample"), "unknown sample 'no-such-sample'"),
+        (lambda t: None, "'Happy' is not a valid label answer of openseek-5 (one of Sad, Not sad)"),
+    ],
+)
+def test_bad_decisions_are_refused_with_one_line_and_nothing_written(runs, tmp_path, capsys, edit, message):
+    run_dir = _copy(runs["dev"], tmp_path / "run")
+    exported = tmp_path / "review.json"
+    main(["export", str(run_dir), "--format", "label-studio", "--task", "5", "-o", str(exported)])
+    tasks = json.loads(exported.read_text())
+    ids = [t["data"]["sample_id"] for t in tasks]
+    done = _annotate_label_studio(tasks, {ids[0]: "Happy" if edit(tasks) is None and message.startswith("'Happy'") else "Sad", ids[1]: "Sad"})
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(done))
+    snapshot = _snapshot(run_dir)
+    assert main(["import", str(run_dir), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert _snapshot(run_dir) == snapshot
