@@ -25,7 +25,15 @@ def runs(tmp_path_factory, gold_answers):
     with FakeServer(NoisyAnswers(gold_answers, LABELS, seed=1)) as server:
         for split, tasks, limit in (("dev", "[5,7]", 16), ("test", "5", 8)):
             path = tmp_path_factory.mktemp(split)
-            run(compose(f"task={tasks}", f"split={split}", f"limit={limit}", f"engine.base_url={server.url}", f"out_dir={path}"))
+            run(
+                compose(
+                    f"task={tasks}",
+                    f"split={split}",
+                    f"limit={limit}",
+                    f"engine.base_url={server.url}",
+                    f"out_dir={path}",
+                )
+            )
             out[split] = path
     return out
 
@@ -43,7 +51,9 @@ def _snapshot(path):
 
 def test_label_studio_export_schema_and_config(runs, tmp_path):
     target = tmp_path / "review.json"
-    assert main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "5", "-o", str(target)]) == 0
+    assert (
+        main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "5", "-o", str(target)]) == 0
+    )
     tasks = json.loads(target.read_text())
     records = RunDir(runs["dev"]).all_records("openseek-5")
     assert len(tasks) == len(records) == 16
@@ -65,16 +75,33 @@ def test_label_studio_export_schema_and_config(runs, tmp_path):
     assert [c.get("value") for c in choices.findall("Choice")] == ["Sad", "Not sad"]
     assert config.find("Text").get("value") == "$text"
     # a threshold keeps only the samples below it
-    main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "5", "--below", "0.8", "-o", str(target)])
+    main(
+        [
+            "export",
+            str(runs["dev"]),
+            "--format",
+            "label-studio",
+            "--task",
+            "5",
+            "--below",
+            "0.8",
+            "-o",
+            str(target),
+        ]
+    )
     assert all(t["predictions"][0]["score"] < 0.8 for t in json.loads(target.read_text()))
 
 
 def test_text_tasks_export_a_textarea_and_argilla_records(runs, tmp_path):
     target = tmp_path / "review.json"
-    assert main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "7", "-o", str(target)]) == 0
+    assert (
+        main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "7", "-o", str(target)]) == 0
+    )
     region = json.loads(target.read_text())[0]["predictions"][0]["result"][0]
     assert region["type"] == "textarea" and isinstance(region["value"]["text"][0], str)
-    assert ET.fromstring((tmp_path / "review.config.xml").read_text()).find("TextArea").get("name") == "answer"
+    assert (
+        ET.fromstring((tmp_path / "review.config.xml").read_text()).find("TextArea").get("name") == "answer"
+    )
     argilla = tmp_path / "argilla.json"
     assert main(["export", str(runs["dev"]), "--format", "argilla", "--task", "5", "-o", str(argilla)]) == 0
     records = json.loads(argilla.read_text())
@@ -84,7 +111,12 @@ def test_text_tasks_export_a_textarea_and_argilla_records(runs, tmp_path):
         suggestion = record["suggestions"]["label"]
         assert set(suggestion) == {"value", "score", "agent"} and suggestion["value"] in ("Sad", "Not sad")
     settings = json.loads((tmp_path / "argilla.settings.json").read_text())
-    assert settings["questions"][0] == {"name": "label", "type": "label_selection", "labels": ["Sad", "Not sad"], "required": True}
+    assert settings["questions"][0] == {
+        "name": "label",
+        "type": "label_selection",
+        "labels": ["Sad", "Not sad"],
+        "required": True,
+    }
 
 
 def test_several_tasks_need_a_task_name(runs, tmp_path, capsys):
@@ -141,7 +173,9 @@ def test_export_edit_import_fixes_exactly_the_edited_samples(runs, tmp_path):
         else:
             assert record == before[sid]
     predictions_after = [json.loads(x) for x in (run_dir / "openseek-5.jsonl").read_text().splitlines()]
-    changed = {a["test_sample_id"] for a, b in zip(predictions_after, predictions_before, strict=True) if a != b}
+    changed = {
+        a["test_sample_id"] for a, b in zip(predictions_after, predictions_before, strict=True) if a != b
+    }
     assert changed == set(wrong)
     # importing twice changes nothing, byte for byte
     snapshot = _snapshot(run_dir)
@@ -160,11 +194,16 @@ def test_argilla_responses_rewrite_predictions_and_the_submission_atomically(run
     first = records[0]
     flipped = "Not sad" if first["suggestions"]["label"]["value"] == "Sad" else "Sad"
     first["responses"] = {"label": [{"value": flipped, "user_id": "u-1", "status": "submitted"}]}
-    records[1]["responses"] = {"label": [{"value": "Sad", "user_id": "u-1", "status": "draft"}]}  # not a decision
+    records[1]["responses"] = {
+        "label": [{"value": "Sad", "user_id": "u-1", "status": "draft"}]
+    }  # not a decision
     done = tmp_path / "done.json"
     done.write_text(json.dumps(records))
     assert main(["import", str(run_dir), str(done)]) == 0
-    rows = {r["test_sample_id"]: r["prediction"] for r in map(json.loads, (run_dir / "openseek-5.jsonl").read_text().splitlines())}
+    rows = {
+        r["test_sample_id"]: r["prediction"]
+        for r in map(json.loads, (run_dir / "openseek-5.jsonl").read_text().splitlines())
+    }
     assert rows[first["metadata"]["sample_id"]] == flipped
     with zipfile.ZipFile(run_dir / "submission.zip") as archive:
         zipped = [json.loads(x) for x in archive.read("openseek-5.jsonl").decode().splitlines()]
@@ -173,19 +212,23 @@ def test_argilla_responses_rewrite_predictions_and_the_submission_atomically(run
 
 
 @pytest.mark.parametrize(
-    ("edit", "message"),
+    ("rename", "answer", "message"),
     [
-        (lambda t: t[0]["data"].update(sample_id="no-such-sample"), "unknown sample 'no-such-sample'"),
-        (lambda t: None, "'Happy' is not a valid label answer of openseek-5 (one of Sad, Not sad)"),
+        ("no-such-sample", "Sad", "unknown sample 'no-such-sample'"),
+        (None, "Happy", "'Happy' is not a valid label answer of openseek-5 (one of Sad, Not sad)"),
     ],
 )
-def test_bad_decisions_are_refused_with_one_line_and_nothing_written(runs, tmp_path, capsys, edit, message):
+def test_bad_decisions_are_refused_with_one_line_and_nothing_written(
+    runs, tmp_path, capsys, rename, answer, message
+):
     run_dir = _copy(runs["dev"], tmp_path / "run")
     exported = tmp_path / "review.json"
     main(["export", str(run_dir), "--format", "label-studio", "--task", "5", "-o", str(exported)])
     tasks = json.loads(exported.read_text())
-    ids = [t["data"]["sample_id"] for t in tasks]
-    done = _annotate_label_studio(tasks, {ids[0]: "Happy" if edit(tasks) is None and message.startswith("'Happy'") else "Sad", ids[1]: "Sad"})
+    first, second = tasks[0]["data"]["sample_id"], tasks[1]["data"]["sample_id"]
+    done = _annotate_label_studio(tasks, {first: answer, second: "Sad"})  # one good decision, one bad
+    if rename:
+        done[0]["data"]["sample_id"] = rename
     path = tmp_path / "export.json"
     path.write_text(json.dumps(done))
     snapshot = _snapshot(run_dir)

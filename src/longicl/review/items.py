@@ -12,6 +12,8 @@ from omegaconf import OmegaConf
 
 from longicl.data import load_task
 from longicl.errors import UsageError
+from longicl.parse import normalise
+from longicl.quality.confidence import of_record
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task
 
@@ -108,7 +110,7 @@ def load_items(
         for sample_id, record in records.items():
             if record.get("answered_by") == "human" or record.get("vote") is None:
                 continue
-            value = record.get("confidence")
+            value, source = stored_confidence(spec, record)
             if below is not None and value is not None and float(value) >= below:
                 continue
             items.append(
@@ -118,12 +120,22 @@ def load_items(
                     int(record.get("index", 0)),
                     inputs.get(sample_id, ""),
                     str(record.get("prediction") or ""),
-                    None if value is None else float(value),
-                    record.get("confidence_source"),
+                    value,
+                    source,
                     f"{version}/{record.get('method') or 'icl'}",
                 )
             )
     return sorted(items, key=lambda i: (-1.0 if i.confidence is None else i.confidence, i.spec.id, i.index))
+
+
+def stored_confidence(spec: TaskSpec, record: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The record's confidence as written (calibrated when a map was applied); computed from its
+    requests for records written before confidences were."""
+    if "confidence_source" in record:
+        value = record.get("confidence")
+        return (None if value is None else float(value)), record.get("confidence_source")
+    computed = of_record(record, lambda answer: normalise(spec, answer))
+    return computed.value, computed.source
 
 
 def _inputs(spec: TaskSpec, directory: Path) -> dict[str, str]:
