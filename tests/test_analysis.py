@@ -190,7 +190,7 @@ def test_task_overrides_and_engines():
 
 
 def test_chosen_overrides_add_best_only_when_present(tmp_path, monkeypatch):
-    monkeypatch.setattr(an, "CONF_DIR", tmp_path)
+    monkeypatch.setattr(an.configs, "CONF_DIR", tmp_path)
     assert an.chosen_overrides(["limit=3"]) == ["limit=3"]
     (tmp_path / "method").mkdir()
     (tmp_path / "method" / "best.yaml").write_text("name: best\n")

@@ -1,0 +1,182 @@
+"""Errors of a run: confusion matrices, label bias, parse failures, the worst samples with the
+neighbours their prompts carried, answer lengths."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from longicl.analysis.runs import RunData
+from longicl.analysis.stats import percentile
+from longicl.data import Example
+from longicl.tasks import get_task
+
+UNPARSED = "(unparsed)"
+
+
+def confusion_matrix(records: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> tuple[list[str], Any]:
+    """``(columns, matrix)``: rows are gold labels in ``labels`` order, columns the predictions,
+    with a last column ``(unparsed)`` for empty or unknown predictions."""
+    import numpy as np
+
+    rows = list(labels)
+    columns = [*rows, UNPARSED]
+    matrix = np.zeros((len(rows), len(columns)), dtype=int)
+    for record in records:
+        gold = record.get("gold")
+        if gold not in rows:
+            continue
+        prediction = record.get("prediction") or ""
+        column = columns.index(prediction) if prediction in rows else len(columns) - 1
+        matrix[rows.index(gold), column] += 1
+    return columns, matrix
+
+
+def label_bias(records: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Per label: how often it is the gold answer and how often it is predicted."""
+    gold = Counter(r.get("gold") for r in records)
+    predicted = Counter((r.get("prediction") if r.get("prediction") in labels else UNPARSED) for r in records)
+    total = len(records) or 1
+    rows = []
+    for label in [*labels, UNPARSED]:
+        if label == UNPARSED and not predicted.get(label):
+            continue
+        rows.append(
+            {
+                "label": label,
+                "gold": gold.get(label, 0),
+                "predicted": predicted.get(label, 0),
+                "gold share": gold.get(label, 0) / total,
+                "predicted share": predicted.get(label, 0) / total,
+            }
+        )
+    return rows
+
+
+def last_request(record: Mapping[str, Any]) -> dict[str, Any]:
+    requests = record.get("requests") or []
+    return dict(requests[-1]) if requests else {}
+
+
+def parse_failures(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Samples whose reply could not be read (failed requests included)."""
+    rows = []
+    for record in records:
+        if record.get("parsed_ok") is False or record.get("error"):
+            rows.append(
+                {
+                    "sample": record.get("sample_id"),
+                    "reason": record.get("error") or record.get("parse_error"),
+                    "reply": (last_request(record).get("raw_response") or "")[:300],
+                    "gold": record.get("gold"),
+                }
+            )
+    return rows
+
+
+def _badness(record: Mapping[str, Any]) -> int:
+    if record.get("error"):
+        return 3
+    if record.get("parsed_ok") is False:
+        return 2
+    if record.get("correct") == 0:
+        return 1
+    return 0
+
+
+def worst_samples(records: Sequence[Mapping[str, Any]], k: int = 5) -> list[dict[str, Any]]:
+    """Up to ``k`` records that went worst: failed requests, then parse failures, then wrong
+    answers (longest replies first within a kind, then sample order)."""
+    bad = [r for r in records if _badness(r) > 0]
+    bad.sort(
+        key=lambda r: (
+            -_badness(r),
+            -len(last_request(r).get("raw_response") or ""),
+            r.get("index", 0),
+        )
+    )
+    return [dict(r) for r in bad[:k]]
+
+
+def neighbours(record: Mapping[str, Any], pool: Mapping[str, Example]) -> list[Example]:
+    """The per-sample (dynamic) demonstrations of a record's last request, most similar last."""
+    ids = last_request(record).get("dynamic_demo_ids") or []
+    return [pool[i] for i in ids if i in pool]
+
+
+def neighbour_agreement(record: Mapping[str, Any], pool: Mapping[str, Example]) -> float | None:
+    """Share of the sample's neighbours whose output equals its gold answer (None for code)."""
+    demos = neighbours(record, pool)
+    gold = record.get("gold")
+    task = record.get("task")
+    if not demos or gold is None or (task and get_task(task).answer_kind.value == "code"):
+        return None
+    return sum(1 for ex in demos if ex.output == gold) / len(demos)
+
+
+def answer_lengths(records: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Characters of each sample's final raw reply (samples without a reply are left out)."""
+    return [len(text) for r in records if (text := last_request(r).get("raw_response")) is not None]
+
+
+def error_rows(run: RunData) -> list[dict[str, Any]]:
+    """Per task: samples, wrong answers, parse failures, failed requests."""
+    rows = []
+    for name, records in run.records.items():
+        rows.append(
+            {
+                "task": name,
+                "n": len(records),
+                "accuracy": run.tasks.get(name, {}).get("accuracy"),
+                "wrong": sum(1 for r in records if r.get("correct") == 0),
+                "parse failures": sum(
+                    1 for r in records if r.get("parsed_ok") is False and not r.get("error")
+                ),
+                "failed requests": sum(1 for r in records if r.get("error")),
+                "reply chars (median)": percentile(answer_lengths(records), 0.5),
+            }
+        )
+    return rows
+
+
+def describe_sample(record: Mapping[str, Any], pool: Mapping[str, Example], *, width: int = 400) -> str:
+    """Markdown for one sample: input, gold, prediction, reply, and its neighbours."""
+
+    def short(text: str | None) -> str:
+        text = " ".join((text or "").split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    sample = pool.get(str(record.get("sample_id")))
+    lines = [
+        f"**{record.get('sample_id')}**",
+        "",
+        f"- input: {short(sample.input if sample else None)}",
+        f"- gold: `{short(record.get('gold'))}`; prediction: `{short(record.get('prediction'))}`",
+        f"- raw reply: `{short(last_request(record).get('raw_response'))}`",
+    ]
+    if record.get("parse_error") or record.get("error"):
+        lines.append(f"- problem: {short(record.get('error') or record.get('parse_error'))}")
+    demos = neighbours(record, pool)
+    agreement = neighbour_agreement(record, pool)
+    lines.append(
+        f"- {len(demos)} per-sample neighbours"
+        + ("" if agreement is None else f", {agreement:.0%} of them labelled with the gold answer")
+        + (":" if demos else "")
+    )
+    for ex in demos[::-1][:5]:  # most similar first
+        lines.append(f"    - `{short(ex.output)[:60]}` ← {short(ex.input)[: width // 2]}")
+    return "\n".join(lines)
+
+
+def worst_markdown(records: Sequence[Mapping[str, Any]], pool: Mapping[str, Example], k: int = 3) -> str:
+    """The `worst_samples` of a task described one after another (Markdown)."""
+    worst = worst_samples(records, k)
+    if not worst:
+        scored = any(r.get("correct") is not None for r in records)
+        return (
+            "No wrong answers."
+            if scored
+            else "No scored answers (a dry run, or a task judged by execution such as task 8)."
+        )
+    return "\n\n".join(describe_sample(r, pool) for r in worst)

@@ -1,0 +1,21 @@
+"""Where the project's files are (a relative path is read from the project root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+CONF_DIR = PROJECT_ROOT / "conf"
+
+DATA_DIR = PROJECT_ROOT / "data" / "openseek"
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+
+REPORTS_DIR = PROJECT_ROOT / "reports"
+
+
+def project_path(path: str | Path) -> Path:
+    """A relative path is read from the project root (notebooks run in ``notebooks/``)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path

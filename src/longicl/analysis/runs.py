@@ -1,0 +1,250 @@
+"""A run directory as the notebooks and the report see it, and what it says per task."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from longicl.analysis.configs import main_command
+from longicl.analysis.engines import engine_answers
+from longicl.analysis.paths import DATA_DIR, PROJECT_ROOT, project_path
+from longicl.analysis.stats import rounded
+from longicl.data import Example, load_task
+from longicl.rundir import RunDir
+from longicl.tasks import TaskSpec, get_task
+
+#: How an answer was made, in words (see `task_method`).
+METHOD_DESCRIPTIONS = {
+    "icl": "in-context learning (the language model answers)",
+    "program": "exact program (no model)",
+    "classifier": "text classifier trained on the examples (CPU side model)",
+    "retrieval": "answer of the BM25-nearest labelled example (no model)",
+    "none": "no answer (dry run)",
+}
+
+#: Classical engine model kinds -> the method they amount to.
+_CLASSICAL_KINDS = {
+    "program": "program",
+    "nearest": "retrieval",
+    "tfidf": "classifier",
+    "token_count": "classifier",
+    "pair_genre": "classifier",
+}
+
+
+@dataclass
+class RunData:
+    """One run directory as the notebooks and the report see it."""
+
+    path: Path
+    summary: dict[str, Any]
+    records: dict[str, list[dict[str, Any]]]  # task name -> records in sample order
+    static: dict[str, dict[str, Any]]
+
+    @property
+    def engine(self) -> str:
+        return str(
+            (self.summary.get("engine") or {}).get("name") or self.config.get("engine", {}).get("name")
+        )
+
+    @property
+    def answers(self) -> bool:
+        return engine_answers(self.engine)
+
+    @property
+    def split(self) -> str:
+        return str(self.summary.get("split") or self.config.get("split"))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.summary.get("config") or {})
+
+    @property
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        return dict(self.summary.get("tasks") or {})
+
+    @property
+    def thinking(self) -> bool:
+        return bool((self.config.get("method") or {}).get("enable_thinking", False))
+
+    @property
+    def model(self) -> str:
+        """The language model that answered, in words."""
+        engine = self.summary.get("engine") or {}
+        if self.engine == "openai":
+            return str(engine.get("model") or self.config.get("engine", {}).get("model") or "?")
+        if self.engine == "dryrun":
+            return "none (dry run: requests built, not sent)"
+        if self.engine == "classical":
+            return "none (classical CPU annotators)"
+        return f"none ({self.engine})"
+
+    @property
+    def label(self) -> str:
+        """A short name: engine, split and directory."""
+        kind = {"openai": f"{self.model} via openai", "classical": "classical (CPU)", "dryrun": "dry run"}
+        return f"{kind.get(self.engine, self.engine)}, {self.split}: {self.name}"
+
+    @property
+    def name(self) -> str:
+        """The run directory, relative to the project root when inside it (else its last two parts)."""
+        try:
+            return self.path.resolve().relative_to(PROJECT_ROOT).as_posix()
+        except ValueError:
+            return "/".join(self.path.parts[-2:])
+
+    def data_dir(self) -> Path:
+        configured = self.config.get("data_dir") or "data/openseek"
+        path = Path(str(configured))
+        if path.is_absolute() or path.exists():
+            return path
+        return project_path(path)
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read ``run.json``, the per-sample records and the static blocks of a run directory."""
+    path = project_path(path)
+    run_json = path / "run.json"
+    if not run_json.is_file():
+        raise FileNotFoundError(
+            f"{path}: no run.json (not a finished run directory; make one with "
+            "`python main.py out_dir=<dir> …`, e.g. `make demo` for outputs/demo)"
+        )
+    summary = json.loads(run_json.read_text(encoding="utf-8"))
+    rundir = RunDir(path)
+    records, static = {}, {}
+    for name in summary.get("tasks") or {}:
+        rows = rundir.all_records(name).values()
+        records[name] = sorted(rows, key=lambda r: r.get("index", 0))
+        static_path = path / "records" / f"{name}.static.json"
+        if static_path.is_file():
+            static[name] = json.loads(static_path.read_text(encoding="utf-8"))
+    return RunData(path, summary, records, static)
+
+
+def classical_model(run: RunData, name: str) -> dict[str, Any]:
+    """The classical engine's model settings for task ``name`` ({} for other engines)."""
+    models = (run.summary.get("engine") or {}).get("models") or {}
+    entry = models.get(name) or models.get(str(get_task(name).id)) or {}
+    return dict(entry.get("settings") or entry) if isinstance(entry, Mapping) else {}
+
+
+def task_method(run: RunData, name: str) -> str:
+    """How task ``name``'s answers were made: ``icl``, ``icl+program``, ``program``, ``classifier``,
+    ``retrieval`` or ``none``. The classical engine is judged by its models (whatever the
+    method settings say), the dry run answers nothing, a served model by ``run.json``."""
+    if run.engine == "dryrun":
+        return "none"
+    if run.engine == "classical":
+        kind = str(classical_model(run, name).get("kind") or "")
+        return _CLASSICAL_KINDS.get(kind, kind or "classical")
+    return str((run.tasks.get(name) or {}).get("method") or "icl")
+
+
+def side_models(run: RunData, name: str) -> str:
+    """Programs or models other than the language model that shaped task ``name``'s answers."""
+    if run.engine == "dryrun":
+        return "none"
+    if run.engine == "classical":
+        model = classical_model(run, name)
+        kind = str(model.get("kind") or "classical")
+        if kind == "program":
+            what = f"exact program `{model.get('program') or '?'}`"
+        elif kind == "nearest":
+            what = "BM25 nearest-example retrieval"
+        else:
+            detail = model.get("classifier")
+            what = f"{kind} classifier" + (f" ({detail})" if detail else "")
+        return what + " answers every sample"
+    task = run.tasks.get(name) or {}
+    used = list(task.get("side_models") or [])
+    return ", ".join(used) if used else "none"
+
+
+def task_thinking(run: RunData, name: str) -> bool:
+    """Whether Qwen3 thinking was on for task ``name`` (per-task settings win)."""
+    settings = (run.tasks.get(name) or {}).get("method_settings") or {}
+    if settings.get("enable_thinking") is not None:
+        return bool(settings["enable_thinking"])
+    return run.thinking
+
+
+def method_rows(run: RunData) -> list[dict[str, Any]]:
+    """Per task: how requests were decoded and combined (from run.json ``method_settings``)."""
+    rows = []
+    for name, task in run.tasks.items():
+        settings = task.get("method_settings") or {}
+        constraint = settings.get("structured_outputs")
+        rows.append(
+            {
+                "task": name,
+                "answers by": task_method(run, name),
+                "thinking": "on" if task_thinking(run, name) else "off",
+                "constrained decoding": ", ".join(constraint) if isinstance(constraint, Mapping) else "none",
+                "max tokens": settings.get("max_tokens"),
+                "self-consistency": settings.get("self_consistency"),
+                "label log-probs": settings.get("logprobs"),
+                "calibration": settings.get("calibration") or "none",
+            }
+        )
+    return rows
+
+
+def _spread(task: Mapping[str, Any], key: str, stat: str) -> float | None:
+    value = (task.get(key) or {}).get(stat)
+    return None if value is None else value
+
+
+def task_spec(name: str) -> TaskSpec:
+    return get_task(name)
+
+
+def task_rows(run: RunData) -> list[dict[str, Any]]:
+    """One row per task of a run: the numbers of the report's per-task table."""
+    rows = []
+    for name, task in run.tasks.items():
+        spec = task_spec(name)
+        rows.append(
+            {
+                "task": name,
+                "title": spec.title,
+                "n": task.get("n"),
+                "accuracy": task.get("accuracy"),
+                "parse failures": task.get("parse_failures"),
+                "failed requests": task.get("failed_requests"),
+                "prompt tokens (median)": rounded(_spread(task, "prompt_tokens", "median")),
+                "uncached prefill (median)": rounded(_spread(task, "uncached_prompt_tokens", "median")),
+                "ICL tokens (min)": _spread(task, "icl_tokens", "min"),
+                "seconds": task.get("seconds"),
+                "method": task_method(run, name),
+            }
+        )
+    return rows
+
+
+def examples_by_id(task: str | int, data_dir: str | Path | None = None) -> dict[str, Example]:
+    """Every labelled example and test sample of a task, by id."""
+    spec = get_task(task)
+    data = load_task(spec, project_path(data_dir) if data_dir else DATA_DIR)
+    return {ex.id: ex for ex in (*data.examples, *data.test_samples)}
+
+
+def run_summary(run: RunData) -> str:
+    """Markdown: what a run is (engine, model, split, sizes) and how to reproduce it."""
+    accuracies = [t["accuracy"] for t in run.tasks.values() if t.get("accuracy") is not None]
+    samples = sum(int(t.get("n") or 0) for t in run.tasks.values())
+    command, verified = main_command(run.config, run.summary.get("command"))
+    lines = [
+        f"**{run.label}**: engine `{run.engine}`, model: {run.model}, split `{run.split}`, "
+        f"{len(run.tasks)} tasks, {samples:,} samples, thinking {'on' if run.thinking else 'off'}.",
+        "",
+        f"Mean accuracy over scored tasks: {sum(accuracies) / len(accuracies):.3f}."
+        if accuracies
+        else "No accuracy (no answers, or a test split).",
+        "",
+        f"Reproduce{'' if verified else ' (approximately)'}: `{command}`",
+    ]
+    return "\n".join(lines)

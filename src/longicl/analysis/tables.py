@@ -1,0 +1,86 @@
+"""Tables shown by notebooks and written by the report: cell text and Markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+
+def fmt(value: Any) -> str:
+    """A cell's text: None as an em dash, ints with separators, floats by magnitude."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "—"
+        if value.is_integer() and abs(value) >= 10:
+            return f"{int(value):,}"
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+@dataclass
+class Table:
+    """Rows of dicts with a column order; renders as HTML (notebooks) and Markdown (report)."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    title: str = ""
+
+    @classmethod
+    def of(cls, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, title: str = ""):
+        rows = [dict(r) for r in rows]
+        if columns is None:
+            seen: dict[str, None] = {}
+            for row in rows:
+                seen.update(dict.fromkeys(row))
+            columns = list(seen)
+        return cls(list(columns), rows, title)
+
+    def cells(self) -> list[list[str]]:
+        return [[fmt(row.get(c)) for c in self.columns] for row in self.rows]
+
+    def to_markdown(self) -> str:
+        def clean(text: str) -> str:
+            return text.replace("|", "\\|").replace("\n", " ")
+
+        lines = ["| " + " | ".join(clean(c) for c in self.columns) + " |"]
+        lines.append("|" + "|".join("---:" if self._numeric(c) else "---" for c in self.columns) + "|")
+        lines += ["| " + " | ".join(clean(c) for c in cells) + " |" for cells in self.cells()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>" for cells in self.cells()
+        )
+        caption = f"<caption>{escape(self.title)}</caption>" if self.title else ""
+        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def __repr__(self) -> str:
+        return (self.title + "\n" if self.title else "") + self.to_markdown()
+
+    def _numeric(self, column: str) -> bool:
+        values = [r.get(column) for r in self.rows if r.get(column) is not None]
+        values = [v for v in values if v != "—"]
+        return bool(values) and all(_is_number(v) for v in values)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    text = str(value).rstrip("%").replace(",", "")
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
