@@ -34,9 +34,14 @@ from longicl.analysis.configs import (
     task_override,
 )
 from longicl.analysis.engines import (
+    ENGINE_WORDS,
+    EngineTraits,
+    EngineWords,
     cpu_engine,
     engine_answers,
     engine_available,
+    engine_traits,
+    engine_words,
     resolve_engine,
 )
 from longicl.analysis.errors import (
@@ -142,6 +147,9 @@ __all__ = [
     "CONFIG_GROUPS",
     "CONF_DIR",
     "DATA_DIR",
+    "ENGINE_WORDS",
+    "EngineTraits",
+    "EngineWords",
     "Fit",
     "METHOD_DESCRIPTIONS",
     "NOTEBOOK_DIR",
@@ -170,6 +178,8 @@ __all__ = [
     "describe_sample",
     "engine_answers",
     "engine_available",
+    "engine_traits",
+    "engine_words",
     "error_rows",
     "examples_by_id",
     "figure_accuracy",

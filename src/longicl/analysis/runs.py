@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from longicl.analysis.configs import main_command
-from longicl.analysis.engines import engine_answers
+from longicl.analysis.engines import EngineTraits, engine_answers, engine_traits, engine_words
 from longicl.analysis.paths import DATA_DIR, PROJECT_ROOT, project_path
 from longicl.analysis.stats import rounded
 from longicl.data import Example, load_task
@@ -25,14 +25,18 @@ METHOD_DESCRIPTIONS = {
     "none": "no answer (dry run)",
 }
 
-#: Classical engine model kinds -> the method they amount to.
-_CLASSICAL_KINDS = {
+#: Model kinds of an engine that does not read prompts (run.json ``engine.models``) -> the method
+#: they amount to.
+_MODEL_KINDS = {
     "program": "program",
     "nearest": "retrieval",
     "tfidf": "classifier",
     "token_count": "classifier",
     "pair_genre": "classifier",
 }
+
+#: Those model kinds in words (others are classifiers).
+_MODEL_WORDS = {"program": "exact program `{program}`", "nearest": "BM25 nearest-example retrieval"}
 
 
 @dataclass
@@ -71,22 +75,41 @@ class RunData:
         return bool((self.config.get("method") or {}).get("enable_thinking", False))
 
     @property
+    def traits(self) -> EngineTraits:
+        return engine_traits(self.engine)
+
+    @property
+    def language_model(self) -> bool:
+        """Whether a language model that read the prompts answered."""
+        return self.traits.language_model
+
+    @property
     def model(self) -> str:
         """The language model that answered, in words."""
-        engine = self.summary.get("engine") or {}
-        if self.engine == "openai":
+        if self.language_model:
+            engine = self.summary.get("engine") or {}
             return str(engine.get("model") or self.config.get("engine", {}).get("model") or "?")
-        if self.engine == "dryrun":
-            return "none (dry run: requests built, not sent)"
-        if self.engine == "classical":
-            return "none (classical CPU annotators)"
-        return f"none ({self.engine})"
+        return engine_words(self.engine).model or f"none ({self.engine})"
 
     @property
     def label(self) -> str:
         """A short name: engine, split and directory."""
-        kind = {"openai": f"{self.model} via openai", "classical": "classical (CPU)", "dryrun": "dry run"}
-        return f"{kind.get(self.engine, self.engine)}, {self.split}: {self.name}"
+        return f"{engine_words(self.engine).label.format(model=self.model)}, {self.split}: {self.name}"
+
+    @property
+    def system(self) -> str:
+        """The run's row name in a comparison with other systems."""
+        return f"{engine_words(self.engine).system.format(model=self.model)}: `{self.name}`"
+
+    def meets_floor(self, name: str) -> bool:
+        """Whether every request of task ``name`` carried at least the rule's minimum."""
+        minimum = ((self.tasks.get(name) or {}).get("icl_tokens") or {}).get("min")
+        return minimum is not None and minimum >= self.icl_floor(name)
+
+    def icl_floor(self, name: str) -> int:
+        """The rule's minimum of demonstration tokens for task ``name``, as the run recorded it."""
+        recorded = (self.tasks.get(name) or {}).get("min_icl_tokens_rule")
+        return int(recorded) if recorded is not None else get_task(name).min_icl_tokens
 
     @property
     def name(self) -> str:
@@ -134,31 +157,31 @@ def classical_model(run: RunData, name: str) -> dict[str, Any]:
 
 def task_method(run: RunData, name: str) -> str:
     """How task ``name``'s answers were made: ``icl``, ``icl+program``, ``program``, ``classifier``,
-    ``retrieval`` or ``none``. The classical engine is judged by its models (whatever the
-    method settings say), the dry run answers nothing, a served model by ``run.json``."""
-    if run.engine == "dryrun":
+    ``retrieval`` or ``none``. An engine that answers without reading the prompt is judged by the
+    per-task model its run.json entry describes (whatever the method settings say), an engine
+    that answers nothing by that, a language model by the task's ``method`` in run.json."""
+    if not run.answers:
         return "none"
-    if run.engine == "classical":
+    if not run.language_model:
         kind = str(classical_model(run, name).get("kind") or "")
-        return _CLASSICAL_KINDS.get(kind, kind or "classical")
+        return _MODEL_KINDS.get(kind, kind or run.engine)
     return str((run.tasks.get(name) or {}).get("method") or "icl")
+
+
+def _model_in_words(model: Mapping[str, Any]) -> str:
+    kind = str(model.get("kind") or "classical")
+    if kind in _MODEL_WORDS:
+        return _MODEL_WORDS[kind].format(**{**model, "program": model.get("program") or "?"})
+    detail = model.get("classifier")
+    return f"{kind} classifier" + (f" ({detail})" if detail else "")
 
 
 def side_models(run: RunData, name: str) -> str:
     """Programs or models other than the language model that shaped task ``name``'s answers."""
-    if run.engine == "dryrun":
+    if not run.answers:
         return "none"
-    if run.engine == "classical":
-        model = classical_model(run, name)
-        kind = str(model.get("kind") or "classical")
-        if kind == "program":
-            what = f"exact program `{model.get('program') or '?'}`"
-        elif kind == "nearest":
-            what = "BM25 nearest-example retrieval"
-        else:
-            detail = model.get("classifier")
-            what = f"{kind} classifier" + (f" ({detail})" if detail else "")
-        return what + " answers every sample"
+    if not run.language_model:
+        return _model_in_words(classical_model(run, name)) + " answers every sample"
     task = run.tasks.get(name) or {}
     used = list(task.get("side_models") or [])
     return ", ".join(used) if used else "none"

@@ -1,0 +1,5 @@
+import sys
+
+from longicl.report.build import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""How numbers and tables are written in the report (registered as Jinja2 filters)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from longicl import analysis as an
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def ci95(accuracy: float | None, n: int | None) -> str:
+    """The Wilson score interval at 95%, in percent (sound at 0% and 100% too)."""
+    if accuracy is None or not n:
+        return "—"
+    z = 1.96
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return f"{100 * max(0.0, centre - half):.1f}–{100 * min(1.0, centre + half):.1f}"
+
+
+def tokens(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def median_of(task: Mapping[str, Any], key: str) -> int | None:
+    value = (task.get(key) or {}).get("median")
+    return None if value is None else round(value)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its whitespace runs collapsed (a paragraph or list item on one line)."""
+    return " ".join(str(text).split())
+
+
+def table(rows: Any, css: str = "", caption: str = "", columns: Sequence[str] | None = None) -> str:
+    """A Markdown table of ``rows`` (dicts or a DataFrame); ``css`` becomes the HTML table's class
+    through a marker line that `longicl.report.html` consumes, ``caption`` an italic line above."""
+    parts = []
+    if caption:
+        parts.append(f"*{caption}*")
+    if css:
+        parts.append(f"<!-- table: {css} -->")
+    parts.append(an.Table.of(rows, columns).to_markdown())
+    return "\n\n".join(parts)
+
+
+def task_list(ids: Iterable[int]) -> str:
+    """``[1, 2, 3, 4, 5, 6, 7]`` as ``tasks 1-7``, ``[8]`` as ``task 8``, ``[2, 5]`` as ``tasks 2, 5``."""
+    ordered = sorted(set(ids))
+    if len(ordered) == 1:
+        return f"task {ordered[0]}"
+    if ordered and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"tasks {ordered[0]}-{ordered[-1]}"
+    return "tasks " + ", ".join(map(str, ordered))
+
+
+def common_floor(floors: Mapping[int, int]) -> int | None:
+    """The ICL floor most tasks share (the larger on a tie)."""
+    if not floors:
+        return None
+    counts = Counter(floors.values())
+    return max(counts, key=lambda floor: (counts[floor], floor))
+
+
+def floor_phrase(floors: Mapping[int, int], noun: str = "demonstrations") -> str:
+    """``30,000 tokens of demonstrations (15,000 for task 8)`` from the floor of each task id."""
+    common = common_floor(floors)
+    if common is None:
+        return "the rule's minimum of demonstration tokens"
+    others: dict[int, list[int]] = {}
+    for task_id, floor in floors.items():
+        if floor != common:
+            others.setdefault(floor, []).append(task_id)
+    exceptions = [f"{floor:,} for {task_list(ids)}" for floor, ids in sorted(others.items(), reverse=True)]
+    return f"{common:,} tokens of {noun}" + (f" ({'; '.join(exceptions)})" if exceptions else "")

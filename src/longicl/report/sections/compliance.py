@@ -1,0 +1,39 @@
+"""Compliance with the rules: per run and task, the fewest demonstration tokens of any request
+against the rule's minimum, and what else shaped the answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from longicl import analysis as an
+from longicl.report import formatting as f
+from longicl.report.document import Report
+
+
+def _uses_model(run: an.RunData, name: str) -> bool:
+    return run.language_model and "icl" in an.task_method(run, name).split("+")
+
+
+def build(report: Report) -> dict[str, Any]:
+    tables = []
+    for run in report.runs:
+        rows = []
+        for name, task in run.tasks.items():
+            rows.append(
+                {
+                    "task": name,
+                    "model": run.model,
+                    "sent to the model": "yes" if _uses_model(run, name) else "no",
+                    "ICL tokens (min)": (task.get("icl_tokens") or {}).get("min"),
+                    "rule": run.icl_floor(name),
+                    "meets rule": "yes" if run.meets_floor(name) else "NO",
+                    "programs / side models": an.side_models(run, name),
+                    "thinking": "on" if an.task_thinking(run, name) else "off",
+                }
+            )
+        tables.append({"run": run, "rows": rows})
+    return {
+        "floor": f.floor_phrase(report.floors, "in-context demonstrations"),
+        "tables": tables,
+        "entries": bool(report.model_runs),
+    }

@@ -1,0 +1,31 @@
+"""Limitations: what the numbers of this report cannot say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from longicl import analysis as an
+from longicl.report.document import Report
+
+
+def build(report: Report) -> dict[str, Any]:
+    sweep = report.values.get("02_context_strategies") or {}
+    sweep_engine = sweep.get("engine")
+    sizes = sorted(
+        {
+            int(t.get("n") or 0)
+            for r in report.dev_runs
+            for t in r.tasks.values()
+            if t.get("accuracy") is not None
+        }
+    )
+    span = None
+    if sizes:
+        span = f"{sizes[0]:,}" if sizes[0] == sizes[-1] else f"{sizes[0]:,}–{sizes[-1]:,}"
+    return {
+        "model_runs": bool(report.model_runs),
+        "sweep_engine": sweep_engine
+        if sweep_engine and not an.engine_traits(str(sweep_engine)).language_model
+        else None,
+        "span": span,
+    }

@@ -1,0 +1,37 @@
+"""Which run produced which number: engine, model, split, size of every run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from longicl.report.document import Report
+
+
+def build(report: Report) -> dict[str, Any]:
+    rows = [
+        {
+            "run": run.name,
+            "engine": run.engine,
+            "model that answered": run.model,
+            "split": run.split,
+            "tasks": len(run.tasks),
+            "samples": sum(int(t.get("n") or 0) for t in run.tasks.values()),
+            "thinking": "on" if run.thinking else "off",
+            "created": str(run.summary.get("created") or "—"),
+        }
+        for run in report.runs
+    ]
+    engines: dict[str, list[str]] = {}
+    for run in report.runs:
+        if not run.language_model:
+            engines.setdefault(run.engine, []).append(f"`{run.name}`")
+    model_runs = [
+        {
+            "name": run.name,
+            "model": run.model,
+            "base_url": (run.summary.get("engine") or {}).get("base_url"),
+            "thinking": run.thinking,
+        }
+        for run in report.model_runs
+    ]
+    return {"rows": rows, "model_runs": model_runs, "other_engines": engines}
