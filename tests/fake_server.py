@@ -32,7 +32,15 @@ Opt-in extras (defaults keep the behaviour above unchanged):
   multi-token reply;
 - ``prefill_s_per_1k``: extra latency per 1,000 uncached prompt tokens, so that a prefix-cache hit
   is visibly faster; ``report_cached_tokens=False`` leaves ``prompt_tokens_details`` out, as a
-  vLLM without ``--enable-prompt-tokens-details`` does.
+  vLLM without ``--enable-prompt-tokens-details`` does;
+- ``llama_cpp=True``: answers as llama-cpp-python's server does (checked against v0.3 with
+  SmolLM2-135M): models ``owned_by: "me"`` without ``max_model_len``, no ``/health``; a request
+  asking for ``logprobs`` fails with HTTP 500 "logprobs is not supported for models created with
+  logits_all=False"; ``structured_outputs`` and ``chat_template_kwargs`` are ignored;
+  ``response_format`` ``json_object`` with a ``schema`` enum is honoured (the reply is the JSON
+  string, quotes included), ``json_schema`` is refused (HTTP 500 "Input should be 'text' or
+  'json_object'"); no ``cached_tokens``; a context overflow is worded as llama.cpp's server words it
+  ("exceeds the available context size").
 
 Run it standalone for manual checks::
 
@@ -309,6 +317,7 @@ class FakeServer:
         thinking: str = "none",
         prefill_s_per_1k: float = 0.0,
         report_cached_tokens: bool = True,
+        llama_cpp: bool = False,
     ) -> None:
         if thinking not in ("none", "inline", "field"):
             raise ValueError(f"thinking={thinking!r}: none, inline or field")
@@ -325,7 +334,8 @@ class FakeServer:
         self._encoding = _tokenizer() if count_tokens else None
         self.thinking = thinking
         self.prefill_s_per_1k = prefill_s_per_1k
-        self.report_cached_tokens = report_cached_tokens
+        self.llama_cpp = llama_cpp
+        self.report_cached_tokens = report_cached_tokens and not llama_cpp
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -396,7 +406,12 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            if self.path.rstrip("/") in ("/health", "/v1/health"):
+            if server.llama_cpp and self.path.rstrip("/") == "/v1/models":
+                entry = {"id": server.model, "object": "model", "owned_by": "me", "permissions": []}
+                self._send(200, {"object": "list", "data": [entry]})
+            elif server.llama_cpp:
+                self._send(404, {"detail": "Not Found"})
+            elif self.path.rstrip("/") in ("/health", "/v1/health"):
                 self._send(200, {"status": "ok"})
             elif self.path.rstrip("/") == "/v1/models":
                 self._send(
@@ -441,6 +456,13 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             messages = body.get("messages") or []
             prompt_tokens = server.count_prompt(messages)
             max_len = server.max_model_len
+            if server.llama_cpp:
+                refused = _llama_cpp_refusal(body, prompt_tokens, max_len)
+                if refused:
+                    return self._send(*refused)
+                body = {
+                    k: v for k, v in body.items() if k not in ("structured_outputs", "chat_template_kwargs")
+                }
             if prompt_tokens + int(body.get("max_tokens") or 0) > max_len:
                 return self._send(
                     400,
@@ -456,6 +478,9 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             choices = ((body.get("structured_outputs") or {}).get("choice")) or None
             if choices and text not in choices:
                 text = choices[0]
+            enum = (((body.get("response_format") or {}).get("schema")) or {}).get("enum")
+            if server.llama_cpp and enum:
+                text = json.dumps(text if text in enum else enum[0])
             finish = "stop"
             if fault == "empty":
                 text = ""
@@ -518,6 +543,23 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             self.close_connection = True
 
     return Handler
+
+
+def _llama_cpp_refusal(body: dict, prompt_tokens: int, max_len: int) -> tuple[int, dict] | None:
+    """llama-cpp-python's errors for what it does not support, and llama.cpp's overflow wording."""
+    if body.get("logprobs"):
+        message = "logprobs is not supported for models created with logits_all=False"
+        return 500, {"error": {"message": message, "type": "internal_server_error"}}
+    if (body.get("response_format") or {}).get("type") == "json_schema":
+        message = (
+            "1 validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+            "'msg': \"Input should be 'text' or 'json_object'\"}"
+        )
+        return 500, {"error": {"message": message, "type": "internal_server_error"}}
+    if prompt_tokens + int(body.get("max_tokens") or 0) > max_len:
+        message = f"the request exceeds the available context size ({max_len} tokens), try increasing it"
+        return 400, {"error": {"message": message, "type": "exceed_context_size_error"}}
+    return None
 
 
 def _logprobs(text: str, body: dict, choices: list[str] | None) -> dict | None:

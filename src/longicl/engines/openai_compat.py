@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
+import sys
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -27,17 +27,16 @@ import openai
 from omegaconf import OmegaConf
 from openai import AsyncOpenAI
 
+from longicl.engines import capabilities as caps_table
 from longicl.engines.base import ChatRequest, Completion, Engine
-from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, healthy, probe_async
+from longicl.engines.capabilities import Capabilities, is_context_overflow
+from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, healthy, probe_async, root_url
 from longicl.engines.servers import Server, ServerPool
 from longicl.errors import ServerUnreachable, UsageError, one_line
 from longicl.paths import CONF_DIR
 from longicl.reasoning import reasoning_field
 
 SERVING_HELP = "see README.md, section 'Serving the model'"
-_CONTEXT_LENGTH = re.compile(
-    r"maximum context length|context length|too long|max_model_len|prompt is too long", re.I
-)
 CONTEXT_LENGTH_ERROR = "context_length"
 
 
@@ -130,6 +129,7 @@ class OpenAIEngine(Engine):
         self._clients: dict[str, AsyncOpenAI] = {}
         self._jitter = random.Random()
         self.server_info: dict[str, Any] = {}
+        self.capabilities: dict[str, Capabilities] = {}
 
     @classmethod
     def from_config(cls, **overrides: Any) -> OpenAIEngine:
@@ -204,6 +204,24 @@ class OpenAIEngine(Engine):
                 f"engine.model={self.model!r} is not served at {url}; it serves: {', '.join(models)}"
             )
         self.server_info[url] = {"models": models, "max_model_len": found.max_model_len}
+        entry = found.entry(self.model)
+        context = found.max_model_len
+        if (
+            context is None
+            and caps_table.KNOWN.get(str(entry.get("owned_by"))) is caps_table.KNOWN["llamacpp"]
+        ):
+            context = await _llama_cpp_context(url, self.api_key, self.connect_timeout)
+        self.capabilities[url] = caps_table.from_models(entry, context)
+
+    def capability(self, url: str) -> Capabilities:
+        """The capability record of the server at ``url`` (vLLM-like until probed)."""
+        if url not in self.capabilities:
+            self.capabilities[url] = caps_table.from_models({}, None)
+        return self.capabilities[url]
+
+    def _degrade(self, url: str, note: str, notes: list[str]) -> None:
+        notes.append(f"{url}: {note}")
+        print(f"warning: {url}: {note}", file=sys.stderr, flush=True)
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -219,6 +237,8 @@ class OpenAIEngine(Engine):
             "timeout": self.timeout,
             "max_retries": self.max_retries,
             "servers": self.server_info,
+            "capabilities": {url: c.describe() for url, c in self.capabilities.items()},
+            "notes": [f"{url}: {n}" for url, c in self.capabilities.items() for n in c.notes],
             "pool": self.pool.describe(),
         }
 
@@ -236,6 +256,7 @@ class OpenAIEngine(Engine):
         last_error = "no attempt made"
         attempt = 0
         url = ""
+        empty_replies = 0
         while attempt <= self.max_retries:
             attempt += 1
             server = self.pick_server(request)
@@ -247,19 +268,28 @@ class OpenAIEngine(Engine):
                     response = await self._call(url, request, max_tokens)
                 self.pool.answered(server)
                 completion = _to_completion(response)
+                completion.text = self.capability(url).unwrap(
+                    completion.text, "structured_outputs" in request.extra_body
+                )
+                usage_note = self.capability(url).saw_usage(completion.usage)
+                if usage_note:
+                    self._degrade(url, usage_note, notes)
             except openai.RateLimitError as exc:
                 self.pool.answered(server)
                 last_error = f"HTTP 429: {one_line(exc, 300)}"
                 delay = _retry_after(exc.response)
-            except openai.BadRequestError as exc:
-                self.pool.answered(server)
-                message = one_line(exc, 300)
-                if _CONTEXT_LENGTH.search(message):
-                    return self._failed(f"{CONTEXT_LENGTH_ERROR}: {message}", started, attempt, url, notes)
-                return self._failed(f"HTTP 400: {message}", started, attempt, url, notes)
             except openai.APIStatusError as exc:
                 self.pool.answered(server)
-                last_error = f"HTTP {exc.status_code}: {one_line(exc, 300)}"
+                message = one_line(exc, 300)
+                learnt = self.capability(url).learn(message)
+                if learnt is not None:  # an unsupported parameter: send again without it, not a fault
+                    if learnt:  # "" when a concurrent request already learnt it
+                        self._degrade(url, learnt, notes)
+                    attempt -= 1
+                    continue
+                if is_context_overflow(message):
+                    return self._failed(f"{CONTEXT_LENGTH_ERROR}: {message}", started, attempt, url, notes)
+                last_error = f"HTTP {exc.status_code}: {message}"
                 if exc.status_code < 500 and exc.status_code not in (408, 409):
                     return self._failed(last_error, started, attempt, url, notes)
             except openai.APITimeoutError:
@@ -288,6 +318,10 @@ class OpenAIEngine(Engine):
                     return self._answered(completion, started, attempt, url, notes)
                 if (completion.text or "").strip() or completion.reasoning:
                     return self._answered(completion, started, attempt, url, notes)
+                empty_replies += 1
+                if empty_replies > 1:  # the model's answer, not a fault: a parse failure of this sample
+                    notes.append("empty reply twice: returned as an empty answer")
+                    return self._answered(completion, started, attempt, url, notes)
                 last_error = "empty answer"
             notes.append(f"attempt {attempt}: {last_error} ({url})")
             if unreachable:
@@ -315,6 +349,7 @@ class OpenAIEngine(Engine):
         if request.logprobs:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = request.logprobs
+        self.capability(url).shape(kwargs, extra_body)
         return await self.client(url).chat.completions.create(extra_body=extra_body or None, **kwargs)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -380,3 +415,14 @@ def _retry_after(response: httpx.Response | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+async def _llama_cpp_context(url: str, api_key: str, timeout: float) -> int | None:
+    """llama.cpp's ``llama-server`` states its context size in ``GET /props``."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout, headers={"Authorization": f"Bearer {api_key}"}) as http:
+            answer = await http.get(f"{root_url(url)}/props")
+        value = (answer.json().get("default_generation_settings") or {}).get("n_ctx")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
