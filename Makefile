@@ -3,6 +3,7 @@
 #   make demo                       CPU end to end: classical engine, dev split, all tasks, then the report
 #   make run ARGS="task=5 ..."      python main.py with hydra overrides (needs a served model)
 #   make notebooks / make report    execute the notebooks / write reports/technical_report.{md,html}
+#   make lab                        JupyterLab on notebooks/ with the venv (127.0.0.1; ARGS go to jupyter lab)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 OUT    ?= outputs
 
-.PHONY: install test run demo notebooks report lint bench clean
+.PHONY: install test run demo notebooks lab report lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +37,9 @@ demo: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m longicl.notebooks $(ARGS)
+
+lab: $(STAMP)
+	$(BIN)/python -m jupyterlab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(ARGS)
 
 report: $(STAMP)
 	@test -f $(OUT)/demo/run.json || $(MAKE) --no-print-directory demo

@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from longicl.analysis.engines import resolve_engine
+import yaml
+
+from longicl.analysis.engines import engine_answers, resolve_engine
 from longicl.analysis.paths import CONF_DIR, project_path
 from longicl.config_values import plain
 from longicl.tasks import TASKS, resolve_tasks
@@ -47,13 +49,19 @@ def run_overrides(
     """The ``python main.py`` overrides of one run (``out_dir`` resolved from the project root)."""
     engine = resolve_engine(engine)
     overrides = [f"engine={engine}", task_override(tasks), f"split={split}"]
-    if engine == "openai" and base_url:
+    if base_url and _takes_base_url(engine):
         overrides.append(f"engine.base_url={base_url}")
     if limit is not None:
         overrides.append(f"limit={int(limit)}")
     if out_dir is not None:
         overrides.append(f"out_dir={project_path(out_dir)}")
     return [*overrides, *extra]
+
+
+def _takes_base_url(engine: str) -> bool:
+    """Whether ``conf/engine/<engine>.yaml`` has a ``base_url`` setting (a served model)."""
+    path = CONF_DIR / "engine" / f"{engine}.yaml"
+    return path.is_file() and "base_url" in (yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
 def compose(overrides: Sequence[str] = ()) -> Any:
@@ -88,7 +96,7 @@ def run_main(overrides: Sequence[str], *, overwrite: bool | None = None, quiet: 
     overrides = ["progress=false", *overrides]
     cfg = compose(overrides)
     if overwrite is None:
-        overwrite = cfg.engine.name == "dryrun"
+        overwrite = not engine_answers(cfg.engine.name)  # nothing worth resuming
     if overwrite:
         cfg.overwrite = True
     result = _outside_event_loop(run, cfg)

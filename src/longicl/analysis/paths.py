@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-
-CONF_DIR = PROJECT_ROOT / "conf"
+from longicl.paths import CONF_DIR, PROJECT_ROOT
 
 DATA_DIR = PROJECT_ROOT / "data" / "openseek"
-
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-
 REPORTS_DIR = PROJECT_ROOT / "reports"
+
+__all__ = ["CONF_DIR", "DATA_DIR", "NOTEBOOK_DIR", "PROJECT_ROOT", "REPORTS_DIR", "project_path"]
 
 
 def project_path(path: str | Path) -> Path:

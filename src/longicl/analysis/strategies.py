@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from longicl.analysis.configs import run_main, run_overrides
-from longicl.analysis.engines import engine_answers, resolve_engine
+from longicl.analysis.engines import engine_answers, engine_traits, resolve_engine
 from longicl.analysis.paths import CONF_DIR, project_path
 from longicl.analysis.runs import _spread
 from longicl.analysis.stats import mean, rounded
@@ -180,9 +180,9 @@ def sweep_summary(result: SweepResult) -> str:
             "The dry run answers nothing: token and prefill figures are exact (the requests that would "
             "be sent), accuracy is not measured."
         )
-    elif result.engine == "classical":
+    elif not engine_traits(result.engine).reads_prompts:
         lines.append(
-            "The classical engine does not read the prompt: its accuracy cannot depend on the strategy. "
+            f"The {result.engine} engine does not read the prompt: its accuracy cannot depend on the strategy. "
             "Use `engine=openai` against a served Qwen3-4B for the accuracy study."
         )
     for skip in result.skipped:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from longicl.methods import calibration as cal
 from longicl.methods.scoring import best_label
@@ -24,8 +24,23 @@ from longicl.parse import normalise
 from longicl.rundir import atomic_write_json
 from longicl.tasks import TaskSpec
 
-if TYPE_CHECKING:
-    from longicl.annotate import MethodSettings
+
+class MethodSettings(Protocol):
+    """What this module reads of the method settings (``longicl.annotate.MethodSettings``, the
+    caller's type, is not imported: the dependency points from the annotator to here)."""
+
+    calibration: str | None
+    classical_voter: bool
+    classical_weight: float
+    logprobs: int | None
+    self_consistency: int
+    use_program: bool
+    vote: str
+
+    def for_task(self, spec: TaskSpec) -> MethodSettings: ...
+    def label(self, spec: TaskSpec) -> str: ...
+    def summary(self, spec: TaskSpec) -> dict[str, Any]: ...
+
 
 CALIBRATION_FILE = "calibration.json"
 MIN_CALIBRATION_ROWS = 10
