@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	@# Task 8's checker runs Triton kernels on the CPU: torch (CPU build, pinned) and triton.
 	@$(BIN)/python -m pip install --quiet -e ".[kernels]" \
 	  || echo "warning: the [kernels] extra did not install; task-8 checker tests will be skipped"
+	@# engine=ray's tests (HTTP mode through Ray Data); never ray[llm], which brings vLLM.
+	@$(BIN)/python -m pip install --quiet -e ".[ray]" \
+	  || echo "warning: the [ray] extra did not install; engine=ray tests will be skipped"
 	@touch $(STAMP)
 
 install: $(STAMP)

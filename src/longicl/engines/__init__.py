@@ -14,6 +14,7 @@ ENGINES = {
     "openai": "longicl.engines.openai_compat:OpenAIEngine",
     "dryrun": "longicl.engines.dryrun:DryRunEngine",
     "classical": "longicl.engines.classical:ClassicalEngine",
+    "ray": "longicl.engines.ray_engine:RayEngine",
 }
 
 

@@ -1,0 +1,173 @@
+"""engine=ray: the same requests, records and predictions as engine=openai, through Ray Data.
+
+Runs a local Ray (2 CPUs, a small object store, no dashboard) once for the module. The vLLM mode
+needs GPUs: only its processor config is built and checked here; it is never run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, compose
+from fake_server import FakeServer
+from test_multiserver import DyingServer
+
+ray = pytest.importorskip("ray", reason="engine=ray needs the [ray] extra: pip install -e '.[ray]'")
+pytest.importorskip("aiohttp", reason="engine=ray needs the [ray] extra: pip install -e '.[ray]'")
+
+from longicl.engines import build_engine  # noqa: E402
+from longicl.runner import run  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+FAST = ["engine.backoff_initial=0.05", "engine.backoff_max=0.5", "engine.ray.actors=2"]
+#: record fields that say how a request travelled, not what it asked or answered
+TRANSPORT = ("latency_s", "server", "attempts", "notes")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, object_store_memory=96 * 1024**2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _records(out: Path) -> dict[str, dict]:
+    records = {}
+    for path in sorted((out / "records").glob("openseek-*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            for request in record["requests"]:
+                for key in TRANSPORT:
+                    request.pop(key, None)
+                # Which request of a task reaches the server first, and so prefills its static
+                # block, is a race under any engine: the cached count is compared as a share below.
+                (request.get("usage") or {}).pop("prompt_tokens_details", None)
+            records[f"{record['task']}/{record['sample_id']}"] = record
+    return records
+
+
+def _predictions(out: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(out.glob("openseek-*.jsonl"))}
+
+
+def test_same_requests_predictions_and_records_as_the_openai_engine(tmp_path, gold_answers):
+    common = ["task=all", "split=dev", "limit=2", "kernels.dev_gold=false"]
+    # A server each: the fake server counts a static block as cached once it has seen it.
+    with FakeServer(gold_answers) as server:
+        native = run(compose(*common, f"engine.base_url={server.url}", f"out_dir={tmp_path / 'native'}"))
+        native_bodies = sorted(json.dumps(b, sort_keys=True) for b in server.requests)
+    with FakeServer(gold_answers) as server:
+        rayed = run(
+            compose(
+                *common, "engine=ray", *FAST, f"engine.base_url={server.url}", f"out_dir={tmp_path / 'ray'}"
+            )
+        )
+        ray_bodies = sorted(json.dumps(b, sort_keys=True) for b in server.requests)
+    assert native.missing == rayed.missing == 0
+    assert ray_bodies == native_bodies  # every body, byte for byte once keys are sorted
+    assert _predictions(tmp_path / "ray") == _predictions(tmp_path / "native")
+    assert _records(tmp_path / "ray") == _records(tmp_path / "native")
+    run_json = json.loads((tmp_path / "ray" / "run.json").read_text())
+    assert run_json["engine"]["name"] == "ray" and run_json["engine"]["windows"] >= 8  # a task per window
+    for task_id in range(1, 8):
+        assert run_json["tasks"][f"openseek-{task_id}"]["accuracy"] == 1.0
+    cached = [
+        q["usage"]["prompt_tokens_details"]["cached_tokens"]
+        for path in (tmp_path / "ray" / "records").glob("openseek-*.jsonl")
+        for line in path.read_text().splitlines()
+        for q in json.loads(line)["requests"]
+    ]
+    assert sum(cached) > 0  # the static blocks were served from the (fake) prefix cache
+
+
+def test_each_task_on_one_server_and_a_dying_server_hands_over(tmp_path, gold_answers):
+    dying = DyingServer(gold_answers, die_after=5)
+    with dying, FakeServer(gold_answers) as healthy:
+        result = run(
+            compose(
+                "task=[1,2,3,5]",
+                "split=dev",
+                "limit=3",
+                "engine=ray",
+                *FAST,
+                f"engine.base_url=[{dying.url},{healthy.url}]",
+                f"out_dir={tmp_path}",
+            )
+        )
+        served = {
+            url: Counter(b["messages"][0]["content"] for b in x.requests)
+            for url, x in ((dying.url, dying), (healthy.url, healthy))
+        }
+    assert dying.dead.is_set()
+    assert result.missing == 0  # the run completes
+    assert served[dying.url] and served[healthy.url]
+    run_json = json.loads((tmp_path / "run.json").read_text())
+    pool = run_json["engine"]["pool"]
+    assert not pool["servers"][dying.url]["up"] and pool["moves"]
+    moved = {m["task"] for m in pool["moves"]}
+    for task_id in (1, 2, 3, 5):
+        name = f"openseek-{task_id}"
+        assert run_json["tasks"][name]["accuracy"] == 1.0, name
+        if name not in moved:  # prefix affinity: a task that did not move stayed on one server
+            assert len(run_json["tasks"][name]["servers"]) == 1, name
+    for path in (tmp_path).glob("openseek-*.jsonl"):
+        ids = [json.loads(line)["test_sample_id"] for line in path.read_text().splitlines()]
+        assert len(ids) == 3 == len(set(ids))  # every sample exactly once
+
+
+def test_a_failed_row_is_recorded_and_asked_again_on_resume(tmp_path, gold_answers):
+    args = [
+        "task=2",
+        "split=dev",
+        "limit=3",
+        "engine=ray",
+        *FAST,
+        "engine.max_retries=0",
+        f"out_dir={tmp_path}",
+    ]
+    with FakeServer(gold_answers) as server:
+        url = server.url
+        down = run(
+            compose(*args, f"engine.base_url={url}", "engine.ray.actors=1", "engine.connect_timeout=0.5")
+        )
+        assert down.missing == 0
+        # Every request now answers 500: each row fails, is recorded with its error, and the run ends.
+        server.faults.rate, server.faults.kinds = 1.0, ("http500",)
+        failed = run(compose(*args, "overwrite=true", f"engine.base_url={url}"))
+        errors = [json.loads(line)["error"] for line in (tmp_path / "records" / "openseek-2.jsonl").open()]
+        assert failed.missing == 3 and all(errors)
+        server.faults.rate = 0.0
+        server.requests.clear()
+        resumed = run(compose(*args, f"engine.base_url={url}"))
+        assert resumed.missing == 0 and len(server.requests) == 3  # only the failed ones, once each
+        server.requests.clear()
+        again = run(compose(*args, f"engine.base_url={url}"))
+        assert again.missing == 0 and server.requests == []  # finished samples are never asked again
+
+
+def test_vllm_mode_processor_config_carries_the_serving_settings():
+    """Built, not run: no GPU and no vLLM here."""
+    engine = build_engine(
+        {
+            "name": "ray",
+            "ray": {
+                "mode": "vllm",
+                "vllm": {"llm_config": str(ROOT / "llm_config.yaml"), "replicas": 4},
+            },
+        }
+    )
+    config = engine.processor_config()
+    assert type(config).__name__ == "vLLMEngineProcessorConfig"
+    kwargs = config.engine_kwargs
+    rope = kwargs["hf_overrides"]["rope_parameters"]
+    assert rope["rope_type"] == "yarn" and rope["factor"] == 4.0
+    assert rope["original_max_position_embeddings"] == 32768
+    assert kwargs["max_model_len"] == 131072 and kwargs["enable_prefix_caching"] is True
+    assert config.model_source.endswith("Qwen3-4B") and "served_model_name" not in kwargs
+    assert config.concurrency == 4 and config.should_continue_on_error is True
+    assert engine.model == "Qwen3-4B"
+    assert engine.describe()["vllm"]["engine_kwargs"]["max_model_len"] == 131072
