@@ -47,11 +47,7 @@ def child(engine: str, rows: int, url: str, overrides: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         write_task(data_dir, rows)
-        extra = (
-            ["engine=ray", "engine.ray.init={num_cpus: 2, include_dashboard: false}"]
-            if engine == "ray"
-            else []
-        )
+        extra = ["engine=ray", "+engine.ray.init.num_cpus=2"] if engine == "ray" else []
         cfg = compose_config(
             ROOT / "conf",
             [
