@@ -31,7 +31,7 @@ from longicl.methods.voting import RULES, Vote, rule_for, vote
 from longicl.metrics import score
 from longicl.parse import ParsedAnswer, ReplyShape, normalise, parse_answer
 from longicl.prompt import ContextBuilder, PromptPlan
-from longicl.tasks import TASKS, TaskSpec
+from longicl.tasks import TASKS, TaskSpec, per_task_entry
 
 #: keys a ``method.per_task.<id>`` entry may override (null: take the task-independent value)
 PER_TASK_KEYS = (
@@ -81,20 +81,27 @@ class MethodSettings:
     per_task: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], *, check_environment: bool = True) -> MethodSettings:
+    def from_config(
+        cls, cfg: Mapping[str, Any], *, check_environment: bool = True, tasks: Sequence[TaskSpec] = ()
+    ) -> MethodSettings:
         """Validate the ``method`` config; every problem is one `UsageError` naming the setting.
 
-        ``check_environment`` also checks that the side engine can be imported and that the
-        calibration file is readable (off when reading the config of an earlier run)."""
+        ``per_task`` keys are the challenge's task ids (or names) and the names of ``tasks`` (the
+        run's declared tasks). ``check_environment`` also checks that the side engine can be
+        imported and that the calibration file is readable (off when reading the config of an
+        earlier run, whose declared tasks are not known here: any key is accepted then)."""
         raw = dict(cfg or {})
         per_task_raw = raw.pop("per_task", None) or {}
         if not isinstance(per_task_raw, Mapping):
             raise UsageError("method.per_task must map task ids to settings")
         per_task: dict[str, dict[str, Any]] = {}
+        by_key = {key: spec for spec in (*TASKS.values(), *tasks) for key in spec.config_keys}
         for task_id, entry in per_task_raw.items():
             key = str(task_id)
-            if key not in {str(i) for i in TASKS}:
-                raise UsageError(f"method.per_task.{key}: not a task id (1..{max(TASKS)})")
+            if key not in by_key and check_environment:
+                raise UsageError(
+                    f"method.per_task.{key}: not a task id (1..{max(TASKS)}) or the name of a task of this run"
+                )
             entry = {k: v for k, v in dict(entry or {}).items() if v is not None}
             unknown = sorted(set(entry) - set(PER_TASK_KEYS))
             if unknown:
@@ -104,7 +111,8 @@ class MethodSettings:
             if entry:
                 per_task[key] = entry
         base = cls(**_coerce(raw, "method"), per_task=per_task)
-        resolved = {key: base.for_task(TASKS[int(key)]) for key in per_task}  # validates merged values
+        # for_task validates the merged values
+        resolved = {key: base.for_task(by_key[key]) for key in per_task if key in by_key}
         if not check_environment:
             return base
         for key, settings in [("", base), *resolved.items()]:
@@ -116,8 +124,8 @@ class MethodSettings:
         return base
 
     def for_task(self, spec: TaskSpec) -> MethodSettings:
-        """These settings with ``per_task[spec.id]`` applied (and ``per_task`` emptied)."""
-        entry = self.per_task.get(str(spec.id))
+        """These settings with ``per_task[<id or name>]`` applied (and ``per_task`` emptied)."""
+        entry = per_task_entry(self.per_task, spec)
         if not entry:
             return replace(self, per_task={}) if self.per_task else self
         merged: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k != "per_task"}
@@ -126,7 +134,7 @@ class MethodSettings:
                 merged[key] = {**dict(merged[key]), **dict(value)}
             else:
                 merged[key] = value
-        return MethodSettings(**_coerce(merged, f"method.per_task.{spec.id}"))
+        return MethodSettings(**_coerce(merged, f"method.per_task.{spec.config_keys[0]}"))
 
     @property
     def needs_side_engine(self) -> bool:

@@ -92,6 +92,9 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    for name, task in summary["tasks"].items():
+        if task.get("score") is not None and task.get("metric") not in (None, "exact_match"):
+            print(f"{name}: {task['metric']} {task['score']:.4f}")
     if summary.get("mean_accuracy") is not None:
         print(f"mean accuracy: {summary['mean_accuracy']:.4f}")
     print(

@@ -1,21 +1,41 @@
-"""Loading and validating task files, and the dev/test split.
+"""Loading and validating a task's data, and the dev/test split.
 
-A task file is one JSON object with ``Definition``, ``examples`` (id, input, output) and
-``test_samples`` (id, input). Anything malformed raises `DataError` with one line naming the
-file, the field and the reason, so the CLI can print it and exit 2.
+Two shapes of data:
+
+- the challenge's JSON (``.json``): one object with ``Definition``, ``examples`` (id, input,
+  output) and ``test_samples`` (id, input);
+- a table (``.csv``, ``.jsonl``, ``.parquet``, read with pandas): one row per item; rows whose
+  ``output_column`` holds a value are the labelled examples, rows where it is empty are the ones
+  to annotate. The input is one column or a template over columns; ids come from ``id_column``
+  or the row number.
+
+Anything malformed raises `DataError` with one line naming the file, the key or field and the
+reason, so the CLI can print it and exit 2.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from longicl.errors import DataError, UsageError
-from longicl.tasks import TaskSpec
+import pandas as pd
+
+from longicl.errors import DataError, UsageError, one_line
+from longicl.tasks import AnswerKind, TaskSpec
+
+#: Name of the column the outputs add to a table (replaced if the input table already has one).
+PREDICTION_COLUMN = "prediction"
+#: Key of the id in prediction files when a table has no ``id_column`` (the 0-based row number).
+ROW_KEY = "row"
+#: Key of the id in the challenge's prediction files.
+CHALLENGE_ID_KEY = "test_sample_id"
 
 
 @dataclass(frozen=True)
@@ -28,14 +48,34 @@ class Example:
 
 
 @dataclass(frozen=True)
+class Table:
+    """A task's data as the table it was read from, to write it back with a prediction column."""
+
+    frame: pd.DataFrame = field(repr=False)
+    id_key: str  # key of the row id in the prediction file: id_column, or "row"
+    raw_ids: Mapping[str, Any] = field(repr=False)  # Example.id -> the id as in the table
+    positions: Mapping[str, int] = field(repr=False)  # Example.id -> row position in the frame
+
+
+@dataclass(frozen=True)
 class TaskData:
-    spec: TaskSpec
+    spec: TaskSpec  # with the labels inferred from the data when the task file gives none
     path: Path
     definition: str
     examples: tuple[Example, ...]
     test_samples: tuple[Example, ...]
     license: str
     sha256: str
+    table: Table | None = None  # tables only (not the challenge's JSON)
+
+    @property
+    def id_key(self) -> str:
+        """The key of the sample id in this task's prediction file."""
+        return self.table.id_key if self.table else (self.spec.id_column or CHALLENGE_ID_KEY)
+
+    def raw_id(self, sample_id: str) -> Any:
+        """The sample id as the data has it (a number stays a number)."""
+        return self.table.raw_ids[sample_id] if self.table else sample_id
 
 
 @dataclass(frozen=True)
@@ -47,18 +87,29 @@ class Split:
     samples: tuple[Example, ...]
 
 
-def task_path(data_dir: str | Path, spec: TaskSpec) -> Path:
-    return Path(data_dir) / spec.file
+def task_path(data_dir: str | Path | None, spec: TaskSpec) -> Path:
+    """The data file: relative to the task file; the challenge's tasks look in ``data_dir`` (when
+    given) so that ``data_dir=`` keeps moving them."""
+    if spec.is_challenge and data_dir is not None:
+        return Path(data_dir) / spec.file
+    base = spec.task_file.parent if spec.task_file else Path(".")
+    return base / spec.data
 
 
-def load_task(spec: TaskSpec, data_dir: str | Path) -> TaskData:
-    """Read and validate one task file."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
+def load_task(spec: TaskSpec, data_dir: str | Path | None = None) -> TaskData:
+    """Read and validate one task's data."""
+    if spec.is_challenge and data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(f"{data_dir}: data directory not found (set data_dir=<path to the task files>)")
     path = task_path(data_dir, spec)
     if not path.is_file():
-        raise DataError(f"{path}: task file not found")
+        where = f"{spec.source}: data: " if not spec.is_challenge else ""
+        raise DataError(f"{where}{path}: {'task file' if spec.is_challenge else 'data file'} not found")
+    if path.suffix.lower() == ".json":
+        return _load_challenge_json(spec, path)
+    return _load_table(spec, path)
+
+
+def _load_challenge_json(spec: TaskSpec, path: Path) -> TaskData:
     raw = path.read_bytes()
     try:
         doc = json.loads(raw.decode("utf-8-sig"))
@@ -69,21 +120,22 @@ def load_task(spec: TaskSpec, data_dir: str | Path) -> TaskData:
     if not isinstance(doc, dict):
         raise DataError(f"{path}: top level must be a JSON object, got {type(doc).__name__}")
 
-    definition = _definition(path, doc)
+    definition = spec.definition or _definition(path, doc)
     examples = _records(path, doc, "examples", labelled=True)
     if not examples:
         raise DataError(f"{path}: field 'examples' is empty; demonstrations are needed")
     test_samples = _records(path, doc, "test_samples", labelled=False)
     seen: dict[str, str] = {}
-    for field, records in (("examples", examples), ("test_samples", test_samples)):
+    for field_name, records in (("examples", examples), ("test_samples", test_samples)):
         for index, record in enumerate(records):
             if record.id in seen:
                 raise DataError(
-                    f"{path}: {field}[{index}].id {record.id!r} duplicates an id already used in {seen[record.id]}"
+                    f"{path}: {field_name}[{index}].id {record.id!r} duplicates an id already used in {seen[record.id]}"
                 )
-            seen[record.id] = field
+            seen[record.id] = field_name
     licence = doc.get("License", "")
     licence_text = "; ".join(map(str, licence)) if isinstance(licence, list) else str(licence)
+    spec = _with_labels(spec, examples)
     return TaskData(
         spec=spec,
         path=path,
@@ -95,6 +147,177 @@ def load_task(spec: TaskSpec, data_dir: str | Path) -> TaskData:
     )
 
 
+# ------------------------------------------------------------------------------------------------
+# tables
+# ------------------------------------------------------------------------------------------------
+def _read_csv(path: Path) -> pd.DataFrame:
+    # Every cell as text, "NA"/"null" kept as written: the CSV output gives them back untouched.
+    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+#: data file suffix -> its reader
+TABLE_READERS = {".csv": _read_csv, ".jsonl": _read_jsonl, ".parquet": _read_parquet}
+
+
+def read_table(spec: TaskSpec, path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        frame = TABLE_READERS[suffix](path)
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types for a bad file
+        raise DataError(
+            f"{spec.source}: data: {path} cannot be read as {suffix.lstrip('.')} ({one_line(exc, 200)})"
+        ) from None
+    if frame.empty:
+        raise DataError(f"{spec.source}: data: {path} holds no rows")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame.reset_index(drop=True)
+
+
+def is_empty(value: object) -> bool:
+    """A missing cell: None, NaN/NA, or blank text."""
+    if value is None or value is pd.NA:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def cell_text(value: object) -> str:
+    """A cell as prompt text; lists and objects (from JSONL) as JSON."""
+    if is_empty(value):
+        return ""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item() if getattr(value, "ndim", 0) == 0 else value.tolist()
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | dict | tuple):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def plain_value(value: object) -> Any:
+    """A cell as a JSON-ready Python value (numpy scalars become int/float/str)."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+def _load_table(spec: TaskSpec, path: Path) -> TaskData:
+    source = spec.source
+    frame = read_table(spec, path)
+    columns = list(frame.columns)
+
+    def missing(key: str, column: str) -> DataError:
+        return DataError(
+            f"{source}: {key}: column {column!r} is not in {path.name} (columns: {', '.join(columns)})"
+        )
+
+    for key, column in (("id_column", spec.id_column), ("output_column", spec.output_column)):
+        if column is not None and column not in frame.columns:
+            raise missing(key, column)
+    for column in spec.input_columns:
+        if column not in frame.columns:
+            raise missing("input", column)
+
+    if spec.id_column is not None:
+        as_read = [plain_value(v) for v in frame[spec.id_column]]
+        raw_ids = [_csv_id(v) for v in as_read] if path.suffix.lower() == ".csv" else as_read
+        ids = [cell_text(v) for v in raw_ids]
+        for position, ident in enumerate(ids):
+            if not ident:
+                raise DataError(
+                    f"{source}: id_column: row {position} of {path.name} has an empty {spec.id_column!r}"
+                )
+        counts = Counter(ids)
+        if len(counts) != len(ids):
+            duplicate = next(i for i, n in counts.items() if n > 1)
+            raise DataError(
+                f"{source}: id_column: {spec.id_column!r} repeats the id {duplicate!r} ({counts[duplicate]} rows)"
+            )
+    else:
+        raw_ids = list(range(len(frame)))
+        ids = [str(i) for i in raw_ids]
+
+    inputs = _inputs(spec, frame)
+    outputs = [None if is_empty(v) else cell_text(v).strip() for v in frame[spec.output_column]]
+    examples, samples = [], []
+    for ident, text, output in zip(ids, inputs, outputs, strict=True):
+        (examples if output is not None else samples).append(Example(ident, text, output))
+    if not examples:
+        raise DataError(
+            f"{source}: output_column: no labelled rows ({spec.output_column!r} is empty in every row of {path.name})"
+        )
+    if spec.labels is not None:
+        allowed = set(spec.labels)
+        for example in examples:
+            if example.output not in allowed:
+                raise DataError(
+                    f"{source}: labels: row {example.id} has {spec.output_column}={example.output!r}, "
+                    f"not one of {list(spec.labels)}"
+                )
+    digest = hashlib.sha256(path.read_bytes())
+    return TaskData(
+        spec=_with_labels(spec, examples),
+        path=path,
+        definition=spec.definition or "",
+        examples=tuple(examples),
+        test_samples=tuple(samples),
+        license="",
+        sha256=digest.hexdigest(),
+        table=Table(
+            frame=frame,
+            id_key=spec.id_column or ROW_KEY,
+            raw_ids=dict(zip(ids, raw_ids, strict=True)),
+            positions={ident: position for position, ident in enumerate(ids)},
+        ),
+    )
+
+
+def _csv_id(value: Any) -> Any:
+    """A CSV id as the prediction file gives it back: text that is a plain integer ("1002", not
+    "007" or "1e3") becomes the number, anything else stays text."""
+    if isinstance(value, str) and value.isdigit() and str(int(value)) == value:
+        return int(value)
+    return value
+
+
+def _inputs(spec: TaskSpec, frame: pd.DataFrame) -> list[str]:
+    template = spec.input or ""
+    if template in frame.columns:
+        return [cell_text(v) for v in frame[template]]
+    columns = spec.input_columns
+    rows = zip(*(frame[c] for c in columns), strict=True)
+    return [template.format_map({c: cell_text(v) for c, v in zip(columns, row, strict=True)}) for row in rows]
+
+
+def _with_labels(spec: TaskSpec, examples: list[Example]) -> TaskSpec:
+    """A label task without ``labels``: the labels found in the data, in a stable order."""
+    if spec.answer_kind is not AnswerKind.LABEL or spec.labels is not None:
+        return spec
+    found = sorted({ex.output or "" for ex in examples}, key=_label_order)
+    return replace(spec, labels=tuple(found))
+
+
+def _label_order(label: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+# ------------------------------------------------------------------------------------------------
+# the challenge's JSON
+# ------------------------------------------------------------------------------------------------
 def _definition(path: Path, doc: dict) -> str:
     if "Definition" not in doc:
         raise DataError(f"{path}: missing field 'Definition'")

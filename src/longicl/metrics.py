@@ -1,17 +1,66 @@
 """Sample-level scores and task-level aggregates, kept apart.
 
 ``score`` judges one prediction against its gold answer; ``aggregate`` summarises a task's
-records into the numbers that go into ``run.json`` and the report.
+records into the numbers that go into ``run.json`` and the report, including the task's own
+metric (``TASK_METRICS``, named by the task file's ``metric``).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+from sklearn.metrics import f1_score
+
+from longicl.errors import DataError
 from longicl.parse import normalise
-from longicl.tasks import TaskSpec
+from longicl.tasks import AnswerKind, TaskSpec
+
+
+def accuracy_of(rows: Sequence[dict]) -> float | None:
+    """Share of correct samples; None unless every sample was judged."""
+    scored = [r["correct"] for r in rows if r.get("correct") is not None]
+    return (sum(scored) / len(scored)) if scored and len(scored) == len(rows) else None
+
+
+def _macro_f1(spec: TaskSpec, rows: Sequence[dict]) -> float | None:
+    """F1 per label, averaged with equal weight (a parse failure counts against its gold label)."""
+    if not rows or any(r.get("gold") is None for r in rows):
+        return None
+    gold = [normalise(spec, r["gold"]) for r in rows]
+    predicted = [normalise(spec, r.get("prediction") or "") if r.get("prediction") else "" for r in rows]
+    labels = [normalise(spec, label) for label in spec.labels or ()] or sorted(set(gold))
+    return float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0))
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """How a task is scored: per sample by string match or not, and the task-level number."""
+
+    string_match: bool  # each sample is correct or not after normalisation
+    summarise: Callable[[TaskSpec, Sequence[dict]], float | None]
+    answer_kinds: tuple[AnswerKind, ...] | None = None  # None: any
+
+
+#: metric name (a task file's ``metric``) -> how it is computed
+TASK_METRICS: dict[str, TaskMetric] = {
+    "exact_match": TaskMetric(string_match=True, summarise=lambda spec, rows: accuracy_of(rows)),
+    "macro_f1": TaskMetric(string_match=True, summarise=_macro_f1, answer_kinds=(AnswerKind.LABEL,)),
+    # task 8: judged by running the code (longicl.kernels.metrics), never by string match
+    "kernel_check": TaskMetric(string_match=False, summarise=lambda spec, rows: None),
+}
+
+
+def check_metric(spec: TaskSpec) -> TaskMetric:
+    """The task's metric, or one `DataError` line naming the task file's ``metric`` key."""
+    metric = TASK_METRICS.get(spec.metric)
+    if metric is None:
+        raise DataError(f"{spec.source}: metric: {spec.metric!r} is not one of {', '.join(TASK_METRICS)}")
+    if metric.answer_kinds is not None and spec.answer_kind not in metric.answer_kinds:
+        kinds = ", ".join(k.value for k in metric.answer_kinds)
+        raise DataError(f"{spec.source}: metric: {spec.metric} needs answer: {kinds}")
+    return metric
 
 
 def score(spec: TaskSpec, prediction: str, gold: str | None) -> float | None:
@@ -19,7 +68,8 @@ def score(spec: TaskSpec, prediction: str, gold: str | None) -> float | None:
 
     Task 8 (code) is judged by execution (``longicl.kernels``), never by string match.
     """
-    if gold is None or spec.metric != "exact_match":
+    metric = TASK_METRICS.get(spec.metric)
+    if gold is None or metric is None or not metric.string_match:
         return None
     if not prediction:
         return 0.0
@@ -51,20 +101,21 @@ class TaskMetrics:
     requests: int
     seconds: float
     method: str
+    score: float | None = None  # the task's own metric (``metric``: accuracy, macro F1, ...)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def aggregate(records: Iterable[dict], seconds: float) -> TaskMetrics:
+def aggregate(records: Iterable[dict], seconds: float, spec: TaskSpec | None = None) -> TaskMetrics:
     """Summarise one task's sample records (the dicts written to ``records/*.jsonl``)."""
     rows = list(records)
-    scored = [r["correct"] for r in rows if r.get("correct") is not None]
+    metric = TASK_METRICS.get(spec.metric) if spec is not None else None
     requests = [q for r in rows for q in r.get("requests", [])]
     methods = sorted({r.get("method", "icl") for r in rows})
     return TaskMetrics(
         n=len(rows),
-        accuracy=(sum(scored) / len(scored)) if scored and len(scored) == len(rows) else None,
+        accuracy=accuracy_of(rows),
         parse_failures=sum(1 for r in rows if not r.get("error") and r.get("parsed_ok") is False),
         failed_requests=sum(1 for r in rows if r.get("error")),
         prompt_tokens=Spread.of([q["prompt_tokens"] for q in requests if q.get("prompt_tokens")]),
@@ -75,4 +126,5 @@ def aggregate(records: Iterable[dict], seconds: float) -> TaskMetrics:
         requests=len(requests),
         seconds=round(seconds, 3),
         method="+".join(methods) if methods else "icl",
+        score=metric.summarise(spec, rows) if metric is not None and spec is not None else None,
     )

@@ -5,6 +5,8 @@ Layout under ``out_dir``::
     config.yaml                     resolved config of the latest invocation
     run.json                        config, git commit, environment, per-task metrics
     openseek-<id>.jsonl             predictions, one line per sample, in input order
+    <name>.jsonl, <name>.csv        a declared task's predictions (id under its id_column), and its
+                                    input table with a prediction column (tables only)
     records/openseek-<id>.jsonl     append-only per-sample records (requests, raw replies, parses)
     records/openseek-<id>.meta.json fingerprint of the settings that produced the records
     requests/openseek-<id>.jsonl    dry runs only: every request body (static block by reference)
@@ -26,9 +28,12 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from longicl.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -132,7 +137,12 @@ class RunDir:
     def prepare(self, fingerprints: dict[str, dict], overwrite: bool) -> None:
         if overwrite and self.path.exists():
             for task in fingerprints:
-                for path in (self.records_path(task), self.meta_path(task), self.predictions_path(task)):
+                for path in (
+                    self.records_path(task),
+                    self.meta_path(task),
+                    self.predictions_path(task),
+                    self.table_path(task),
+                ):
                     path.unlink(missing_ok=True)
             for leftover in (self.run_json, self.zip_path):
                 leftover.unlink(missing_ok=True)
@@ -192,9 +202,23 @@ class RunDir:
             atomic_write_text(path, text)
 
     # -- final files ---------------------------------------------------------------------------
-    def write_predictions(self, task: str, rows: Sequence[tuple[str, str]]) -> Path:
+    def write_predictions(
+        self, task: str, rows: Sequence[tuple[object, str]], id_key: str = "test_sample_id"
+    ) -> Path:
+        """One line per sample: ``{id_key: id, "prediction": p}``, in the order given."""
         path = self.predictions_path(task)
-        atomic_write_text(path, jsonl_lines({"test_sample_id": i, "prediction": p} for i, p in rows))
+        atomic_write_text(path, jsonl_lines({id_key: i, "prediction": p} for i, p in rows))
+        return path
+
+    def table_path(self, task: str) -> Path:
+        return self.path / f"{task}.csv"
+
+    def write_annotated_table(
+        self, task: str, frame: pd.DataFrame, predictions: Sequence[str], column: str = "prediction"
+    ) -> Path:
+        """The input table, every column as read, with ``column`` set to ``predictions`` (row order)."""
+        path = self.table_path(task)
+        atomic_write_text(path, frame.assign(**{column: list(predictions)}).to_csv(index=False))
         return path
 
     def write_zip(self, files: Sequence[Path], expected_ids: dict[str, Sequence[str]]) -> Path:

@@ -32,20 +32,20 @@ from tqdm.auto import tqdm
 
 from longicl.annotate import Annotator, MethodSettings
 from longicl.config_values import as_int, plain
-from longicl.data import Example, Split, TaskData, load_task, split
+from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split
 from longicl.engines import Engine, build_engine
 from longicl.engines.servers import ServerPool
-from longicl.errors import UsageError
+from longicl.errors import DataError, UsageError
 from longicl.kernels.generate import KernelAnnotator, KernelSettings
 from longicl.kernels.metrics import kernel_metrics
 from longicl.methods import task_report
-from longicl.metrics import TaskMetrics, aggregate
+from longicl.metrics import TaskMetrics, aggregate, check_metric
 from longicl.paths import PROJECT_ROOT
 from longicl.prompt import ContextBuilder, PromptPlan, PromptTemplate
 from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_torn_tail
 from longicl.selection import STRATEGIES, PromptBudget
 from longicl.serve import ensure_server
-from longicl.tasks import TaskSpec, resolve_tasks
+from longicl.tasks import TaskSpec, per_task_entry, resolve_tasks, task_order
 from longicl.tokens import TokenCounter
 
 #: TaskSpec.annotator -> the class that annotates one sample of such a task
@@ -78,12 +78,12 @@ class RunSettings:
     config: dict[str, Any] = field(default_factory=dict)
 
     def strategy_for(self, spec: TaskSpec) -> str:
-        """The selection strategy of ``spec``: ``selection.per_task.<id>.name`` or ``selection.name``."""
-        per_task = (self.selection.get("per_task") or {}).get(str(spec.id)) or {}
+        """The selection strategy of ``spec``: ``selection.per_task.<id or name>.name`` or ``selection.name``."""
+        per_task = per_task_entry(self.selection.get("per_task"), spec) or {}
         return str(per_task.get("name") or self.selection["name"])
 
     def budget_for(self, spec: TaskSpec) -> PromptBudget:
-        per_task = (self.selection.get("per_task") or {}).get(str(spec.id)) or {}
+        per_task = per_task_entry(self.selection.get("per_task"), spec) or {}
 
         def setting(key: str, default: Any = None) -> Any:
             return per_task.get(key, self.selection.get(key, default))
@@ -106,7 +106,9 @@ class RunSettings:
     def fingerprint(self, spec: TaskSpec, data: TaskData, backend: str) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
         budget = self.budget_for(spec)
+        declared = {} if spec.is_challenge else {"task_file_sha256": _file_digest(spec.task_file)}
         return {
+            **declared,
             "split": self.split,
             "dev_size": self.dev_size,
             "seed": self.seed,
@@ -137,11 +139,18 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         raise UsageError(
             f"selection={selection.get('name')!r} is not a strategy: choose one of {', '.join(STRATEGIES)}"
         )
-    method = MethodSettings.from_config(dict(conf.get("method") or {}))  # see longicl.annotate
+    tasks = resolve_tasks(conf.get("task", "all"))
+    for spec in tasks:
+        if spec.annotator not in ANNOTATORS:
+            raise UsageError(
+                f"{spec.source}: annotator: {spec.annotator!r} is not one of {', '.join(ANNOTATORS)}"
+            )
+        check_metric(spec)
+    method = MethodSettings.from_config(dict(conf.get("method") or {}), tasks=tasks)  # see longicl.annotate
     KernelSettings.from_config(conf.get("kernels"))  # task 8's settings, checked before any output
     max_model_len = as_int(conf.get("max_model_len", 131072), "max_model_len", minimum=1)
     max_prompt_tokens = as_int(conf.get("max_prompt_tokens", 120000), "max_prompt_tokens", minimum=1)
-    longest_answer = method.longest_request(resolve_tasks(conf.get("task", "all")))
+    longest_answer = method.longest_request(tasks)
     if max_prompt_tokens + longest_answer > max_model_len:
         raise UsageError(
             f"max_prompt_tokens={max_prompt_tokens} + method.max_tokens (with thinking_budget; up to "
@@ -153,7 +162,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         raise UsageError("engine is not set: use engine=openai, engine=dryrun or engine=classical")
     model = dict(conf.get("model") or {})
     return RunSettings(
-        tasks=resolve_tasks(conf.get("task", "all")),
+        tasks=tasks,
         split=split_name,
         limit=limit,
         dev_size=dev_size,
@@ -201,7 +210,8 @@ def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]
     """Load, split and plan every task; raises before any output exists."""
     runs = []
     loaded = [load_task(spec, settings.data_dir) for spec in settings.tasks]  # every file checked first
-    for spec, data in zip(settings.tasks, loaded, strict=True):
+    for data in loaded:
+        spec = data.spec  # with the labels found in the data when the task file lists none
         parts = split(data, settings.split, dev_size=settings.dev_size or None, seed=settings.seed)
         samples = parts.samples[: settings.limit] if settings.limit else parts.samples
         template = PromptTemplate.from_config(settings.prompt, spec)
@@ -217,6 +227,7 @@ def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]
             enable_thinking=settings.method.for_task(spec).enable_thinking,
             queries=parts.samples,  # the whole split (not only limit): the centroid block
         )
+        check_floor(spec, sum(builder.costs), len(parts.pool), settings.split)
         # Planning the first sample surfaces budget problems now, not mid-run.
         prompt_tokens = builder.plan(samples[0]).prompt_tokens if samples else 0
         fingerprint = settings.fingerprint(spec, data, counter.backend)
@@ -338,8 +349,32 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
     records = rundir.all_records(spec.name)
     ordered = [records[s.id] for s in samples if s.id in records]
     if engine.answers:
-        rundir.write_predictions(spec.name, [(s.id, _prediction(records.get(s.id))) for s in samples])
-    return aggregate(ordered, time.monotonic() - started)
+        predictions = {s.id: _prediction(records.get(s.id)) for s in samples}
+        write_task_outputs(rundir, task_run.data, [s.id for s in samples], predictions)
+    return aggregate(ordered, time.monotonic() - started, spec)
+
+
+def write_task_outputs(
+    rundir: RunDir, data: TaskData, sample_ids: Sequence[str], predictions: Mapping[str, str]
+) -> None:
+    """``<name>.jsonl`` (id under the data's id key, prediction; in input order) and, for tables,
+    ``<name>.csv``: the input table with a prediction column (empty for rows not annotated)."""
+    name = data.spec.name
+    rundir.write_predictions(name, [(data.raw_id(i), predictions[i]) for i in sample_ids], id_key=data.id_key)
+    if data.table is not None:
+        column = [""] * len(data.table.frame)
+        for sample_id in sample_ids:
+            column[data.table.positions[sample_id]] = predictions[sample_id]
+        rundir.write_annotated_table(name, data.table.frame, column, PREDICTION_COLUMN)
+
+
+def check_floor(spec: TaskSpec, pool_tokens: int, pool_size: int, split_name: str) -> None:
+    """A floor of demonstration tokens the pool cannot fill is the task file's mistake."""
+    if pool_tokens < spec.min_icl_tokens:
+        raise DataError(
+            f"{spec.source}: min_icl_tokens: {spec.min_icl_tokens} tokens of demonstrations per request, but the "
+            f"{split_name} pool ({pool_size} labelled rows) holds only {pool_tokens}; lower it or label more rows"
+        )
 
 
 def _prediction(record: dict | None) -> str:
@@ -447,6 +482,7 @@ def finish(
                 **settings.budget_for(task_run.spec).__dict__,
             },
             "complete": m.n == len(task_run.samples) and m.failed_requests == 0,
+            **({} if task_run.spec.is_challenge else {"task_file": str(task_run.spec.task_file)}),
             "servers": {url: n for url, n in sorted(served.items()) if url},  # requests per server
             **task_report(task_run.spec, records, settings.method, rundir.path, settings.split),
         }
@@ -463,7 +499,7 @@ def finish(
         "config": settings.config,
         "engine": engine.describe(),
         "split": settings.split,
-        "tasks": dict(sorted(tasks.items(), key=lambda kv: int(kv[0].split("-")[1]))),
+        "tasks": dict(sorted(tasks.items(), key=lambda kv: task_order(kv[0]))),
         "mean_accuracy": (sum(accuracies) / len(accuracies))
         if accuracies and settings.split == "dev"
         else None,
@@ -482,10 +518,12 @@ def finish(
 def _write_submission(settings: RunSettings, task_runs: Sequence[TaskRun], rundir: RunDir) -> Path | None:
     files, expected = [], {}
     for task_run in task_runs:
+        if not task_run.spec.is_challenge:
+            continue  # the submission holds the challenge's tasks only
         name = task_run.spec.name
         files.append(rundir.predictions_path(name))
         expected[name] = [s.id for s in task_run.samples]
-    return rundir.write_zip(files, expected)
+    return rundir.write_zip(files, expected) if files else None
 
 
 def _static_summary(builder: ContextBuilder) -> dict[str, Any]:
@@ -548,6 +586,10 @@ def _environment(engine: Engine) -> dict[str, Any]:
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path | None) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path and path.is_file() else None
 
 
 def _project_path(value: Any) -> Path:

@@ -29,7 +29,7 @@ from longicl.data import Example
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.errors import UsageError
 from longicl.paths import PROJECT_ROOT
-from longicl.tasks import TaskSpec
+from longicl.tasks import TaskSpec, per_task_entry
 
 #: The model of each task that names one (keys are task ids as strings). Tasks without an entry
 #: use their program if they have one, else ``tfidf`` for a closed label set, else ``nearest``.
@@ -85,7 +85,7 @@ class ClassicalEngine(Engine):
     # -- the models --------------------------------------------------------------------------------
     def model_settings(self, spec: TaskSpec) -> dict[str, Any]:
         """The model ``spec``'s samples are answered by, as ``{"kind": ..., **hyperparameters}``."""
-        configured = self.models.get(str(spec.id))
+        configured = per_task_entry(self.models, spec)
         if configured is not None:
             if configured.get("kind") == "program" and not configured.get("program"):
                 return {**configured, "program": spec.program or ""}
@@ -107,7 +107,7 @@ class ClassicalEngine(Engine):
         try:
             model = build_model(settings)
         except ValueError as exc:
-            raise UsageError(f"engine.models.{spec.id}: {exc}") from None
+            raise UsageError(f"engine.models.{spec.config_keys[0]}: {exc}") from None
         settings = model.settings()
         key = cache_key(spec.name, settings, pool_digest(pool))
         path = self.cache.path(spec.name, model.kind, key)
