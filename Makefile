@@ -1,6 +1,7 @@
 # Everything runs inside .venv, created and installed on first use (Python 3.11 and pip suffice).
 #   make test                       create .venv, install, run the test suite
-#   make demo                       CPU end to end: classical engine, dev split, all tasks, then the report
+#   make demo                       CPU end to end: classical engine, dev split, all tasks, the report, and
+#                                   the declared example task examples/tweet-mood.yaml
 #   make run ARGS="task=5 ..."      python main.py with hydra overrides (needs a served model)
 #   make notebooks / make report    execute the notebooks / write reports/technical_report.{md,html}
 #   make lab                        JupyterLab on notebooks/ with the venv (127.0.0.1; ARGS go to jupyter lab)
@@ -37,6 +38,7 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python main.py engine=classical split=dev task=all out_dir=$(OUT)/demo $(ARGS)
 	$(BIN)/python -m longicl.report $(OUT)/demo -o reports
+	$(BIN)/python main.py engine=classical split=dev task=examples/tweet-mood.yaml out_dir=$(OUT)/demo-tweet-mood
 
 notebooks: $(STAMP)
 	$(BIN)/python -m longicl.notebooks $(ARGS)

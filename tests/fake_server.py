@@ -226,6 +226,29 @@ class NoisyAnswers:
         return {"content": content}
 
 
+class KnownAnswers:
+    """Answers a declared task's queries (the text after the last ``Input:``) from a mapping of
+    input -> answer, in the same messy styles as `GoldAnswers`; ``default`` for any other query.
+    ``asked`` counts the requests per query, to check that a sample was annotated exactly once."""
+
+    def __init__(self, answers: dict[str, str], default: str = "", *, case_sensitive: bool = False) -> None:
+        self.answers = dict(answers)
+        self.default = default
+        self.task_id = next(iter(GoldAnswers.CASE_SENSITIVE_TASKS)) if case_sensitive else 0
+        self.asked: dict[str, int] = {}
+
+    def __call__(self, body: dict) -> str:
+        query = GoldAnswers.query_of(self, body)  # type: ignore[arg-type]  # needs no state
+        self.asked[query or ""] = self.asked.get(query or "", 0) + 1
+        if query is None or query not in self.answers:
+            return self.default
+        answer = self.answers[query]
+        choices = (body.get("structured_outputs") or {}).get("choice")
+        if choices and answer in choices:
+            return answer
+        return styled(answer, self.task_id, query)
+
+
 @dataclass
 class FixedAnswer:
     text: str
