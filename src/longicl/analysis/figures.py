@@ -10,7 +10,7 @@ from longicl.analysis.overview import TaskOverview
 from longicl.analysis.reference import BEST_PUBLIC_ACCURACY, BEST_PUBLIC_SOURCE
 from longicl.analysis.runs import RunData, _spread, task_spec
 from longicl.analysis.strategies import SweepPoint, cost_rows
-from longicl.tasks import get_task
+from longicl.tasks import get_task, task_order
 
 
 def _figure(width: float, height: float):
@@ -231,13 +231,16 @@ def figure_accuracy(runs: Sequence[RunData], *, best_public: Mapping[int, float]
     import numpy as np
 
     scored = [r for r in runs if any(t.get("accuracy") is not None for t in r.tasks.values())]
-    ids = sorted({get_task(n).id for r in runs for n in r.tasks} | set(best_public))
+    names = sorted(
+        {n for r in runs for n in r.tasks} | {f"openseek-{i}" for i in best_public}, key=task_order
+    )
+    ids = [get_task(n).id for n in names]  # None for a declared task
     fig = _figure(9, 3.4)
     ax = fig.subplots()
-    x = np.arange(len(ids))
+    x = np.arange(len(names))
     width = 0.8 / max(1, len(scored))
     for j, run in enumerate(scored):
-        values = [run.tasks.get(f"openseek-{i}", {}).get("accuracy") for i in ids]
+        values = [run.tasks.get(n, {}).get("accuracy") for n in names]
         ax.bar(
             x + (j - (len(scored) - 1) / 2) * width,
             [np.nan if v is None else v for v in values],
@@ -247,7 +250,7 @@ def figure_accuracy(runs: Sequence[RunData], *, best_public: Mapping[int, float]
     marks = [(k, best_public[i]) for k, i in enumerate(ids) if i in best_public]
     if marks:
         ax.plot([m[0] for m in marks], [m[1] for m in marks], "k_", ms=22, mew=2, label=BEST_PUBLIC_SOURCE)
-    ax.set_xticks(x, [f"openseek-{i}" for i in ids], fontsize=8)
+    ax.set_xticks(x, names, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy (dev split)")
     ax.legend(fontsize=7, loc="lower left")

@@ -14,7 +14,7 @@ from longicl.analysis.paths import DATA_DIR, PROJECT_ROOT, project_path
 from longicl.analysis.stats import rounded
 from longicl.data import Example, load_task
 from longicl.rundir import RunDir
-from longicl.tasks import TaskSpec, get_task
+from longicl.tasks import TaskSpec, get_task, remember_run_tasks
 
 #: How an answer was made, in words (see `task_method`).
 METHOD_DESCRIPTIONS = {
@@ -137,6 +137,7 @@ def load_run(path: str | Path) -> RunData:
             "`python main.py out_dir=<dir> …`, e.g. `make demo` for outputs/demo)"
         )
     summary = json.loads(run_json.read_text(encoding="utf-8"))
+    remember_run_tasks(summary.get("tasks") or {})  # declared tasks: get_task(name) finds them
     rundir = RunDir(path)
     records, static = {}, {}
     for name in summary.get("tasks") or {}:

@@ -11,7 +11,7 @@ from typing import Any
 
 from longicl import analysis as an
 from longicl.report import formatting as f
-from longicl.tasks import TASKS, get_task
+from longicl.tasks import TASKS, get_task, task_order
 
 TITLE = "Long-context in-context annotation with Qwen3-4B: technical report"
 
@@ -57,7 +57,7 @@ class Report:
     @cached_property
     def overviews(self) -> list[an.TaskOverview]:
         return an.data_overview(
-            sorted({get_task(n).id for r in self.runs for n in r.tasks}) or "all",
+            sorted({get_task(n).name for r in self.runs for n in r.tasks}, key=task_order) or "all",
             data_dir=self.runs[0].data_dir() if self.runs else None,
         )
 
@@ -67,7 +67,9 @@ class Report:
         (``min_icl_tokens_rule`` in run.json), else as the task registry declares it."""
         floors = {spec.id: spec.min_icl_tokens for spec in TASKS.values()}
         for run in self.runs:
-            floors.update({get_task(name).id: run.icl_floor(name) for name in run.tasks})
+            floors.update(
+                {spec.id: run.icl_floor(spec.name) for spec in map(get_task, run.tasks) if spec.is_challenge}
+            )
         return floors
 
     @property

@@ -12,6 +12,7 @@ or names, so adding a task means adding a file.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import string
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ import yaml
 
 from longicl.errors import DataError, UsageError
 from longicl.paths import PROJECT_ROOT
+
 #: The challenge's task files (``challenge_id`` 1..8).
 CHALLENGE_TASK_DIR = PROJECT_ROOT / "tasks"
 TASK_FILE_SUFFIXES = (".yaml", ".yml")
@@ -395,6 +397,31 @@ def _expand(items: Iterable[object]) -> Iterable[TaskSpec]:
             yield from TASKS.values()
         else:
             yield get_task(item)  # type: ignore[arg-type]
+
+
+def remember_run_tasks(tasks: Mapping[str, Mapping[str, Any]]) -> None:
+    """Make the declared tasks of a finished run (its ``run.json`` ``tasks``) known to `get_task`
+    by name, for reports and notebooks: from the task file the run recorded, or, when that file
+    is gone, from what ``run.json`` says about the task."""
+    for name, entry in tasks.items():
+        if name in _DECLARED or task_order(name)[0] == 0 or not isinstance(entry, Mapping):
+            continue
+        path = entry.get("task_file")
+        if path:
+            with contextlib.suppress(DataError):  # gone or changed: fall back to run.json below
+                load_task_file(task_file_path(path))
+        if name not in _DECLARED or _DECLARED[name].name != name:
+            try:
+                kind = AnswerKind(entry.get("answer_kind") or "text")
+            except ValueError:
+                kind = AnswerKind.TEXT
+            _DECLARED[name] = TaskSpec(
+                name=name,
+                answer_kind=kind,
+                title=name,
+                min_icl_tokens=int(entry.get("min_icl_tokens_rule") or 0),
+                metric=str(entry.get("metric") or "exact_match"),
+            )
 
 
 def task_order(name: str) -> tuple[int, int, str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from longicl import analysis as an
 from longicl.report.document import Report
-from longicl.tasks import TASKS
+from longicl.tasks import get_task
 
 
 def build(report: Report) -> dict[str, Any]:
@@ -17,7 +17,7 @@ def build(report: Report) -> dict[str, Any]:
             "task": o.name,
             "title": o.title,
             "answer": o.answer_kind,
-            "metric": TASKS[o.task].metric.replace("_", " "),
+            "metric": get_task(o.name).metric.replace("_", " "),
             "examples": o.examples,
             "test samples": o.test_samples,
             "demo tokens (median)": an.percentile(o.demo_tokens, 0.5),
