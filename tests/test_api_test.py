@@ -53,6 +53,17 @@ def _rows(out: str) -> dict[str, str]:
     return rows
 
 
+CAPABILITY_ROWS = {
+    "logprobs",
+    "constrained decoding",
+    "chat_template_kwargs",
+    "stop sequences",
+    "tokenize endpoint",
+    "context length",
+    "cached tokens",
+}
+
+
 def test_probe_contract_matches_the_fake_server() -> None:
     assert PROBE_MARKER == APICHECK_MARKER
     assert APICHECK_MARKER in apicheck.SYSTEM_PROMPT
@@ -89,19 +100,27 @@ def test_all_checks_pass_against_the_fake_server(probe_server: FakeServer, capsy
     out = capsys.readouterr().out
     assert code == 0, out
     rows = _rows(out)
-    assert set(rows) == {
-        "models",
-        "chat, thinking off",
-        "chat, thinking on",
-        "structured choice",
-        "long context",
-        "prefix cache",
-        "throughput",
-    }
+    assert (
+        set(rows)
+        == {
+            "models",
+            "chat, thinking off",
+            "chat, thinking on",
+            "structured choice",
+            "long context",
+            "prefix cache",
+            "throughput",
+        }
+        | CAPABILITY_ROWS
+    )
     assert set(rows.values()) == {"PASS"}
-    assert "PASS: all 7 checks passed" in out
+    assert "PASS: all 7 checks passed" in out and "degraded" not in out
     bodies = probe_server.requests
-    assert any(b.get("structured_outputs") == {"choice": ["positive", "negative"]} for b in bodies)
+    structured = [b for b in bodies if b.get("structured_outputs") == {"choice": ["positive", "negative"]}]
+    # asked as the run's label requests are: a choice constraint, top logprobs, the template's stop
+    assert len(structured) == 1
+    assert structured[0]["logprobs"] is True and structured[0]["top_logprobs"] == 5
+    assert structured[0]["stop"] == ["\n\nInput:"] and "response_format" not in structured[0]
     assert {b["chat_template_kwargs"]["enable_thinking"] for b in bodies} == {True, False}
     long_prompt = max(bodies, key=lambda b: len(b["messages"][-1]["content"]))
     assert 95_000 <= TokenCounter().count(long_prompt["messages"][-1]["content"]) <= 101_000
@@ -206,3 +225,63 @@ def test_closed_port_exits_2_with_one_line() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: no server answers at") and "Traceback" not in proc.stderr
+
+
+def test_llama_cpp_python_degrades_and_the_capability_table_says_how(capsys) -> None:
+    """The llama-cpp-python-like fake: the run's capability record, learnt as the run learns it."""
+    with FakeServer(ProbeAnswers(), llama_cpp=True, count_tokens=False) as server:
+        code = apicheck.main(["--base-url", server.url, "--quick"])
+        captured = capsys.readouterr()
+        bodies = list(server.requests)
+        strict = apicheck.main(["--base-url", server.url, "--quick", "--strict"])
+        strict_out = capsys.readouterr().out
+    out = captured.out
+    assert code == 0, out + captured.err
+    rows = _rows(out)
+    assert rows["models"] == "WARN" and "(llama-cpp-python): the server reports no context length" in out
+    assert rows["chat, thinking off"] == "PASS" and rows["chat, thinking on"] == "WARN"
+    assert rows["structured choice"] == "PASS"  # through response_format, the JSON string unwrapped
+    assert "answer 'positive' (response_format json_object with a schema)" in out
+    assert {name: rows[name] for name in CAPABILITY_ROWS} == {
+        "logprobs": "WARN",
+        "constrained decoding": "PASS",
+        "chat_template_kwargs": "WARN",
+        "stop sequences": "PASS",
+        "tokenize endpoint": "PASS",
+        "context length": "WARN",
+        "cached tokens": "WARN",
+    }
+    assert "not supported, degraded: logprobs unavailable: label scores off" in out
+    assert "not supported, degraded: chat_template_kwargs unavailable: thinking switch ignored" in out
+    assert "not supported, degraded: cached_tokens unavailable: prefix-cache hits not reported" in out
+    assert "degraded: a run against this server goes on without logprobs, chat_template_kwargs" in out
+    assert "PASS: all 4 checks passed (2 with warnings: models, chat, thinking on)" in out
+    # the refused logprobs once, then the same request without them: learnt, not retried as is
+    assert len(bodies) == 4
+    assert bodies[2]["logprobs"] is True and "logprobs" not in bodies[3]
+    assert bodies[3]["response_format"] == {
+        "type": "json_object",
+        "schema": {"type": "string", "enum": ["positive", "negative"]},
+    }
+    assert bodies[3]["stop"] == ["\n\nInput:"]
+    assert not any("chat_template_kwargs" in b or "structured_outputs" in b for b in bodies)
+    # --strict fails the checks' warnings, never the capability table's degradations
+    assert strict == 1
+    strict_rows = _rows(strict_out)
+    assert strict_rows["models"] == strict_rows["chat, thinking on"] == "FAIL"
+    assert strict_rows["logprobs"] == "WARN" and strict_rows["structured choice"] == "PASS"
+
+
+def test_capabilities_are_not_probed_when_the_model_is_not_served(probe_server: FakeServer, capsys) -> None:
+    assert apicheck.main(["--base-url", probe_server.url, "--quick", "--model", "Nope-1B"]) == 1
+    rows = _rows(capsys.readouterr().out)
+    assert {rows[name] for name in CAPABILITY_ROWS} == {"SKIP"}
+
+
+def test_the_api_key_is_never_printed(capsys) -> None:
+    key = "sk-longicl-test-0123456789abcdef"
+    with FakeServer(ProbeAnswers(), llama_cpp=True, count_tokens=False) as server:
+        code = apicheck.main(["--base-url", server.url, "--quick", "--api-key", key])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert key not in captured.out + captured.err

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fake_server import FakeServer, FixedAnswer
 
 from longicl.data import Example
 from longicl.engines.base import ChatRequest
-from longicl.engines.capabilities import NO_CONSTRAINT, RESPONSE_FORMAT, STRUCTURED_OUTPUTS, Capabilities
+from longicl.engines.capabilities import (
+    DEGRADED,
+    NO_CONSTRAINT,
+    RESPONSE_FORMAT,
+    STRUCTURED_OUTPUTS,
+    Capabilities,
+    from_probe,
+)
 from longicl.engines.openai_compat import CONTEXT_LENGTH_ERROR, OpenAIEngine
+from longicl.engines.probe import probe, probe_async
 from longicl.tasks import TASKS
 
 
@@ -115,3 +126,60 @@ def test_an_ordinary_error_is_not_a_capability():
     caps = Capabilities("vllm", True, STRUCTURED_OUTPUTS, True, True, "/tokenize", None)
     assert caps.learn("injected server error") is None
     assert caps.learn("CUDA out of memory while computing logprobs") is None
+
+
+class _LlamaServerLike(BaseHTTPRequestHandler):
+    """llama.cpp's llama-server as far as the probe sees it: no max_model_len, n_ctx in /props."""
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        payloads = {
+            "/v1/models": {"data": [{"id": "smollm2", "owned_by": "llamacpp"}]},
+            "/props": {"default_generation_settings": {"n_ctx": 4096}},
+            "/health": {"status": "ok"},
+        }
+        data = json.dumps(payloads.get(self.path, {"error": "no route"})).encode()
+        self.send_response(200 if self.path in payloads else 404)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_llama_server_context_comes_from_props_through_the_one_probe():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _LlamaServerLike)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    try:
+        found, found_async = probe(url), asyncio.run(probe_async(url))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert found == found_async
+    assert found.max_model_len is None and found.context_length == 4096
+    caps = from_probe(found, "smollm2")
+    assert caps.kind == "llama.cpp" and caps.context_length == 4096
+    rows = {row.name: row for row in caps.rows()}
+    assert rows["context length"].supported and rows["context length"].detail == "4,096 tokens"
+    assert rows["cached tokens"].supported is None  # not known before a first answer
+
+
+def test_the_capability_table_says_what_a_run_does_without_each_capability():
+    caps = Capabilities(
+        "llama-cpp-python", False, NO_CONSTRAINT, False, False, None, None, cached_tokens=False
+    )
+    rows = caps.rows()
+    assert [row.supported for row in rows] == [False] * 7
+    assert [row.detail for row in rows] == [
+        DEGRADED[name]
+        for name in (
+            "logprobs",
+            "constrained",
+            "chat_template_kwargs",
+            "stop",
+            "tokenize_path",
+            "context_length",
+            "cached_tokens",
+        )
+    ]

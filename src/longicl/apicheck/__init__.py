@@ -9,8 +9,10 @@ when every check that ran passed, 1 when one failed, 2 when no server answers (o
   ``chat_template_kwargs.enable_thinking`` false, then true; the answer must be right, with no
   reasoning in the first case and some reasoning (``reasoning`` / ``reasoning_content`` field, or an
   inline ``<think>`` block) in the second;
-- ``structured choice``: a ``structured_outputs: {"choice": [...]}`` constraint; the answer must be
-  exactly one of the choices;
+- ``structured choice``: shaped as the run's label requests: a ``structured_outputs: {"choice": [...]}``
+  constraint (translated to the server's own mechanism), ``top_logprobs`` and the template's stop
+  sequence; the answer must be exactly one of the choices (WARN when the server has no constrained
+  decoding at all and answered free text);
 - ``long context`` (skipped by ``--quick``): ~100K tokens of deterministic filler (counted with the
   Qwen tokenizer) with one planted passphrase at 60 % depth; the answer must contain it;
 - ``prefix cache`` (skipped by ``--quick``): the same ~30K-token prefix twice (a fresh random nonce
@@ -21,6 +23,12 @@ when every check that ran passed, 1 when one failed, 2 when no server answers (o
   explains such a drop;
 - ``throughput`` (skipped by ``--quick``): N concurrent ~1K-token requests of 256 output tokens
   (``ignore_eos``), reporting output and prompt tokens per second; passes when all N succeed.
+
+After the checks, the capability table: the run's own record (`longicl.engines.capabilities`,
+built from the same probe by ``from_probe``; every chat request of the checks is shaped by it and
+a refusal naming an unsupported parameter is learnt, as the engine does), one row per capability:
+PASS when used, WARN "not supported, degraded: <what the run does instead>", SKIP when unknown. A
+degraded capability never changes the exit code.
 
 Probe prompts carry the marker ``APICHECK_MARKER`` in their system message and state the planted
 fact as ``NEEDLE_TEMPLATE``; the test suite's fake server (``tests/fake_server.py``,

@@ -14,7 +14,11 @@ from openai import AsyncOpenAI, OpenAI
 from longicl.apicheck.config import (
     ARITHMETIC_ANSWER,
     ARITHMETIC_PROMPT,
+    CAPABILITIES,
+    CHECKS,
     CHOICE_PROMPT,
+    CHOICE_STOP,
+    CHOICE_TOP_LOGPROBS,
     CHOICES,
     DEFAULT_MIN_MODEL_LEN,
     NEEDLE_QUESTION,
@@ -25,7 +29,9 @@ from longicl.apicheck.config import (
     CheckResult,
 )
 from longicl.apicheck.filler import build_filler, build_haystack
-from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, probe
+from longicl.engines import capabilities as caps_table
+from longicl.engines.capabilities import DEGRADED, MECHANISMS, NO_CONSTRAINT, Capabilities
+from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, Probe, probe
 from longicl.errors import ServerUnreachable, UsageError, one_line
 from longicl.reasoning import reasoning_field, split_reasoning
 
@@ -53,6 +59,12 @@ def _configured(cfg: ApiCheckConfig) -> tuple[str | None, int | None]:
 
 def list_models(base_url: str, timeout: float, api_key: str = "EMPTY") -> tuple[list[dict[str, Any]], str]:
     """``(models, health)`` from ``/v1/models`` and ``/health``; ``ServerUnreachable`` if nothing answers."""
+    found = _probe(base_url, timeout, api_key)
+    return list(found.entries), found.health
+
+
+def _probe(base_url: str, timeout: float, api_key: str) -> Probe:
+    """The one server probe (`longicl.engines.probe`); ``ServerUnreachable`` if nothing answers."""
     found = probe(base_url, timeout, api_key)
     if found.failure == UNREACHABLE:
         raise ServerUnreachable(
@@ -65,7 +77,7 @@ def list_models(base_url: str, timeout: float, api_key: str = "EMPTY") -> tuple[
         )
     if found.failure == MALFORMED:
         raise ServerUnreachable(f"{base_url}/models did not answer JSON")
-    return list(found.entries), found.health
+    return found
 
 
 class ApiChecker:
@@ -74,6 +86,10 @@ class ApiChecker:
         self.model = cfg.model or ""
         self.max_model_len: int | None = None
         self.served = False
+        # The run's own capability record (`longicl.engines.capabilities`): started from the probe
+        # by `check_models`, then shaping every request and learning from refusals, as the engine's.
+        self.caps: Capabilities = caps_table.from_models({}, None)
+        self.logprobs_returned: bool | None = None  # by the structured check, which asks for them
         self.client = OpenAI(base_url=cfg.base_url, api_key=cfg.api_key, max_retries=0, timeout=cfg.timeout)
         self._counter: Any = None
 
@@ -88,19 +104,40 @@ class ApiChecker:
     def close(self) -> None:
         self.client.close()
 
+    def request(
+        self, messages: list[dict], max_tokens: int, thinking: bool, sampling: dict[str, Any], extra: dict
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(kwargs, extra_body)`` of one chat request, shaped to the server as the engine shapes its own."""
+        kwargs = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0}
+        kwargs.update(sampling)
+        extra_body = {"chat_template_kwargs": {"enable_thinking": thinking}, **extra}
+        self.caps.shape(kwargs, extra_body)
+        return kwargs, extra_body
+
     def chat(
-        self, messages: list[dict], max_tokens: int, thinking: bool = False, **extra: Any
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        thinking: bool = False,
+        sampling: dict[str, Any] | None = None,
+        **extra: Any,
     ) -> tuple[Any, float]:
-        body = {"chat_template_kwargs": {"enable_thinking": thinking}, **extra}
-        started = time.monotonic()
-        response = self.client.chat.completions.create(
-            model=self.model,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=0.0,
-            extra_body=body,
-        )
-        return response, time.monotonic() - started
+        """One answer. A refusal naming an unsupported parameter switches that capability off
+        (`Capabilities.learn`, as in the run) and the request goes again without it."""
+        for _ in range(_MAX_LEARNT):
+            kwargs, extra_body = self.request(messages, max_tokens, thinking, sampling or {}, extra)
+            started = time.monotonic()
+            try:
+                response = self.client.chat.completions.create(extra_body=extra_body or None, **kwargs)
+            except openai.APIStatusError as exc:
+                if self.caps.learn(one_line(exc, 300)) is None:
+                    raise
+                continue
+            seconds = time.monotonic() - started
+            usage = response.usage.model_dump(exclude_none=True) if response.usage else None
+            self.caps.saw_usage(usage)
+            return response, seconds
+        raise openai.OpenAIError(f"still refused after {_MAX_LEARNT} requests without unsupported parameters")
 
     @staticmethod
     def messages(user: str) -> list[dict]:
@@ -109,7 +146,8 @@ class ApiChecker:
     # -- (a) ---------------------------------------------------------------------------------------
     def check_models(self) -> CheckResult:
         started = time.monotonic()
-        models, health = list_models(self.cfg.base_url, self.cfg.timeout, self.cfg.api_key)
+        found = _probe(self.cfg.base_url, self.cfg.timeout, self.cfg.api_key)
+        models, health = list(found.entries), found.health
         ids = [str(m.get("id")) for m in models]
         configured_name, configured_len = _configured(self.cfg)
         wanted = (
@@ -124,20 +162,28 @@ class ApiChecker:
                 "models", "FAIL", f"{wanted!r} is not served (served: {', '.join(ids)}); {health}", seconds
             )
         self.served = True
-        entry = models[ids.index(wanted)]
-        reported = entry.get("max_model_len")
-        self.max_model_len = int(reported) if isinstance(reported, int) else None
+        self.caps = caps_table.from_probe(found, wanted)
+        self.max_model_len = self.caps.context_length  # max_model_len, or llama.cpp's /props n_ctx
         minimum = self.cfg.min_model_len if self.cfg.min_model_len is not None else configured_len
         if minimum is None:
             minimum = DEFAULT_MIN_MODEL_LEN
+        served = f"{wanted} ({self.caps.kind})"
         if self.max_model_len is None:
-            ok = minimum <= 0
-            detail = f"{wanted}: the server reports no max_model_len (need >= {minimum:,}); {health}"
+            # Not a reason to stop a run (a prompt the server refuses as too long is shrunk), but
+            # nothing here says the configured length fits.
+            status = "PASS" if minimum <= 0 else self._warn()
+            detail = f"{served}: the server reports no context length (need >= {minimum:,}); {health}"
         else:
             ok = self.max_model_len >= minimum
-            sign = ">=" if ok else "<"
-            detail = f"{wanted}, max_model_len {self.max_model_len:,} {sign} {minimum:,}; {health}"
-        return CheckResult("models", "PASS" if ok else "FAIL", detail, seconds, {"models": ids})
+            status = "PASS" if ok else "FAIL"
+            detail = (
+                f"{served}, max_model_len {self.max_model_len:,} {'>=' if ok else '<'} {minimum:,}; {health}"
+            )
+        return CheckResult("models", status, detail, seconds, {"models": ids})
+
+    def _warn(self) -> str:
+        """WARN, or FAIL under ``--strict``."""
+        return "FAIL" if self.cfg.strict else "WARN"
 
     # -- (b) ---------------------------------------------------------------------------------------
     def check_chat(self, thinking: bool) -> CheckResult:
@@ -152,7 +198,9 @@ class ApiChecker:
         right = ARITHMETIC_ANSWER in answer
         if thinking:
             ok = right and bool(reasoning)
-            if not reasoning:
+            if not reasoning and not self.caps.chat_template_kwargs:
+                why = f"no reasoning came back; not supported, degraded: {DEGRADED['chat_template_kwargs']}"
+            elif not reasoning:
                 why = "no reasoning came back (is chat_template_kwargs passed to the template?)"
             elif not right:
                 why = f"wrong or missing answer after reasoning (finish_reason={choice.finish_reason})"
@@ -169,24 +217,35 @@ class ApiChecker:
         detail = f"answer {one_line(answer, 30)!r}" + (f"; {why}" if why else "")
         # The server did its part when it answered: a wrong sum or missing reasoning says more
         # about the model (or a server without a reasoning parser) than about the API.
-        status = "PASS" if ok else ("WARN" if answer.strip() and not self.cfg.strict else "FAIL")
+        status = "PASS" if ok else (self._warn() if answer.strip() else "FAIL")
         return CheckResult(name, status, detail, seconds)
 
     # -- (c) ---------------------------------------------------------------------------------------
     def check_structured(self) -> CheckResult:
+        """A request shaped as the run's label requests are: a choice constraint, logprobs, a stop."""
         name = "structured choice"
+        sampling = {"logprobs": True, "top_logprobs": CHOICE_TOP_LOGPROBS, "stop": list(CHOICE_STOP)}
         try:
             response, seconds = self.chat(
-                self.messages(CHOICE_PROMPT), 16, structured_outputs={"choice": list(CHOICES)}
+                self.messages(CHOICE_PROMPT),
+                16,
+                sampling=sampling,
+                structured_outputs={"choice": list(CHOICES)},
             )
         except openai.OpenAIError as exc:
             return CheckResult(name, "FAIL", _error(exc))
-        text = (response.choices[0].message.content or "").strip()
+        choice = response.choices[0]
+        self.logprobs_returned = bool(getattr(choice, "logprobs", None) and choice.logprobs.content)
+        text = (self.caps.unwrap(choice.message.content, True) or "").strip()
         ok = text in CHOICES
-        detail = f"answer {text!r}" + (
-            "" if ok else f" is not one of {list(CHOICES)} (structured_outputs ignored?)"
-        )
-        return CheckResult(name, "PASS" if ok else "FAIL", detail, seconds)
+        how = MECHANISMS.get(self.caps.constrained, DEGRADED["constrained"])
+        if ok:
+            return CheckResult(name, "PASS", f"answer {text!r} ({how})", seconds)
+        if self.caps.constrained == NO_CONSTRAINT:  # the run parses free text: degraded, not broken
+            detail = f"answer {text!r}; not supported, degraded: {how}"
+            return CheckResult(name, self._warn() if text else "FAIL", detail, seconds)
+        detail = f"answer {text!r} is not one of {list(CHOICES)} ({how} ignored?)"
+        return CheckResult(name, "FAIL", detail, seconds)
 
     # -- (d) ---------------------------------------------------------------------------------------
     def long_context_target(self) -> int:
@@ -277,17 +336,39 @@ class ApiChecker:
         try:
 
             async def one(prompt: str) -> Any:
-                return await client.chat.completions.create(
-                    model=self.model,
-                    messages=self.messages(prompt),
-                    max_tokens=self.cfg.throughput_max_tokens,
-                    temperature=0.0,
-                    extra_body={"chat_template_kwargs": {"enable_thinking": False}, "ignore_eos": True},
+                kwargs, extra_body = self.request(
+                    self.messages(prompt), self.cfg.throughput_max_tokens, False, {}, {"ignore_eos": True}
                 )
+                return await client.chat.completions.create(extra_body=extra_body or None, **kwargs)
 
             return await asyncio.gather(*(one(p) for p in prompts), return_exceptions=True)
         finally:
             await client.close()
+
+    # -- the capability table ----------------------------------------------------------------------
+    def capability_results(self) -> list[CheckResult]:
+        """The run's capability table for this server: PASS when a capability is used, WARN
+        "not supported, degraded: <what the run does instead>"; a run goes on either way."""
+        if not self.served:
+            return [
+                CheckResult(row.name, "SKIP", "not probed: the model is not served", section=CAPABILITIES)
+                for row in self.caps.rows()
+            ]
+        results = []
+        for row in self.caps.rows():
+            if row.supported is None:
+                status, detail = "SKIP", row.detail
+            elif not row.supported:
+                status, detail = "WARN", f"not supported, degraded: {row.detail}"
+            elif row.name == "logprobs" and self.logprobs_returned is False:
+                status, detail = "WARN", "asked for, none returned: label scores off"
+            else:
+                status, detail = "PASS", row.detail
+            results.append(CheckResult(row.name, status, detail, section=CAPABILITIES))
+        return results
+
+
+_MAX_LEARNT = 6  # requests of one check: each refusal learnt switches one capability off
 
 
 def run_checks(
@@ -327,18 +408,31 @@ def run_checks(
                 if not result.seconds:
                     result.seconds = time.monotonic() - started
                 record(result)
+        results += checker.capability_results()  # after the checks: what they learnt included
     finally:
         checker.close()
     return results
 
 
 def format_table(results: list[CheckResult]) -> str:
+    """The checks as a table, then the capability table."""
+    checks = [r for r in results if r.section == CHECKS]
+    capabilities = [r for r in results if r.section == CAPABILITIES]
     rows = [("check", "result", "seconds", "detail")]
-    rows += [(r.name, r.status, f"{r.seconds:.2f}", r.detail) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(
-        "  ".join(
-            [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]), row[3]]
-        ).rstrip()
-        for row in rows
-    )
+    rows += [(r.name, r.status, f"{r.seconds:.2f}", r.detail) for r in checks]
+    tables = [_table(rows, numbers=True)]
+    if capabilities:
+        rows = [("capability", "result", "detail")] + [(r.name, r.status, r.detail) for r in capabilities]
+        tables.append(f"\n{_table(rows, numbers=False)}")
+    return "\n".join(tables)
+
+
+def _table(rows: list[tuple[str, ...]], numbers: bool) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        if numbers:  # the seconds column, right-aligned
+            cells[-1] = row[-2].rjust(widths[-1])
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from longicl.apicheck.checks import format_table, run_checks
-from longicl.apicheck.config import DEFAULT_BASE_URL, ApiCheckConfig, CheckResult
+from longicl.apicheck.config import CAPABILITIES, CHECKS, DEFAULT_BASE_URL, ApiCheckConfig, CheckResult
 from longicl.errors import ExitCode, UsageError, run_command
 
 
@@ -73,10 +73,14 @@ def _run(args: argparse.Namespace) -> int:
     results = run_checks(cfg, _progress)
     print(f"server: {cfg.base_url}" + (" (--quick)" if cfg.quick else ""))
     print(format_table(results))
-    failed = [r.name for r in results if r.status == "FAIL"]
-    warned = [r.name for r in results if r.status == "WARN"]
-    ran = sum(r.status != "SKIP" for r in results)
+    checks = [r for r in results if r.section == CHECKS]
+    failed = [r.name for r in checks if r.status == "FAIL"]
+    warned = [r.name for r in checks if r.status == "WARN"]
+    ran = sum(r.status != "SKIP" for r in checks)
     warnings = f" ({len(warned)} with warnings: {', '.join(warned)})" if warned else ""
+    degraded = [r.name for r in results if r.section == CAPABILITIES and r.status == "WARN"]
+    if degraded:  # never a failure: a run goes on without them (see the capability table)
+        print(f"degraded: a run against this server goes on without {', '.join(degraded)}")
     print(
         f"FAIL: {len(failed)} of {ran} checks failed ({', '.join(failed)})"
         if failed

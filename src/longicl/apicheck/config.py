@@ -17,6 +17,10 @@ CHOICE_PROMPT = (
     "Reply with one word."
 )
 CHOICES = ("positive", "negative")
+# The structured check asks for what the run's label requests ask for: top log-probabilities and the
+# stop sequence the default prompt template gives (see `longicl.prompt.stop_sequences`).
+CHOICE_TOP_LOGPROBS = 5
+CHOICE_STOP = ("\n\nInput:",)
 NEEDLE_TEMPLATE = "The secret passphrase is {passphrase}."
 NEEDLE_QUESTION = "What is the secret passphrase stated in the text above? Reply with the passphrase only."
 PREFIX_QUESTIONS = ("Reply with the single word OK.", "Reply with the single word DONE.")
@@ -43,6 +47,11 @@ class ApiCheckConfig:
     strict: bool = False  # count WARN (a served, well-formed but wrong answer) as FAIL
 
 
+# The two tables of the output (`CheckResult.section`).
+CHECKS = "checks"  # the probes: PASS, WARN (protocol fine, the model's answer not), FAIL or SKIP
+CAPABILITIES = "capabilities"  # the capability table: PASS, WARN (not supported, degraded) or SKIP
+
+
 @dataclass
 class CheckResult:
     name: str
@@ -50,6 +59,7 @@ class CheckResult:
     detail: str
     seconds: float = 0.0
     data: dict[str, Any] = field(default_factory=dict)
+    section: str = CHECKS
 
     @property
     def ok(self) -> bool:

@@ -16,13 +16,25 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from longicl.engines.probe import Probe
 
 # How constrained decoding is asked for.
 STRUCTURED_OUTPUTS = "structured_outputs"  # vLLM: {"structured_outputs": {"choice": [...]}} in the body
 RESPONSE_FORMAT = "response_format"  # llama-cpp-python: {"type": "json_object", "schema": …}
 JSON_SCHEMA = "json_schema"  # llama.cpp llama-server, SGLang: {"type": "json_schema", "json_schema": …}
 NO_CONSTRAINT = "none"
+
+
+@dataclass(frozen=True)
+class CapabilityRow:
+    """One line of the capability table."""
+
+    name: str
+    supported: bool | None  # None: not known yet (cached tokens before the first answer)
+    detail: str  # what is used when supported; else the degradation: what the run does instead
 
 
 @dataclass
@@ -44,6 +56,29 @@ class Capabilities:
     def describe(self) -> dict[str, Any]:
         return asdict(self)
 
+    def rows(self) -> list[CapabilityRow]:
+        """The capability table: per capability, what is used, or what the run does instead.
+
+        Read from the record the run shapes its requests with; ``api_test.py`` prints it."""
+        context = self.context_length
+        used = {
+            "logprobs": "top_logprobs" if self.logprobs else None,
+            "constrained": MECHANISMS.get(self.constrained),
+            "chat_template_kwargs": "enable_thinking" if self.chat_template_kwargs else None,
+            "stop": "stop" if self.stop else None,
+            "tokenize_path": self.tokenize_path,
+            "context_length": f"{context:,} tokens" if context else None,
+            "cached_tokens": "usage.prompt_tokens_details.cached_tokens" if self.cached_tokens else None,
+        }
+        rows = []
+        for attribute, label in _LABELS.items():
+            if attribute == "cached_tokens" and self.cached_tokens is None:
+                rows.append(CapabilityRow(label, None, "not known before a first answer"))
+            else:
+                value = used[attribute]
+                rows.append(CapabilityRow(label, value is not None, value or DEGRADED[attribute]))
+        return rows
+
     # -- degradation ---------------------------------------------------------------------------
     def learn(self, message: str) -> str | None:
         """Switch off the capability an error ``message`` says is unsupported.
@@ -64,8 +99,8 @@ class Capabilities:
             if getattr(self, off[0]) == off[1]:
                 return ""  # already learnt (a request sent before it was): send again, say nothing
             setattr(self, off[0], off[1])
-            self.notes.append(_NOTES[off[0]])
-            return _NOTES[off[0]]
+            self.notes.append(DEGRADED[off[0]])
+            return DEGRADED[off[0]]
         return None
 
     def saw_usage(self, usage: dict[str, Any] | None) -> str | None:
@@ -75,7 +110,7 @@ class Capabilities:
         self.cached_tokens = "cached_tokens" in (usage.get("prompt_tokens_details") or {})
         if self.cached_tokens:
             return None
-        note = "cached_tokens unavailable: prefix-cache hits not reported"
+        note = DEGRADED["cached_tokens"]
         self.notes.append(note)
         return note
 
@@ -133,11 +168,29 @@ _PARAMETERS: tuple[tuple[str, tuple[str, Any]], ...] = (
     ("chat_template_kwargs", ("chat_template_kwargs", False)),
     ("'stop'", ("stop", False)),
 )
-_NOTES = {
+# capability -> what a run does without it (the note in run.json, the report and api_test.py)
+DEGRADED = {
     "logprobs": "logprobs unavailable: label scores off",
     "constrained": "constrained decoding unavailable: answers are free text (parsed)",
     "chat_template_kwargs": "chat_template_kwargs unavailable: thinking switch ignored",
     "stop": "stop sequences unavailable: replies run to max_tokens",
+    "tokenize_path": "no tokenize endpoint known: model.tokenizer=server unavailable",
+    "context_length": "context length not reported: a prompt too long is shrunk when the server refuses it",
+    "cached_tokens": "cached_tokens unavailable: prefix-cache hits not reported",
+}
+_LABELS = {  # capability -> its row's name in the table
+    "logprobs": "logprobs",
+    "constrained": "constrained decoding",
+    "chat_template_kwargs": "chat_template_kwargs",
+    "stop": "stop sequences",
+    "tokenize_path": "tokenize endpoint",
+    "context_length": "context length",
+    "cached_tokens": "cached tokens",
+}
+MECHANISMS = {  # how constrained decoding is asked for, by mechanism (none: NO_CONSTRAINT)
+    STRUCTURED_OUTPUTS: "structured_outputs",
+    RESPONSE_FORMAT: "response_format json_object with a schema",
+    JSON_SCHEMA: "response_format json_schema",
 }
 
 
@@ -185,6 +238,12 @@ def from_models(entry: dict[str, Any], context_length: int | None) -> Capabiliti
     caps = replace(known or _VLLM, kind=known.kind if known else "unknown (vLLM-like)", notes=[])
     caps.context_length = context_length
     return caps
+
+
+def from_probe(found: Probe, model: str) -> Capabilities:
+    """The capability record of the server ``found`` describes, serving ``model``: the one way
+    the engine and ``api_test.py`` start their record (then both learn from refusals)."""
+    return from_models(found.entry(model), found.context_length)
 
 
 _OVERFLOW = re.compile(

@@ -30,7 +30,7 @@ from openai import AsyncOpenAI
 from longicl.engines import capabilities as caps_table
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.engines.capabilities import Capabilities, is_context_overflow
-from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, healthy, probe_async, root_url
+from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, healthy, probe_async
 from longicl.engines.servers import Server, ServerPool
 from longicl.errors import ServerUnreachable, UsageError, one_line
 from longicl.paths import CONF_DIR
@@ -204,14 +204,7 @@ class OpenAIEngine(Engine):
                 f"engine.model={self.model!r} is not served at {url}; it serves: {', '.join(models)}"
             )
         self.server_info[url] = {"models": models, "max_model_len": found.max_model_len}
-        entry = found.entry(self.model)
-        context = found.max_model_len
-        if (
-            context is None
-            and caps_table.KNOWN.get(str(entry.get("owned_by"))) is caps_table.KNOWN["llamacpp"]
-        ):
-            context = await _llama_cpp_context(url, self.api_key, self.connect_timeout)
-        self.capabilities[url] = caps_table.from_models(entry, context)
+        self.capabilities[url] = caps_table.from_probe(found, self.model)
 
     def capability(self, url: str) -> Capabilities:
         """The capability record of the server at ``url`` (vLLM-like until probed)."""
@@ -415,14 +408,3 @@ def _retry_after(response: httpx.Response | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-async def _llama_cpp_context(url: str, api_key: str, timeout: float) -> int | None:
-    """llama.cpp's ``llama-server`` states its context size in ``GET /props``."""
-    try:
-        async with httpx.AsyncClient(timeout=timeout, headers={"Authorization": f"Bearer {api_key}"}) as http:
-            answer = await http.get(f"{root_url(url)}/props")
-        value = (answer.json().get("default_generation_settings") or {}).get("n_ctx")
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None

@@ -2,17 +2,22 @@
 
 Read-only GETs (``/v1/models``, ``/health``), never a chat request, so probing leaves what a
 server receives for the annotation itself unchanged. Used by the OpenAI engine (start and health
-checks), ``longicl.serve`` (wait until ready, status) and ``api_test.py`` (the ``models`` check).
+checks), ``longicl.serve`` (wait until ready, status) and ``api_test.py`` (the ``models`` check);
+the engine and ``api_test.py`` build their capability record from it
+(`longicl.engines.capabilities.from_probe`).
 
 - `probe` / `probe_async`: ``GET /v1/models`` decides; ``GET /health`` is reported alongside
   (vLLM answers 200 there only while its engine is alive; other servers may have no such route).
+  A server that states its context size elsewhere (llama.cpp's ``llama-server``: ``GET /props``,
+  see `CONTEXT_ROUTES`) is asked there too.
 - `healthy`: the health check after a failed request: ``/health``, or ``/v1/models`` on a 404.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -22,6 +27,12 @@ UNREACHABLE = "unreachable"  # no connection, or it timed out
 HTTP_STATUS = "status"  # /v1/models answered an error status
 MALFORMED = "malformed"  # /v1/models answered something that is not a model list
 NO_MODEL = "no_model"  # a model list without a model
+
+# Servers whose /v1/models lacks max_model_len but state the context size at another route:
+# the first model's owned_by -> (GET route below the server root, keys leading to the value)
+CONTEXT_ROUTES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "llamacpp": ("/props", ("default_generation_settings", "n_ctx")),
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,7 @@ class Probe:
     status_code: int | None = None  # of /v1/models
     error: str | None = None  # the exception type name when it did not answer at all
     entries: tuple[dict[str, Any], ...] = ()  # the model entries as listed (extra fields kept)
+    context_length: int | None = None  # max_model_len, else what a `CONTEXT_ROUTES` route says
 
     def entry(self, model: str) -> dict[str, Any]:
         for item in self.entries:
@@ -91,7 +103,33 @@ def _read(listing: httpx.Response, health: str) -> Probe:
         health=health,
         status_code=200,
         entries=entries,
+        context_length=max_len,
     )
+
+
+def _context_route(found: Probe) -> str | None:
+    """The route to ask for the context size, when /v1/models did not state it."""
+    if not found.answers or found.context_length is not None:
+        return None
+    route = CONTEXT_ROUTES.get(str(found.entries[0].get("owned_by") or "").lower())
+    return route[0] if route else None
+
+
+def _with_context(found: Probe, answer: httpx.Response | None) -> Probe:
+    """``found`` with the context size read from a `CONTEXT_ROUTES` answer (unchanged if none)."""
+    if answer is None or answer.status_code != 200:
+        return found
+    owner = str(found.entries[0].get("owned_by") or "").lower()
+    value: Any = answer
+    try:
+        value = answer.json()
+        for key in CONTEXT_ROUTES[owner][1]:
+            value = value.get(key)
+    except (ValueError, AttributeError):
+        return found
+    if not isinstance(value, int) or isinstance(value, bool):
+        return found
+    return replace(found, context_length=value)
 
 
 def _unreachable(exc: BaseException) -> Probe:
@@ -109,9 +147,14 @@ def probe(base_url: str, timeout: float = 3.0, api_key: str | None = None) -> Pr
                 health = f"/health {client.get(f'{root_url(url)}/health').status_code}"
             except httpx.HTTPError as exc:
                 health = f"/health {type(exc).__name__}"
+            found = _read(listing, health)
+            route = _context_route(found)
+            if route:
+                with contextlib.suppress(httpx.HTTPError):
+                    return _with_context(found, client.get(f"{root_url(url)}{route}"))
     except httpx.HTTPError as exc:
         return _unreachable(exc)
-    return _read(listing, health)
+    return found
 
 
 async def probe_async(base_url: str, timeout: float = 3.0, api_key: str | None = None) -> Probe:
@@ -124,9 +167,14 @@ async def probe_async(base_url: str, timeout: float = 3.0, api_key: str | None =
                 health = f"/health {(await client.get(f'{root_url(url)}/health')).status_code}"
             except httpx.HTTPError as exc:
                 health = f"/health {type(exc).__name__}"
+            found = _read(listing, health)
+            route = _context_route(found)
+            if route:
+                with contextlib.suppress(httpx.HTTPError):
+                    return _with_context(found, await client.get(f"{root_url(url)}{route}"))
     except httpx.HTTPError as exc:
         return _unreachable(exc)
-    return _read(listing, health)
+    return found
 
 
 async def healthy(
