@@ -350,6 +350,7 @@ class FakeServer:
         self.latency_s = latency_s
         self.faults = faults or FaultPlan()
         self.requests: list[dict] = []
+        self.tokenize_calls = 0
         self.faults_injected: list[str] = []
         self.log_path = Path(log_path) if log_path else None
         self._lock = threading.Lock()
@@ -457,6 +458,13 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
+            if self.path.rstrip("/") == "/tokenize":  # vLLM's shape; a toy tokenizer: 3 characters a token
+                prompt = str(json.loads(raw or b"{}").get("prompt") or "")
+                server.tokenize_calls += 1
+                count = -(-len(prompt) // 3)
+                return self._send(
+                    200, {"count": count, "tokens": list(range(count)), "max_model_len": server.max_model_len}
+                )
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return

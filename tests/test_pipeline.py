@@ -154,3 +154,34 @@ def test_dry_run_writes_requests_not_predictions(tmp_path):
         json.loads((tmp_path / "requests" / "openseek-8.jsonl").read_text().splitlines()[0])["icl_tokens"]
         >= 15_000
     )
+
+
+def test_a_floor_below_the_rule_is_an_experiment_without_submission(tmp_path):
+    with FakeServer(FixedAnswer("Sad")) as server:
+        overrides = ["task=5", "split=test", "limit=3", "min_icl_tokens=1000"]
+        result = run(compose(*overrides, f"engine.base_url={server.url}", f"out_dir={tmp_path}"))
+        icl = [TokenCounter().count(b["messages"][-1]["content"]) for b in server.requests]
+    assert result.missing == 0 and result.submission is None
+    assert not (tmp_path / "submission.zip").exists()
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["compliant"] is False and "min_icl_tokens=1000" in summary["submission_refused"]
+    task = summary["tasks"]["openseek-5"]
+    assert (task["compliant"], task["min_icl_tokens"], task["min_icl_tokens_rule"]) == (False, 1000, 30_000)
+    records = [json.loads(x) for x in (tmp_path / "records" / "openseek-5.jsonl").read_text().splitlines()]
+    assert [r["compliant"] for r in records] == [False] * 3
+    assert all(1000 <= n < 30_000 for n in icl)  # the context curve's small end really is small
+
+
+def test_budgets_hold_in_the_served_models_tokens(tmp_path):
+    """model.tokenizer=server: the fake server's tokenizer (3 characters a token) counts; Qwen's does not."""
+    with FakeServer(FixedAnswer("Sad")) as server:
+        overrides = ["task=5", "split=dev", "limit=2", "min_icl_tokens=2000", "model.tokenizer=server"]
+        result = run(compose(*overrides, f"engine.base_url={server.url}", f"out_dir={tmp_path}"))
+    assert result.missing == 0 and result.summary["compliant"] is False
+    records = [json.loads(x) for x in (tmp_path / "records" / "openseek-5.jsonl").read_text().splitlines()]
+    for record in records:
+        request = record["requests"][0]
+        assert request["icl_tokens"] >= 2000
+    assert result.summary["tasks"]["openseek-5"]["icl_tokens"]["min"] >= 2000
+    # Counted in the server's tokens, which are fewer characters each than Qwen's: fewer demonstrations.
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["model"]["tokenizer"] == "server"

@@ -23,3 +23,29 @@ def test_sum_of_parts_equals_whole_for_rendered_demonstrations():
     counter = TokenCounter()
     parts = [f"Input: [{i}, {i * 7 - 3}]\nOutput: {i}\n\n" for i in range(200)]
     assert sum(counter.count_many(parts)) == counter.count("".join(parts))
+
+
+def test_server_tokenizer_finds_the_route_and_caches_counts():
+    from fake_server import FakeServer, FixedAnswer
+
+    from longicl.tokens import ServerTokenizer
+
+    with FakeServer(FixedAnswer("Sad")) as server:
+        counter = TokenCounter(server=ServerTokenizer(server.url, "Qwen3-4B"))
+        assert counter.backend == "server:vllm"
+        probes = server.tokenize_calls
+        assert counter.count("abcdefg") == 3  # the fake server's own tokenizer, not Qwen's
+        assert counter.count_many(["abcdefg", "abc"]) == [3, 1]
+        assert server.tokenize_calls == probes + 2  # each distinct text asked once
+
+
+def test_a_server_without_tokenize_is_one_clear_error():
+    import pytest
+
+    from longicl.errors import UsageError
+    from longicl.tokens import ServerTokenizer
+
+    with pytest.raises(
+        UsageError, match="model.tokenizer=server: the server at http://127.0.0.1:9 counts no tokens"
+    ):
+        ServerTokenizer("http://127.0.0.1:9/v1", timeout=1.0)

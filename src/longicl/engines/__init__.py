@@ -15,6 +15,7 @@ ENGINES = {
     "dryrun": "longicl.engines.dryrun:DryRunEngine",
     "classical": "longicl.engines.classical:ClassicalEngine",
     "ray": "longicl.engines.ray_engine:RayEngine",
+    "local": "longicl.engines.local:LocalEngine",  # llama.cpp on this CPU (the [local] extra)
 }
 
 

@@ -56,6 +56,13 @@ class Engine(ABC):
     #: (task 8's reference and repair turns) can change them (False for classical annotators)
     reads_prompts = True
 
+    def launch(self) -> None:
+        """Start what the engine runs itself (``engine=local``: its llama.cpp server), before the
+        run needs it; `shutdown` is called afterwards whatever happens."""
+
+    def shutdown(self) -> None:
+        """Stop what `launch` started."""
+
     async def start(self) -> None:
         """Check that the engine can work (e.g. the server answers); raise a UsageError if not."""
 

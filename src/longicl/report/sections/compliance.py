@@ -27,6 +27,8 @@ def build(report: Report) -> dict[str, Any]:
                     "ICL tokens (min)": (task.get("icl_tokens") or {}).get("min"),
                     "rule": run.icl_floor(name),
                     "meets rule": "yes" if run.meets_floor(name) else "NO",
+                    # min_icl_tokens below the rule, or counts in another model's tokens (run.json)
+                    "compliant": "NO (experiment)" if task.get("compliant") is False else "yes",
                     "programs / side models": an.side_models(run, name),
                     "thinking": "on" if an.task_thinking(run, name) else "off",
                 }
