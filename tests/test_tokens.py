@@ -31,7 +31,7 @@ def test_server_tokenizer_finds_the_route_and_caches_counts():
     from longicl.tokens import ServerTokenizer
 
     with FakeServer(FixedAnswer("Sad")) as server:
-        counter = TokenCounter(server=ServerTokenizer(server.url, "Qwen3-4B"))
+        counter = TokenCounter(served=ServerTokenizer(server.url, "Qwen3-4B"))
         assert counter.backend == "server:vllm"
         probes = server.tokenize_calls
         assert counter.count("abcdefg") == 3  # the fake server's own tokenizer, not Qwen's

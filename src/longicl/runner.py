@@ -46,7 +46,7 @@ from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_
 from longicl.selection import STRATEGIES, PromptBudget
 from longicl.serve import ensure_server
 from longicl.tasks import TaskSpec, per_task_entry, resolve_tasks, task_order
-from longicl.tokens import TOKENIZERS, ServerTokenizer, TokenCounter
+from longicl.tokens import TOKENIZERS, TokenCounter
 
 #: TaskSpec.annotator -> the class that annotates one sample of such a task
 ANNOTATORS: dict[str, type[Annotator]] = {"default": Annotator, "kernel": KernelAnnotator}
@@ -286,10 +286,10 @@ def token_counter(settings: RunSettings, engine: Engine) -> TokenCounter:
     """Qwen's counts (``model.tokenizer=qwen``), or the served model's (``server``: its first server)."""
     if settings.tokenizer == "qwen":
         return TokenCounter(settings.tokenizer_path)
-    urls = getattr(engine, "base_urls", None)
-    if not urls:
-        raise UsageError(f"model.tokenizer=server needs a server: engine={engine.name} has none")
-    return TokenCounter(server=ServerTokenizer(urls[0], getattr(engine, "model", None)))
+    served = engine.served_tokenizer()
+    if served is None:
+        raise UsageError(f"model.tokenizer=server needs a served model: engine={engine.name} has none")
+    return TokenCounter(served=served)
 
 
 async def _run(

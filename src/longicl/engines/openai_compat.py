@@ -35,6 +35,7 @@ from longicl.engines.servers import Server, ServerPool
 from longicl.errors import ServerUnreachable, UsageError, one_line
 from longicl.paths import CONF_DIR
 from longicl.reasoning import reasoning_field
+from longicl.tokens import ServerTokenizer
 
 SERVING_HELP = "see README.md, section 'Serving the model'"
 CONTEXT_LENGTH_ERROR = "context_length"
@@ -215,6 +216,10 @@ class OpenAIEngine(Engine):
     def _degrade(self, url: str, note: str, notes: list[str]) -> None:
         notes.append(f"{url}: {note}")
         print(f"warning: {url}: {note}", file=sys.stderr, flush=True)
+
+    def served_tokenizer(self) -> ServerTokenizer:
+        """Counts through the first server's tokenize route (``model.tokenizer=server``)."""
+        return ServerTokenizer(self.base_urls[0], self.model, self.api_key)
 
     async def aclose(self) -> None:
         for client in self._clients.values():
