@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -41,6 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from longicl.errors import ExitCode, UsageError, run_command
 from longicl.kernels.extract import extract_code
 from longicl.kernels.sandbox import SandboxLimits, run_job
 from longicl.kernels.signature import (
@@ -333,24 +333,25 @@ def check_gold_examples(
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line on stderr, exit 2, no usage dump
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+    def error(self, message: str) -> Any:  # one line on stderr, exit 2, no usage dump (run_command)
+        raise UsageError(message)
 
 
 def _read(path: str, what: str) -> str:
     p = Path(path)
     if not p.is_file():
-        print(f"error: {what} not found: {path}", file=sys.stderr)
-        raise SystemExit(2)
+        raise UsageError(f"{what} not found: {path}")
     try:
         return p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"error: cannot read {what} {path}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise UsageError(f"cannot read {what} {path}: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _Parser(prog="python -m longicl.kernels.check", description="Check a Triton candidate module.")
     parser.add_argument("candidate", help="the candidate module (.py)")
     parser.add_argument("--task-input", help="a text file with the task input (test or example style)")
@@ -375,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cuda_shim=not args.no_cuda_shim,
     )
     print(json.dumps(result.to_dict(), ensure_ascii=False))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from longicl import analysis as an
-from longicl.errors import EXIT_USAGE
+from longicl.errors import ExitCode, UsageError, run_command
 from longicl.report import formatting
 from longicl.report.document import TITLE, Report, readable
 from longicl.report.document import notebook_values as read_notebook_values
@@ -84,6 +84,10 @@ def build_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m longicl.report",
         description="Write the technical report (Markdown and self-contained HTML) from run directories.",
@@ -104,9 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = build_report(
             args.run_dirs, args.out, notebook_values=args.notebook_values, command=".venv/bin/" + command
         )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (FileNotFoundError, ValueError) as exc:  # a missing or unreadable run directory
+        raise UsageError(str(exc)) from None
     print(f"wrote {written.markdown}")
     print(f"wrote {written.html} ({len(written.figures)} figures embedded)")
-    return 0
+    return ExitCode.OK
