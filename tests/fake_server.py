@@ -30,6 +30,8 @@ Opt-in extras (defaults keep the behaviour above unchanged):
   variants disagree on hard queries), and the label token's log-probabilities report the
   distribution sharpened (over-confident, as small models are), at its real position in a
   multi-token reply;
+- ``api_key="…"``: every route answers HTTP 401 unless the request carries
+  ``Authorization: Bearer <api_key>`` (as ``vllm serve --api-key`` does); ``server.rejected`` counts them;
 - ``prefill_s_per_1k``: extra latency per 1,000 uncached prompt tokens, so that a prefix-cache hit
   is visibly faster; ``report_cached_tokens=False`` leaves ``prompt_tokens_details`` out, as a
   vLLM without ``--enable-prompt-tokens-details`` does;
@@ -341,6 +343,7 @@ class FakeServer:
         prefill_s_per_1k: float = 0.0,
         report_cached_tokens: bool = True,
         llama_cpp: bool = False,
+        api_key: str | None = None,
     ) -> None:
         if thinking not in ("none", "inline", "field"):
             raise ValueError(f"thinking={thinking!r}: none, inline or field")
@@ -360,6 +363,8 @@ class FakeServer:
         self.prefill_s_per_1k = prefill_s_per_1k
         self.llama_cpp = llama_cpp
         self.report_cached_tokens = report_cached_tokens and not llama_cpp
+        self.api_key = api_key
+        self.rejected = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -429,7 +434,17 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _authorised(self) -> bool:
+            if server.api_key is None or self.headers.get("Authorization") == f"Bearer {server.api_key}":
+                return True
+            with server._lock:
+                server.rejected += 1
+            self._send(401, {"error": {"message": "invalid api key", "type": "AuthenticationError"}})
+            return False
+
         def do_GET(self) -> None:
+            if not self._authorised():
+                return
             if server.llama_cpp and self.path.rstrip("/") == "/v1/models":
                 entry = {"id": server.model, "object": "model", "owned_by": "me", "permissions": []}
                 self._send(200, {"object": "list", "data": [entry]})
@@ -458,6 +473,8 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
+            if not self._authorised():
+                return
             if self.path.rstrip("/") == "/tokenize":  # vLLM's shape; a toy tokenizer: 3 characters a token
                 prompt = str(json.loads(raw or b"{}").get("prompt") or "")
                 server.tokenize_calls += 1
@@ -617,6 +634,7 @@ def main() -> None:
     parser.add_argument("--thinking", choices=("none", "inline", "field"), default="none")
     parser.add_argument("--prefill-ms-per-1k", type=float, default=0.0, help="latency per 1K uncached tokens")
     parser.add_argument("--log", default=None, help="append every request body to this JSONL file")
+    parser.add_argument("--api-key", default=None, help="require this bearer key (401 without it)")
     args = parser.parse_args()
     server = FakeServer(
         ProbeAnswers(GoldAnswers(args.data_dir)) if args.probe else GoldAnswers(args.data_dir),
@@ -627,6 +645,7 @@ def main() -> None:
         prefill_s_per_1k=args.prefill_ms_per_1k / 1000,
         faults=FaultPlan(rate=args.fault_rate, hang_seconds=args.hang_seconds),
         log_path=args.log,
+        api_key=args.api_key,
     ).start()
     print(f"fake OpenAI-compatible server at {server.url}", flush=True)
     try:

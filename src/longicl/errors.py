@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from enum import IntEnum
 
+from longicl.credentials import redact_text
+
 
 class ExitCode(IntEnum):
     """The exit codes of every command of the project (``python -m longicl.*``, main.py, api_test.py)."""
@@ -40,8 +42,9 @@ EXIT_USAGE = ExitCode.USAGE
 def one_line(value: object, limit: int | None = None) -> str:
     """``value`` (an exception or a text) on one line, whitespace collapsed, cut at ``limit`` chars.
 
-    An exception without a message is named by its type."""
-    text = " ".join(str(value).split())
+    An exception without a message is named by its type. Secrets (API keys, URL credentials)
+    are replaced by ``***``: every message of the project goes through here."""
+    text = " ".join(redact_text(str(value)).split())
     if not text and isinstance(value, BaseException):
         text = type(value).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"

@@ -12,28 +12,43 @@ Layout under ``out_dir``::
     requests/openseek-<id>.jsonl    dry runs only: every request body (static block by reference)
     requests/static/<sha256>.txt    dry runs only: each static block, once
     submission.zip                  test split only: the prediction files, flat, validated
+    logs/run.log                    tracebacks of samples that failed with an unexpected error
+    .lock                           the pid of the run writing here (see `RunDir.lock`)
 
 Whole files are written atomically (temporary file in the same directory, then rename), so
 a crash never leaves half a file. Records are appended and flushed one sample at a time, so a
 crash loses at most the samples still in flight, and re-running resumes from them.
+
+One run writes to an ``out_dir`` at a time: it holds an OS lock (``flock``) on ``.lock`` from its
+start to its exit. The kernel releases the lock of a process that dies, so a lock is never stale.
+Reading (the report, the notebooks) needs no lock. Settings, records and logs are written through
+`longicl.credentials`, so no API key or URL password reaches the disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+import traceback
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from longicl.credentials import redact_secrets, redact_text
 from longicl.errors import UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+class RunDirBusy(UsageError):
+    """Another live process holds the lock of ``out_dir``."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -80,6 +95,8 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._handles: dict[str, IO[str]] = {}
+        self._lock_fd: int | None = None
+        self._created: list[Path] = []  # directories made only to hold the lock, innermost first
 
     # -- paths ---------------------------------------------------------------------------------
     def predictions_path(self, task: str) -> Path:
@@ -98,6 +115,65 @@ class RunDir:
     @property
     def zip_path(self) -> Path:
         return self.path / "submission.zip"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "logs" / "run.log"
+
+    # -- one writer at a time --------------------------------------------------------------------
+    def lock(self) -> None:
+        """Become the only writer of ``out_dir`` until `unlock` (or the process's exit).
+
+        Raises `RunDirBusy` (one line with the holder's pid) when another process holds it; nothing
+        is written then. The pid goes into the lock file only for that message."""
+        if self._lock_fd is not None:
+            return
+        missing = []
+        parent = self.path.absolute()
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirBusy(
+                f"out_dir={self.path} is in use by another run (pid {holder}); "
+                "wait for it to finish or choose another out_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd, self._created = fd, missing
+
+    def unlock(self) -> None:
+        """Release the lock. A run that wrote nothing (it stopped on a user error or an unreachable
+        server) also takes away the lock file and the directories it made for it."""
+        if self._lock_fd is None:
+            return
+        if self._created and [p.name for p in self.path.iterdir()] == [self.lock_path.name]:
+            self.lock_path.unlink(missing_ok=True)
+            for directory in self._created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only if empty
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        os.close(self._lock_fd)
+        self._lock_fd, self._created = None, []
+
+    # -- the run's log ---------------------------------------------------------------------------
+    def log_failure(self, what: str, exc: BaseException) -> None:
+        """Append ``exc``'s traceback to ``logs/run.log`` (the terminal shows a progress bar)."""
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        text = "".join(traceback.format_exception(exc))
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(redact_text(f"{stamp} {what}\n{text}\n"))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def check_writable(self) -> None:
@@ -185,7 +261,7 @@ class RunDir:
             path.parent.mkdir(parents=True, exist_ok=True)
             repair_torn_tail(path)
             handle = self._handles[task] = path.open("a", encoding="utf-8")
-        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.write(json.dumps(redact_secrets(record), ensure_ascii=False) + "\n")
         handle.flush()
         if sync:
             os.fsync(handle.fileno())

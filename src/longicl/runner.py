@@ -32,14 +32,15 @@ from tqdm.auto import tqdm
 
 from longicl.annotate import Annotator, MethodSettings
 from longicl.config_values import as_int, plain
+from longicl.credentials import redact, redact_command
 from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split
 from longicl.engines import Engine, build_engine
-from longicl.engines.servers import ServerPool
-from longicl.errors import DataError, UsageError
+from longicl.engines.servers import NoServerLeft, ServerPool
+from longicl.errors import DataError, UsageError, one_line
 from longicl.kernels.generate import KernelAnnotator, KernelSettings
 from longicl.kernels.metrics import kernel_metrics
 from longicl.methods import task_report
-from longicl.metrics import TaskMetrics, aggregate, check_metric
+from longicl.metrics import TaskMetrics, aggregate, check_metric, score
 from longicl.paths import PROJECT_ROOT
 from longicl.prompt import ContextBuilder, PromptPlan, PromptTemplate
 from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_torn_tail
@@ -265,21 +266,25 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
     engine = build_engine(settings.engine)  # validates engine settings before any heavy work
     rundir = RunDir(settings.out_dir)
     rundir.check_writable()
-    engine.launch()  # engine=local starts its own server here (token counts may need it); stopped below
+    rundir.lock()  # one writer per out_dir; a busy one stops here, before anything is written
     try:
-        counter = token_counter(settings, engine)
-        task_runs = prepare_tasks(settings, counter)
-        fingerprints = {t.spec.name: t.fingerprint for t in task_runs}
-        rundir.check_resumable(fingerprints, settings.overwrite)
-        # serve.autostart=true: start a local vLLM when nothing answers (GPU boxes only); stop it after.
-        server = ensure_server(settings.config) if settings.engine.get("name") == "openai" else None
+        engine.launch()  # engine=local starts its own server here (token counts may need it); stopped below
         try:
-            return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
+            counter = token_counter(settings, engine)
+            task_runs = prepare_tasks(settings, counter)
+            fingerprints = {t.spec.name: t.fingerprint for t in task_runs}
+            rundir.check_resumable(fingerprints, settings.overwrite)
+            # serve.autostart=true: start a local vLLM when nothing answers (GPU boxes only); stop it after.
+            server = ensure_server(settings.config) if settings.engine.get("name") == "openai" else None
+            try:
+                return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
+            finally:
+                if server is not None:
+                    server.stop()
         finally:
-            if server is not None:
-                server.stop()
+            engine.shutdown()
     finally:
-        engine.shutdown()
+        rundir.unlock()
 
 
 def token_counter(settings: RunSettings, engine: Engine) -> TokenCounter:
@@ -308,7 +313,9 @@ async def _run(
     try:
         await engine.start()
         rundir.prepare(fingerprints, settings.overwrite)
-        atomic_write_text(rundir.path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(settings.config)))
+        atomic_write_text(
+            rundir.path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(settings.config)))
+        )
         await _together([lane(runs) for runs in _lanes(engine, task_runs, rundir)])
     finally:
         await engine.aclose()
@@ -367,7 +374,13 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
 
     async def worker() -> None:
         for index, sample in pending:
-            record = await annotator.annotate(sample, index)
+            try:
+                record = await annotator.annotate(sample, index)
+            except (UsageError, NoServerLeft):
+                raise  # a setting or every server: the run stops (cli.execute says why)
+            except Exception as exc:  # noqa: BLE001 - one sample's bug or bad reply never stops a run
+                rundir.log_failure(f"{spec.name} sample {sample.id} (index {index})", exc)
+                record = failed_record(spec, sample, index, exc, annotator.settings.label(spec))
             record["compliant"] = settings.compliant(spec)
             rundir.append_record(spec.name, record)
             tally["done"] += 1
@@ -415,6 +428,25 @@ def check_floor(spec: TaskSpec, pool_tokens: int, pool_size: int, split_name: st
             f"{spec.source}: min_icl_tokens: {spec.min_icl_tokens} tokens of demonstrations per request, but the "
             f"{split_name} pool ({pool_size} labelled rows) holds only {pool_tokens}; lower it or label more rows"
         )
+
+
+def failed_record(spec: TaskSpec, sample: Example, index: int, exc: Exception, method: str) -> dict[str, Any]:
+    """The record of a sample whose annotation raised: no prediction, the error named; like a
+    failed request, it counts as missing (exit 1) and is redone when the run is resumed."""
+    return {
+        "task": spec.name,
+        "sample_id": sample.id,
+        "index": index,
+        "prediction": "",
+        "parsed_ok": False,
+        "parse_error": None,
+        "gold": sample.output,
+        "correct": score(spec, "", sample.output),
+        "method": method,
+        "error": f"{type(exc).__name__}: {one_line(exc, 500)} (traceback in logs/run.log)",
+        "requests": [],
+        "vote": None,
+    }
 
 
 def _prediction(record: dict | None) -> str:
@@ -535,11 +567,11 @@ def finish(
     accuracies = [t["accuracy"] for t in tasks.values() if t.get("accuracy") is not None]
     summary = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
+        "command": redact_command(sys.argv),
         "git": _git_state(),
         "environment": _environment(engine),
-        "config": settings.config,
-        "engine": engine.describe(),
+        "config": redact(settings.config),
+        "engine": redact(engine.describe()),
         "split": settings.split,
         "tasks": dict(sorted(tasks.items(), key=lambda kv: task_order(kv[0]))),
         "mean_accuracy": (sum(accuracies) / len(accuracies))

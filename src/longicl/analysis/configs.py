@@ -4,7 +4,6 @@ command that reproduces a recorded config."""
 from __future__ import annotations
 
 import asyncio
-import shlex
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ import yaml
 from longicl.analysis.engines import engine_answers, resolve_engine
 from longicl.analysis.paths import CONF_DIR, project_path
 from longicl.config_values import plain
+from longicl.credentials import redact, redact_command, shell_override
 from longicl.tasks import TASKS, resolve_tasks
 
 #: Hydra config groups, in the order `main_command` writes them.
@@ -179,15 +179,16 @@ def main_command(config: Mapping[str, Any], recorded: str | None = None) -> tupl
     """
     from omegaconf import OmegaConf
 
+    config = redact(config)  # the key is read from the reader's environment: engine.api_key=$OPENAI_API_KEY
     overrides = config_overrides(config)
-    command = " ".join(["python", "main.py", *(shlex.quote(o) for o in overrides)])
+    command = " ".join(["python", "main.py", *(shell_override(o) for o in overrides)])
     try:
         composed = _flatten(plain(OmegaConf.to_container(compose(overrides), resolve=True)))
         verified = all(composed.get(k, _MISSING) == v for k, v in _flatten(plain(config)).items())
     except Exception:  # noqa: BLE001 - any composition failure means "not verified"
         verified = False
     if not verified and recorded and Path(recorded.split()[0]).name == "main.py":
-        return "python " + recorded, False
+        return "python " + redact_command(recorded), False
     return command, verified
 
 

@@ -7,6 +7,7 @@ import sys
 
 from longicl.apicheck.checks import format_table, run_checks
 from longicl.apicheck.config import CAPABILITIES, CHECKS, DEFAULT_BASE_URL, ApiCheckConfig, CheckResult
+from longicl.credentials import redact_text, resolve_api_key
 from longicl.errors import ExitCode, UsageError, run_command
 
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix-tokens", type=int, default=30_000, help="prefix-cache probe prefix size")
     parser.add_argument("--config", default="llm_config.yaml", help="serve config for the defaults")
     parser.add_argument("--profile", default="default")
-    parser.add_argument("--api-key", default="EMPTY")
+    parser.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY, else EMPTY")
     parser.add_argument("--tokenizer-path", default=None, help="model directory for exact token counts")
     parser.add_argument(
         "--strict", action="store_true", help="count warnings (wrong answers of a working server) as failures"
@@ -54,7 +55,7 @@ def _config(args: argparse.Namespace) -> ApiCheckConfig:
         quick=args.quick,
         concurrency=args.concurrency,
         timeout=args.timeout,
-        api_key=args.api_key,
+        api_key=resolve_api_key(args.api_key),  # sent, never printed (see longicl.credentials)
         long_tokens=args.long_tokens,
         prefix_tokens=args.prefix_tokens,
         config=args.config,
@@ -71,8 +72,8 @@ def _progress(result: CheckResult) -> None:  # on stderr while the heavy probes 
 def _run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     results = run_checks(cfg, _progress)
-    print(f"server: {cfg.base_url}" + (" (--quick)" if cfg.quick else ""))
-    print(format_table(results))
+    print(f"server: {redact_text(cfg.base_url)}" + (" (--quick)" if cfg.quick else ""))
+    print(redact_text(format_table(results)))
     checks = [r for r in results if r.section == CHECKS]
     failed = [r.name for r in checks if r.status == "FAIL"]
     warned = [r.name for r in checks if r.status == "WARN"]

@@ -27,6 +27,7 @@ import openai
 from omegaconf import OmegaConf
 from openai import AsyncOpenAI
 
+from longicl.credentials import resolve_api_key
 from longicl.engines import capabilities as caps_table
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.engines.capabilities import Capabilities, is_context_overflow
@@ -107,7 +108,7 @@ class OpenAIEngine(Engine):
         (`from_config` reads them from there for library use and tests)."""
         self.base_urls = validate_base_urls(base_url)
         self.model = model
-        self.api_key = str(api_key or "EMPTY")
+        self.api_key = resolve_api_key(api_key)  # engine.api_key, else $OPENAI_API_KEY, else EMPTY
         self.concurrency = _setting(concurrency, "concurrency", minimum=1, integer=True)
         self.timeout = _setting(timeout, "timeout", minimum=0, strict=True)
         self.connect_timeout = _setting(connect_timeout, "connect_timeout", minimum=0, strict=True)

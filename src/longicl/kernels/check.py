@@ -184,7 +184,7 @@ def check_candidate(
         return finish(CheckResult(Stage.PARSE, kind="empty", error="no code"))
     try:
         ast.parse(code)
-    except (SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - besides SyntaxError: RecursionError, MemoryError, SystemError
         line = getattr(exc, "lineno", None)
         return finish(
             CheckResult(Stage.PARSE, kind="syntax", error=f"{type(exc).__name__}: {exc} (line {line})")

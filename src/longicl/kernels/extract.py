@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import re
 
-__all__ = ["extract_code", "score_block", "strip_thinking", "fenced_blocks"]
+__all__ = ["extract_code", "fenced_blocks", "parse_module", "score_block", "strip_thinking"]
 
 _PY_TAGS = {"", "python", "py", "python3", "py3", "triton", "python-triton", "pycon"}
 
@@ -76,12 +76,20 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def _parses(code: str) -> bool:
+def parse_module(code: str) -> ast.Module | None:
+    """``ast.parse`` for code a model wrote; ``None`` when it cannot be parsed, for any reason.
+
+    Besides ``SyntaxError`` (and ``ValueError`` for NUL bytes), deeply nested or huge code raises
+    ``RecursionError``, ``MemoryError`` or ``SystemError`` ("AST constructor recursion depth
+    mismatch", in a thread); none of them may escape into the run."""
     try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
+        return ast.parse(code)
+    except Exception:  # noqa: BLE001 - see above: untrusted input, every failure means "does not parse"
+        return None
+
+
+def _parses(code: str) -> bool:
+    return parse_module(code) is not None
 
 
 def _defines(code: str, name: str) -> bool:

@@ -41,7 +41,7 @@ from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.engines.openai_compat import CONTEXT_LENGTH_ERROR
 from longicl.errors import UsageError
 from longicl.kernels.check import DEFAULT_MEMORY_MB, FAILURE_KINDS, CheckResult, Stage, check_candidate
-from longicl.kernels.extract import extract_code
+from longicl.kernels.extract import extract_code, parse_module
 from longicl.kernels.signature import WrapperSignature, parse_signature, parse_wrapper_info
 from longicl.methods.thinking import followup_request, merge, unfinished_thinking
 from longicl.parse import ParsedAnswer
@@ -285,9 +285,8 @@ def _clip(text: str | None, limit: int) -> str | None:
 
 def _top_level_names(code: str) -> set[str] | None:
     """Names a module binds at its top level; None when that cannot be told from the source."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = parse_module(code)
+    if tree is None:
         return None
     if "globals()" in code or "setattr(" in code or "__getattr__" in code:
         return None

@@ -22,6 +22,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from longicl.kernels.extract import parse_module
+
 __all__ = [
     "ArgSpec",
     "InputPlan",
@@ -578,9 +580,8 @@ def signature_from_source(
     Kernels (``@triton.jit``/``@triton.autotune``…) and ``test*``/``main`` functions are skipped.
     ``None`` when the code does not parse or defines no such function.
     """
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = parse_module(code)
+    if tree is None:
         return None
     functions = _entry_functions(tree)
     if not functions:
@@ -620,9 +621,8 @@ def parse_signature(task_input: str, code: str | None = None) -> WrapperSignatur
         return sig
     if code is None:
         return None
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = parse_module(code)
+    if tree is None:
         return None
     defined = {f.name for f in _entry_functions(tree)}
     named = [n for n in _names_in_prose(task_input or "") if n in defined]

@@ -14,6 +14,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from longicl import analysis as an
+from longicl.credentials import redact_text
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.report import formatting
 from longicl.report.document import TITLE, Report, readable
@@ -74,7 +75,7 @@ def build_report(
     values_dir = Path(notebook_values) if notebook_values else out / "notebooks"
     report = Report(runs, out, values=read_notebook_values(values_dir), command=command)
     env = templates()
-    text = render_markdown(report, env)
+    text = redact_text(render_markdown(report, env))  # no key, no URL password (longicl.credentials)
     markdown, html = out / "technical_report.md", out / "technical_report.html"
     atomic_write_text(markdown, text)
     atomic_write_text(html, render_page(text, TITLE, out, env))
