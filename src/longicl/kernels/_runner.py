@@ -428,7 +428,20 @@ def _compare(torch: Any, got: Any, want: Any, rtol: float, atol: float) -> str |
 
 
 def _run(job: dict[str, Any], result: dict[str, Any]) -> None:
-    stage = "import"
+    """The stages in order; each records what it learnt in ``result`` or raises `StageFailure`."""
+    torch, device = _setup(job, result)
+    candidate = _import_stage(job)
+    fn = _signature_stage(job, result, candidate)
+    ref_fn = _load_reference(job, result)
+    plan, out, ref_out = _run_stage(job, result, torch, device, fn, ref_fn)
+    _output_stage(result, torch, device, plan, out, ref_out)
+    if ref_out is not None:
+        _agree_stage(job, result, torch, out, ref_out)
+    result["stage"] = "passed"
+
+
+def _setup(job: dict[str, Any], result: dict[str, Any]) -> tuple[Any, str]:
+    """torch and triton imported, the device chosen, the CUDA shim and memory limit in place."""
     t0 = time.monotonic()
     try:
         import torch
@@ -454,16 +467,22 @@ def _run(job: dict[str, Any], result: dict[str, Any]) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     result["setup_seconds"] = round(time.monotonic() - t0, 3)
     _STATE["fs_armed"] = True
+    return torch, device
 
-    # import
+
+def _import_stage(job: dict[str, Any]) -> Any:
+    stage = "import"
     _emit({"event": "stage", "stage": stage})
     try:
         candidate = _load_module(job["candidate_path"], "candidate")
     except BaseException as exc:  # noqa: BLE001 - candidate code may raise anything, even SystemExit
         raise StageFailure(stage, _kind_of(exc), _format_exc(exc)) from None
     _check_flags(stage)
+    return candidate
 
-    # signature
+
+def _signature_stage(job: dict[str, Any], result: dict[str, Any], candidate: Any) -> Any:
+    """The wrapper, found by name and checked to accept the first plan's arguments."""
     stage = "signature"
     _emit({"event": "stage", "stage": stage})
     names = list(job.get("names") or [])
@@ -481,74 +500,69 @@ def _run(job: dict[str, Any], result: dict[str, Any]) -> None:
     result["wrapper"], fn = found
     plans = job.get("plans") or []
     if plans:
-        import inspect
-
-        try:
-            sig = inspect.signature(fn)
-        except (TypeError, ValueError):
-            sig = None
-            result["notes"].append("wrapper signature cannot be inspected; binding not checked")
-        if sig is not None:
-            pos = [a["name"] for a in plans[0]["args"] if a["how"] != "keyword"]
-            kw = {a["name"]: None for a in plans[0]["args"] if a["how"] == "keyword"}
-            try:
-                sig.bind(*pos, **kw)
-            except TypeError as exc:
-                params = ", ".join(str(p) for p in sig.parameters.values())
-                raise StageFailure(stage, "signature", f"{result['wrapper']}({params}): {exc}") from None
-            have = set(sig.parameters)
-            var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-            missing = [n for n in job.get("all_params", []) if n not in have and not var_kw]
-            if missing:
-                result["notes"].append(f"optional parameters not accepted: {', '.join(missing)}")
-            positional = [
-                p.name
-                for p in sig.parameters.values()
-                if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-            ]
-            if positional[: len(pos)] != pos:
-                result["notes"].append(f"positional names {positional[: len(pos)]} differ from {pos}")
+        _check_binding(job, result, fn, plans[0])
     _check_flags(stage)
+    return fn
 
-    # reference (its failures are never the candidate's)
-    reference = None
+
+def _check_binding(job: dict[str, Any], result: dict[str, Any], fn: Any, plan: dict[str, Any]) -> None:
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        result["notes"].append("wrapper signature cannot be inspected; binding not checked")
+        return
+    pos = [a["name"] for a in plan["args"] if a["how"] != "keyword"]
+    kw = {a["name"]: None for a in plan["args"] if a["how"] == "keyword"}
+    try:
+        sig.bind(*pos, **kw)
+    except TypeError as exc:
+        params = ", ".join(str(p) for p in sig.parameters.values())
+        raise StageFailure("signature", "signature", f"{result['wrapper']}({params}): {exc}") from None
+    have = set(sig.parameters)
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    missing = [n for n in job.get("all_params", []) if n not in have and not var_kw]
+    if missing:
+        result["notes"].append(f"optional parameters not accepted: {', '.join(missing)}")
+    positional = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if positional[: len(pos)] != pos:
+        result["notes"].append(f"positional names {positional[: len(pos)]} differ from {pos}")
+
+
+def _load_reference(job: dict[str, Any], result: dict[str, Any]) -> Any:
+    """The reference's wrapper, or None; its failures are notes, never the candidate's."""
+    if not job.get("reference_path"):
+        return None
     ref_fn = None
-    if job.get("reference_path"):
-        try:
-            reference = _load_module(job["reference_path"], "reference")
-            ref_found = _find_wrapper(reference, names, job.get("reference_fallback_name"))
-            if ref_found is None:
-                result["notes"].append("reference defines no matching wrapper")
-            else:
-                ref_fn = ref_found[1]
-        except BaseException as exc:  # noqa: BLE001
-            result["notes"].append(f"reference failed to import: {_format_exc(exc, 400)}")
-        _FLAGS.clear()  # the guards judge the candidate only
+    try:
+        reference = _load_module(job["reference_path"], "reference")
+        ref_found = _find_wrapper(reference, list(job.get("names") or []), job.get("reference_fallback_name"))
+        if ref_found is None:
+            result["notes"].append("reference defines no matching wrapper")
+        else:
+            ref_fn = ref_found[1]
+    except BaseException as exc:  # noqa: BLE001
+        result["notes"].append(f"reference failed to import: {_format_exc(exc, 400)}")
+    _FLAGS.clear()  # the guards judge the candidate only
+    return ref_fn
 
-    # run
+
+def _run_stage(
+    job: dict[str, Any], result: dict[str, Any], torch: Any, device: str, fn: Any, ref_fn: Any
+) -> tuple[dict[str, Any], Any, list | None]:
+    """``(plan, outputs, reference outputs)``: the reference picks the plan, then the candidate runs."""
     stage = "run"
     _emit({"event": "stage", "stage": stage})
     seed = int(job.get("seed", 0))
-    rtol, atol = float(job.get("rtol", 1e-3)), float(job.get("atol", 1e-3))
-    chosen: dict[str, Any] | None = None
-    ref_out: list | None = None
-    args: tuple[list, dict] = ([], {})
+    plans = job.get("plans") or []
     if not plans:
         plans = [{"name": "no-args", "args": [], "optional_kwargs": {}, "expected_shape": None}]
-    if ref_fn is not None:
-        errors = []
-        for plan in plans:
-            try:
-                args = _build_args(torch, plan, device, seed)
-                r, rpos, rkw = _call(torch, ref_fn, args, plan.get("optional_kwargs") or {}, seed)
-                ref_out = _outputs(torch, r, rpos, rkw)
-                chosen = plan
-                break
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(f"{plan['name']}: {type(exc).__name__}: {str(exc)[:200]}")
-        _FLAGS.clear()
-        if chosen is None:
-            result["notes"].append("reference failed on every input plan: " + " | ".join(errors))
+    chosen, ref_out = _reference_plan(result, torch, device, ref_fn, plans, seed)
     run_plans = [chosen] if chosen is not None else plans
     first_error: StageFailure | None = None
     plan_errors: list[str] = []
@@ -581,8 +595,34 @@ def _run(job: dict[str, Any], result: dict[str, Any]) -> None:
         raise first_error or StageFailure(stage, "exception", "no input plan")
     result["callable"] = True
     result["plan"] = chosen["name"]
+    return chosen, out, ref_out
 
-    # output
+
+def _reference_plan(
+    result: dict[str, Any], torch: Any, device: str, ref_fn: Any, plans: list[dict[str, Any]], seed: int
+) -> tuple[dict[str, Any] | None, list | None]:
+    """The first plan the reference accepts, and its outputs; ``(None, None)`` without one."""
+    if ref_fn is None:
+        return None, None
+    errors = []
+    for plan in plans:
+        try:
+            args = _build_args(torch, plan, device, seed)
+            r, rpos, rkw = _call(torch, ref_fn, args, plan.get("optional_kwargs") or {}, seed)
+            ref_out = _outputs(torch, r, rpos, rkw)
+            _FLAGS.clear()
+            return plan, ref_out
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(f"{plan['name']}: {type(exc).__name__}: {str(exc)[:200]}")
+    _FLAGS.clear()
+    result["notes"].append("reference failed on every input plan: " + " | ".join(errors))
+    return None, None
+
+
+def _output_stage(
+    result: dict[str, Any], torch: Any, device: str, plan: dict[str, Any], out: Any, ref_out: list | None
+) -> None:
+    """Tensors came back: as many and shaped as the reference's, or the expected shape and finite."""
     stage = "output"
     _emit({"event": "stage", "stage": stage})
     result["outputs"] = _describe(out)
@@ -602,26 +642,24 @@ def _run(job: dict[str, Any], result: dict[str, Any]) -> None:
                     stage, "output", f"output {i}: shape {list(g.shape)} != reference {list(w.shape)}"
                 )
     else:
-        expected = chosen.get("expected_shape")
+        expected = plan.get("expected_shape")
         if expected and list(out[0].shape) != list(expected):
             raise StageFailure(stage, "output", f"shape {list(out[0].shape)} != expected {expected}")
         for i, t in enumerate(out):
             if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
                 raise StageFailure(stage, "output", f"output {i} has non-finite values")
 
-    # agree
-    if ref_out is None:
-        result["stage"] = "passed"
-        return
+
+def _agree_stage(job: dict[str, Any], result: dict[str, Any], torch: Any, out: Any, ref_out: list) -> None:
     stage = "agree"
     _emit({"event": "stage", "stage": stage})
+    rtol, atol = float(job.get("rtol", 1e-3)), float(job.get("atol", 1e-3))
     for i, (g, w) in enumerate(zip(out, ref_out, strict=True)):
         problem = _compare(torch, g, w, rtol, atol)
         if problem:
             result["agrees"] = False
             raise StageFailure(stage, "mismatch", f"output {i}: {problem}")
     result["agrees"] = True
-    result["stage"] = "passed"
 
 
 def main() -> None:
