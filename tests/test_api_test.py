@@ -285,3 +285,18 @@ def test_the_api_key_is_never_printed(capsys) -> None:
     captured = capsys.readouterr()
     assert code == 0
     assert key not in captured.out + captured.err
+
+
+def test_the_tokenize_row_asks_the_route_model_tokenizer_server_uses(monkeypatch, capsys) -> None:
+    with FakeServer(ProbeAnswers(), count_tokens=False) as server:
+        assert apicheck.main(["--base-url", server.url, "--quick"]) == 0
+        assert server.tokenize_calls == 1
+        out = capsys.readouterr().out
+        assert _rows(out)["tokenize endpoint"] == "PASS" and "/tokenize (vllm shape)" in out
+        import longicl.tokens
+
+        monkeypatch.setattr(longicl.tokens, "SERVER_TOKENIZE", (longicl.tokens.SERVER_TOKENIZE[2],))
+        assert apicheck.main(["--base-url", server.url, "--quick"]) == 0  # degraded, not failed
+    out = capsys.readouterr().out
+    assert _rows(out)["tokenize endpoint"] == "WARN"
+    assert "not supported, degraded: no tokenize route answers: model.tokenizer=server unavailable" in out

@@ -34,6 +34,7 @@ from longicl.engines.capabilities import DEGRADED, MECHANISMS, NO_CONSTRAINT, Ca
 from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, Probe, probe
 from longicl.errors import ServerUnreachable, UsageError, one_line
 from longicl.reasoning import reasoning_field, split_reasoning
+from longicl.tokens import ServerTokenizer
 
 
 def _error(exc: BaseException) -> str:
@@ -364,8 +365,24 @@ class ApiChecker:
                 status, detail = "WARN", "asked for, none returned: label scores off"
             else:
                 status, detail = "PASS", row.detail
+            if row.name == "tokenize endpoint":  # asked, as model.tokenizer=server asks it
+                status, detail = self._tokenize_route()
             results.append(CheckResult(row.name, status, detail, section=CAPABILITIES))
         return results
+
+    def _tokenize_route(self) -> tuple[str, str]:
+        """The route ``model.tokenizer=server`` counts through (`longicl.tokens.ServerTokenizer`)."""
+        try:
+            tokenizer = ServerTokenizer(
+                self.cfg.base_url, self.model, self.cfg.api_key, timeout=min(self.cfg.timeout, 30.0)
+            )
+        except UsageError:
+            return (
+                "WARN",
+                "not supported, degraded: no tokenize route answers: model.tokenizer=server unavailable",
+            )
+        tokenizer.close()
+        return "PASS", f"{tokenizer.route.path} ({tokenizer.route.name} shape), for model.tokenizer=server"
 
 
 _MAX_LEARNT = 6  # requests of one check: each refusal learnt switches one capability off
