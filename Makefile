@@ -1,5 +1,6 @@
 # Everything runs inside .venv, created and installed on first use (Python 3.11 and pip suffice).
 #   make test                       create .venv, install, run the test suite
+#   make test-integration           the review round trip against a real Label Studio (own venv, heavy)
 #   make demo                       CPU end to end: classical engine, dev split, all tasks, the report, and
 #                                   the declared example task examples/tweet-mood.yaml
 #   make demo-llm                   a real model on this CPU (llama.cpp + SmolLM2-135M), tasks 5 and 6, then
@@ -15,7 +16,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 OUT    ?= outputs
 
-.PHONY: install local test run demo demo-llm notebooks lab report lint bench clean
+.PHONY: install local test test-integration run demo demo-llm notebooks lab report lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +40,12 @@ local: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Label Studio pulls Django and ~100 packages: its own venv, never the project's.
+LS_VENV ?= .venv-label-studio
+test-integration: $(STAMP)
+	@test -x $(LS_VENV)/bin/label-studio || ($(PYTHON) -m venv $(LS_VENV) && $(LS_VENV)/bin/python -m pip install --quiet label-studio)
+	LABEL_STUDIO_BIN=$(LS_VENV)/bin/label-studio $(BIN)/python -m pytest -q -m integration
 
 run: $(STAMP)
 	$(BIN)/python main.py $(ARGS)
