@@ -188,3 +188,40 @@ def test_audit_lists_confident_contradictions_of_gold():
     assert [s.sample_id for s in suspects] == ["a"]
     assert suspects[0].confidence == pytest.approx(0.95) and suspects[0].gold == "Not sad"
     assert of_record(records[2]).value is None
+
+
+def test_report_has_a_quality_section_with_figures_and_the_audit(noisy_quality, tmp_path):
+    from longicl import analysis as an
+    from longicl.report import build_report
+
+    run_data = an.load_run(noisy_quality["logprob"])
+    rows = an.quality_rows(run_data)
+    assert rows[0]["task"] == "openseek-5" and rows[0]["AUROC"] > 0.5
+    written = build_report([noisy_quality["logprob"], noisy_quality["agreement"]], tmp_path)
+    text = written.markdown.read_text()
+    section = text[text.index("## Quality") :]
+    assert "AUROC" in section and "Fleiss κ (variants)" in section and "Demo-pool audit" in section
+    names = {p.name for p in written.figures}
+    assert {"reliability_" in n for n in names} >= {True} and any(n.startswith("coverage_") for n in names)
+    assert all(p.is_file() for p in written.figures)
+
+
+def test_every_record_carries_its_confidence_and_a_test_run_applies_the_dev_map(
+    noisy_quality, tmp_path, gold_answers
+):
+    records = list(RunDir(noisy_quality["logprob"]).all_records("openseek-5").values())
+    assert all(r["confidence_source"] == LOGPROB and 0.0 <= r["confidence"] <= 1.0 for r in records)
+    summary = json.loads((noisy_quality["agreement"] / "run.json").read_text())
+    assert summary["tasks"]["openseek-1"]["quality"]["agreement"]["variants"]["k"] == 3
+    cal._load_cached.cache_clear()
+    with FakeServer(NoisyAnswers(gold_answers, LABELS, seed=3)) as server:
+        run(
+            compose(
+                "task=5", "split=test", "limit=5", f"method.calibration={noisy_quality['logprob'] / 'calibration.json'}",
+                f"engine.base_url={server.url}", f"out_dir={tmp_path}",
+            )
+        )  # fmt: skip
+    mapping = cal.confidence_map(noisy_quality["logprob"] / "calibration.json", "openseek-5")
+    for record in RunDir(tmp_path).all_records("openseek-5").values():
+        assert record["confidence_source"] == f"{LOGPROB}|isotonic"
+        assert record["confidence"] == pytest.approx(mapping.apply(record["confidence_raw"]), abs=1e-6)

@@ -169,7 +169,8 @@ def test_export_edit_import_fixes_exactly_the_edited_samples(runs, tmp_path):
         if sid in answers:
             assert record["answered_by"] == "human" and record["prediction"] == answers[sid]
             assert record["model_prediction"] == before[sid]["prediction"] and record["correct"] == 1.0
-            assert record.get("confidence") == before[sid].get("confidence")  # the model's, kept
+            assert record["confidence"] == before[sid]["confidence"]  # the model's, kept
+            assert before[sid]["confidence_source"] == "logprob"
         else:
             assert record == before[sid]
     predictions_after = [json.loads(x) for x in (run_dir / "openseek-5.jsonl").read_text().splitlines()]

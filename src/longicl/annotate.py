@@ -21,7 +21,7 @@ from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.engines.openai_compat import CONTEXT_LENGTH_ERROR
 from longicl.errors import UsageError
 from longicl.methods.calibration import MODES as CALIBRATION_MODES
-from longicl.methods.calibration import Calibration, load_calibration
+from longicl.methods.calibration import Calibration, ConfidenceMap, confidence_map, load_calibration
 from longicl.methods.calibration import from_entry as calibration_from_entry
 from longicl.methods.programs import SideAnswer, SideEngine, check_available, program_verdict
 from longicl.methods.scoring import best_label, label_logprobs
@@ -31,6 +31,7 @@ from longicl.methods.voting import RULES, Vote, rule_for, vote
 from longicl.metrics import score
 from longicl.parse import ParsedAnswer, ReplyShape, normalise, parse_answer
 from longicl.prompt import ContextBuilder, PromptPlan
+from longicl.quality.confidence import Support, record_fields
 from longicl.tasks import TASKS, TaskSpec, per_task_entry
 
 #: keys a ``method.per_task.<id>`` entry may override (null: take the task-independent value)
@@ -327,6 +328,7 @@ class Annotator:
     request_logger: RequestLogger | None = None
     settings: MethodSettings = field(init=False)  # ``method`` as it applies to this task
     calibration: Calibration | None = field(init=False, default=None)
+    confidence_map: ConfidenceMap | None = field(init=False, default=None)  # applied to record confidences
     side: SideEngine | None = field(init=False, default=None)
 
     @classmethod
@@ -346,6 +348,9 @@ class Annotator:
     def __post_init__(self) -> None:
         self.settings = self.method.for_task(self.spec)
         self.calibration = task_calibration(self.settings, self.spec)
+        self.confidence_map = (
+            confidence_map(self.settings.calibration, self.spec.name) if self.settings.calibration else None
+        )
         wants_side = (self.settings.use_program and self.spec.program) or (
             self.settings.classical_voter and self.spec.is_closed
         )
@@ -440,7 +445,9 @@ class Annotator:
         )
         scores = None
         if self.spec.is_closed and self.settings.logprobs and completion.error is None:
-            scores = label_logprobs(self.spec, completion.logprobs, self.reply_shape.answer_prefix)
+            scores = label_logprobs(
+                self.spec, completion.logprobs, self.reply_shape.answer_prefix, answer=parsed.candidate
+            )
         calibrated = None
         if scores is not None and self.calibration is not None:
             calibrated = self.calibration.apply(scores, plan.static.variant)
@@ -510,9 +517,19 @@ class Annotator:
             "error": error,
             "requests": [request_log(a.plan, a.completion, a.parsed, a) for a in attempts],
             "vote": {**result.to_dict(), "side": [s.to_dict() for s in side_votes]} if answers else None,
+            **self.confidence_fields(prediction, attempts, answers),
             "decided_by": decided_by if answers else None,
             **extra,
         }
+
+    def confidence_fields(self, prediction: str, attempts: list[Attempt], answers: bool) -> dict[str, Any]:
+        """``confidence`` and ``confidence_source`` of the final answer (longicl.quality.confidence)."""
+        if not answers:
+            return {"confidence": None, "confidence_source": None}
+        supports = [Support(a.answer, a.calibrated or a.label_logprobs) for a in attempts]
+        return record_fields(
+            prediction, supports, lambda answer: normalise(self.spec, answer), self.confidence_map
+        )
 
     def method_label(self, attempts: list[Attempt]) -> str:
         """``icl`` (+ side models) for a language model; what answered for other engines

@@ -43,6 +43,7 @@ from longicl.methods import task_report
 from longicl.metrics import TaskMetrics, aggregate, check_metric, score
 from longicl.paths import PROJECT_ROOT
 from longicl.prompt import ContextBuilder, PromptPlan, PromptTemplate
+from longicl.quality import task_quality
 from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_torn_tail
 from longicl.selection import STRATEGIES, PromptBudget
 from longicl.serve import ensure_server
@@ -559,6 +560,12 @@ def finish(
             **({} if task_run.spec.is_challenge else {"task_file": str(task_run.spec.task_file)}),
             "servers": {url: n for url, n in sorted(served.items()) if url},  # requests per server
             **task_report(task_run.spec, records, settings.method, rundir.path, settings.split),
+            "quality": task_quality(
+                task_run.spec,
+                [records[s.id] for s in task_run.samples if s.id in records],
+                settings.split,
+                rundir.path,
+            ),
         }
         if task_run.spec.metric == "kernel_check":
             tasks[name]["kernels"] = kernel_metrics(

@@ -12,6 +12,8 @@ subject, and is unit-tested (``tests/test_analysis.py``):
 - `strategies`: a strategy x budget sweep and its cost per sample (`sweep`, `cost_rows`);
 - `errors`: confusion matrices, parse failures, the worst samples with the neighbours their
   prompts carried, answer lengths and label bias;
+- `quality`: per-task confidence, calibration, agreement and the pool audit (`quality_rows`,
+  `audit_rows`, reliability and coverage-accuracy figures), from `longicl.quality`;
 - `submission`: a test run's submission.zip checked against the task files;
 - `values`: `record_value` keeps numbers for the report in a JSON file next to the executed notebook;
 - `figures`: matplotlib `Figure` objects (no pyplot state), shown by notebooks and saved by the report;
@@ -90,6 +92,16 @@ from longicl.analysis.paths import (
     REPORTS_DIR,
     project_path,
 )
+from longicl.analysis.quality import (
+    audit_rows,
+    figure_confidence_histogram,
+    figure_coverage_accuracy,
+    figure_reliability,
+    has_quality,
+    quality_of,
+    quality_rows,
+    quality_values,
+)
 from longicl.analysis.reference import (
     BEST_PUBLIC_ACCURACY,
     BEST_PUBLIC_SOURCE,
@@ -165,6 +177,7 @@ __all__ = [
     "VALUES",
     "ValueStore",
     "answer_lengths",
+    "audit_rows",
     "budget_overrides",
     "check_submission",
     "chosen_overrides",
@@ -184,11 +197,14 @@ __all__ = [
     "examples_by_id",
     "figure_accuracy",
     "figure_answer_lengths",
+    "figure_confidence_histogram",
     "figure_confusions",
+    "figure_coverage_accuracy",
     "figure_fits",
     "figure_icl_floor",
     "figure_label_bias",
     "figure_label_distributions",
+    "figure_reliability",
     "figure_sweep_accuracy",
     "figure_sweep_cost",
     "figure_token_lengths",
@@ -196,6 +212,7 @@ __all__ = [
     "fit",
     "fit_rows",
     "fmt",
+    "has_quality",
     "jsonable",
     "label_bias",
     "label_rows",
@@ -213,6 +230,9 @@ __all__ = [
     "percentile",
     "project_path",
     "prompt_config",
+    "quality_of",
+    "quality_rows",
+    "quality_values",
     "read_values",
     "record_value",
     "resolve_engine",

@@ -692,6 +692,8 @@ class KernelAnnotator(Annotator):
             "error": error,
             "requests": logs,
             "vote": None,
+            "confidence": None,  # one unscored program per sample: no confidence, never a made-up one
+            "confidence_source": None,
             "kernel": kernel,
         }
 

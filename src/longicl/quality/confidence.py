@@ -108,3 +108,19 @@ def of_record(record: Mapping[str, Any], key: Callable[[str], str] | None = None
     if record.get("error") or record.get("vote") is None:
         return NONE
     return confidence(model_prediction(record), supports_of(record), key)
+
+
+def record_fields(
+    final: str,
+    supports: Sequence[Support],
+    key: Callable[[str], str] | None = None,
+    mapping: Any | None = None,
+) -> dict[str, Any]:
+    """The confidence fields of a record: ``confidence`` and ``confidence_source``, and with a
+    confidence map (`longicl.methods.calibration.ConfidenceMap`) applied, the calibrated value
+    as ``confidence`` and the raw one as ``confidence_raw``."""
+    raw = confidence(final, supports, key)
+    if raw.value is None or mapping is None:
+        return raw.to_dict()
+    calibrated = Confidence(mapping.apply(raw.value), f"{raw.source}|{mapping.method}")
+    return {**calibrated.to_dict(), "confidence_raw": round(raw.value, 6)}

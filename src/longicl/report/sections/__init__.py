@@ -8,6 +8,7 @@ SECTIONS = (
     "data",
     "method",
     "results",
+    "quality",
     "strategies",
     "compliance",
     "environment",
