@@ -2,7 +2,7 @@
 
 Everything is checked before anything is written: a decision for a sample the run does not have,
 or an answer that is not valid for the task (outside the label set, not an integer, ...), is
-refused with one line. Then, per changed sample, a new record line is appended (records are
+refused with one line. Then, holding the run dir's lock (`RunDir.lock`), per changed sample, a new record line is appended (records are
 append-only; the latest line per sample is the record): it keeps the model's answer
 (``model_prediction``, and its confidence) and adds the human one (``prediction``,
 ``answered_by: human``, ``human``). Prediction files and ``submission.zip`` are then derived
@@ -51,6 +51,7 @@ def apply_decisions(run_dir: str | Path, decisions: Sequence[Decision], *, tool:
             )
         resolved[(spec.name, decision.sample_id)] = (spec, decision, parsed.value)  # the last one wins
     result = ApplyResult()
+    rundir.lock()  # one writer per out_dir: not while a run (or another import) writes there
     try:
         for (name, sample_id), (spec, decision, answer) in resolved.items():
             record = records[name][sample_id]
@@ -61,9 +62,10 @@ def apply_decisions(run_dir: str | Path, decisions: Sequence[Decision], *, tool:
             rundir.append_record(name, updated)
             records[name][sample_id] = updated
             result.changed.setdefault(name, []).append(sample_id)
+        result.files = _rewrite_outputs(rundir, specs, records)
     finally:
         rundir.close()
-    result.files = _rewrite_outputs(rundir, specs, records)
+        rundir.unlock()
     return result
 
 
