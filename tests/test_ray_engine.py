@@ -18,12 +18,17 @@ from test_multiserver import DyingServer
 ray = pytest.importorskip("ray", reason="engine=ray needs the [ray] extra: pip install -e '.[ray]'")
 pytest.importorskip("aiohttp", reason="engine=ray needs the [ray] extra: pip install -e '.[ray]'")
 
-from longicl.engines import build_engine  # noqa: E402
+from longicl.engines.ray_engine import RayEngine  # noqa: E402
 from longicl.runner import run  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
-FAST = ["engine.backoff_initial=0.05", "engine.backoff_max=0.5", "engine.ray.actors=2"]
+FAST = [
+    "engine.backoff_initial=0.05",
+    "engine.backoff_max=0.5",
+    "engine.ray.actors=1",
+    "engine.ray.requests_per_actor=8",
+]
 #: record fields that say how a request travelled, not what it asked or answered
 TRANSPORT = ("latency_s", "server", "attempts", "notes")
 
@@ -72,7 +77,9 @@ def test_same_requests_predictions_and_records_as_the_openai_engine(tmp_path, go
     assert _predictions(tmp_path / "ray") == _predictions(tmp_path / "native")
     assert _records(tmp_path / "ray") == _records(tmp_path / "native")
     run_json = json.loads((tmp_path / "ray" / "run.json").read_text())
-    assert run_json["engine"]["name"] == "ray" and run_json["engine"]["windows"] >= 8  # a task per window
+    executions = run_json["engine"]["executions"]
+    assert run_json["engine"]["name"] == "ray" and len(executions) == 1  # one stream for the server
+    assert executions[0]["rows"] == len(ray_bodies)
     for task_id in range(1, 8):
         assert run_json["tasks"][f"openseek-{task_id}"]["accuracy"] == 1.0
     cached = [
@@ -151,14 +158,8 @@ def test_a_failed_row_is_recorded_and_asked_again_on_resume(tmp_path, gold_answe
 
 def test_vllm_mode_processor_config_carries_the_serving_settings():
     """Built, not run: no GPU and no vLLM here."""
-    engine = build_engine(
-        {
-            "name": "ray",
-            "ray": {
-                "mode": "vllm",
-                "vllm": {"llm_config": str(ROOT / "llm_config.yaml"), "replicas": 4},
-            },
-        }
+    engine = RayEngine.from_config(
+        ray={"mode": "vllm", "vllm": {"llm_config": str(ROOT / "llm_config.yaml"), "replicas": 4}}
     )
     config = engine.processor_config()
     assert type(config).__name__ == "vLLMEngineProcessorConfig"

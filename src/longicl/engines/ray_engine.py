@@ -1,15 +1,18 @@
 """``ray``: the same requests as ``openai``, sent through a Ray Data pipeline (``ray.data.llm``).
 
 The annotator builds every request exactly as for the other engines (same prompts, byte for
-byte); this engine only changes how they travel. Requests handed over by the runner's workers
-are gathered into windows (up to ``concurrency`` requests, or whatever is waiting after
-``linger_s``), sorted by their affinity key (task and static-block variant), and each window
-runs as one Ray Data execution:
+byte); this engine only changes how they travel. Each target (a server, or the vLLM replicas)
+gets one long-lived Ray Data execution, a stream: requests handed over by the runner's workers
+are put into a bounded Ray queue (``concurrency`` rows), read by a source that never ends on its
+own, sent by the processor's actors, and each reply is handed back to its request as it comes
+out. The fixed cost of an execution (actors started, plan built) is paid once per server, not
+once per batch of rows. Rows waiting together are queued in affinity order (task and
+static-block variant), and each server's lane of the runner runs one task at a time:
 
-- ``ray.mode=http``: ``HttpRequestProcessorConfig`` against ``engine.base_url`` (one processor
-  per server; tasks are spread over servers as by the ``openai`` engine, see
+- ``ray.mode=http``: ``HttpRequestProcessorConfig`` against ``engine.base_url`` (one stream per
+  server; tasks are spread over servers as by the ``openai`` engine, see
   ``longicl.engines.servers``). The body is serialised here and carried through Ray Data as a
-  string, so that Arrow never reshapes it (it fills keys missing in some rows with nulls).
+  string, so that Arrow never reshapes it; replies come back the same way (`EnvelopeSession`).
 - ``ray.mode=vllm``: ``vLLMEngineProcessorConfig`` with the serving settings of
   ``llm_config.yaml`` (YaRN through ``hf_overrides``, ``max_model_len``, prefix caching) and
   ``ray.vllm.replicas`` engine replicas. Not run in this repository (no GPU): see docs/serving.md.
@@ -25,6 +28,8 @@ skips them). Needs the ``[ray]`` extra (``ray[data]``, ``aiohttp``); the vLLM mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import json
 import random
@@ -37,6 +42,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from omegaconf import OmegaConf
 from openai.types.chat import ChatCompletion
 
 from longicl.engines.base import ChatRequest, Completion, Engine
@@ -48,6 +54,7 @@ from longicl.engines.openai_compat import (
 )
 from longicl.engines.servers import Server, ServerPool
 from longicl.errors import ServerUnreachable, UsageError, one_line
+from longicl.paths import CONF_DIR
 
 MODES = ("http", "vllm")
 _CONTEXT_LENGTH = re.compile(
@@ -79,16 +86,55 @@ def request_body(request: ChatRequest, model: str, max_tokens: int) -> dict[str,
     return body
 
 
-class RawBodySession(aiohttp.ClientSession):
-    """The HTTP stage's session: posts the pre-serialised body carried in the row as is.
+#: the HTTP stage's reply when the request never got an HTTP answer (refused, reset, timed out)
+NO_HTTP_ANSWER = 0
+
+
+class _Envelope:
+    """What the HTTP stage sees of one reply: always ``200``, and ``json()`` is a string.
+
+    ``HttpRequestUDF`` retries some statuses itself and raises (failing a whole batch, which Ray
+    Data then drops) when a request ends without a JSON body. Wrapping every outcome, the
+    server's status and raw text or the transport error, as one JSON string keeps each row's
+    fate in its own row: the engine reads it and applies its own retry policy (as ``openai``)."""
+
+    status = 200
+    reason = "OK"
+
+    def __init__(self, status: int, text: str) -> None:
+        self._text = json.dumps({"status": status, "text": text}, ensure_ascii=False)
+
+    async def __aenter__(self) -> _Envelope:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        return None
+
+    async def json(self, **_: Any) -> str:
+        return self._text
+
+
+class EnvelopeSession(aiohttp.ClientSession):
+    """The HTTP stage's session: posts the pre-serialised body carried in the row as is, and
+    answers with an `_Envelope` whatever happened.
 
     ``HttpRequestUDF`` posts ``json.dumps(row["payload"])``; our payload is the body already
     serialised (a string), so the stage's JSON is a string literal whose value is the body."""
 
+    def __init__(self, *args: Any, timeout_s: float = 600.0, **kwargs: Any) -> None:
+        super().__init__(*args, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs)
+
     def post(self, url: Any, *, data: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         if isinstance(data, str):
             data = json.loads(data).encode("utf-8")
-        return super().post(url, data=data, **kwargs)
+        return self._enveloped(url, data, kwargs)
+
+    async def _enveloped(self, url: Any, data: Any, kwargs: dict[str, Any]) -> _Envelope:
+        try:
+            async with super().post(url, data=data, **kwargs) as response:
+                return _Envelope(response.status, await response.text())
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return _Envelope(NO_HTTP_ANSWER, f"{type(exc).__name__}: {one_line(exc, 300)}")
 
 
 def _payload(row: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +142,7 @@ def _payload(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _http_reply(row: dict[str, Any]) -> dict[str, Any]:
-    return {"key": row["key"], "reply": json.dumps(row["http_response"], ensure_ascii=False)}
+    return {"key": row["key"], "reply": row["http_response"]}
 
 
 def _vllm_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -142,24 +188,61 @@ def vllm_sampling_params(request: ChatRequest, max_tokens: int) -> dict[str, Any
     return params
 
 
-@dataclass
-class _Pending:
-    key: int
-    affinity: str
-    body: str
-    future: asyncio.Future = field(repr=False)
+_END = "__end_of_stream__"
+
+
+def queue_datasource(queue: Any) -> Any:
+    """A `QueueDatasource` over ``queue`` (the class is made here: ray is an optional extra)."""
+    import pyarrow as pa
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    class QueueDatasource(Datasource):
+        """A Ray Data source that never ends on its own: one read task yields each row put into
+        ``queue`` (a ``ray.util.queue.Queue``) as a block of its own, until the end marker.
+
+        One row per block, and ``DataContext.target_max_block_size`` of one byte, so that no
+        operator holds a row back waiting for more to fill a block or a batch."""
+
+        def __init__(self, queue: Any) -> None:
+            super().__init__()
+            self.queue = queue
+
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None):
+            queue = self.queue
+
+            def read() -> Any:
+                while True:
+                    row = queue.get(block=True)
+                    if row == _END:
+                        return
+                    yield pa.Table.from_pylist([row])
+
+            metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+            return [ReadTask(read, metadata)]
+
+    return QueueDatasource(queue)
 
 
 @dataclass
-class _Lane:
-    """The requests waiting for one target (a server, or the vLLM replicas) and its dispatcher."""
+class _Stream:
+    """One long-lived Ray Data execution for one target (a server, or the vLLM replicas).
+
+    Rows go in through a bounded Ray queue and come out of the dataset's iterator, read by a
+    thread that hands each reply to the waiting request's future."""
 
     target: str
-    waiting: list[_Pending] = field(default_factory=list)
+    queue: Any
+    waiting: list[tuple[int, str, str]] = field(default_factory=list)  # (key, affinity, body)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task | None = None
-    processor: Any = None
-    windows: int = 0
+    pending: dict[int, asyncio.Future] = field(default_factory=dict)
+    feeder: asyncio.Task | None = None
+    reader: threading.Thread | None = None
+    ended: str | None = None  # why the execution ended; a new stream replaces an ended one
+    rows: int = 0
 
 
 class RayEngine(Engine):
@@ -167,32 +250,38 @@ class RayEngine(Engine):
 
     def __init__(
         self,
-        base_url: str | list[str] | None = None,
-        model: str = "auto",
-        api_key: str = "EMPTY",
-        concurrency: int = 256,
-        linger_s: float = 0.05,
-        timeout: float = 600.0,
-        connect_timeout: float = 10.0,
-        max_retries: int = 4,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 30.0,
-        length_retry_factor: float = 2.0,
-        ray: Mapping[str, Any] | None = None,
+        *,
+        base_url: str | list[str] | None,
+        model: str,
+        api_key: str,
+        concurrency: int,
+        timeout: float,
+        connect_timeout: float,
+        max_retries: int,
+        backoff_initial: float,
+        backoff_max: float,
+        length_retry_factor: float,
+        ray: Mapping[str, Any],
         **_: Any,
     ) -> None:
+        """Every setting is required: their defaults live in ``conf/engine/ray.yaml`` only
+        (`from_config` reads them from there for library use and tests)."""
         settings = dict(ray or {})
-        self.mode = str(settings.get("mode") or "http")
+        for key in ("mode", "actors", "requests_per_actor", "http_num_cpus", "init", "vllm"):
+            if key not in settings:
+                raise UsageError(f"engine.ray.{key} is not set (see conf/engine/ray.yaml)")
+        self.mode = str(settings["mode"])
         if self.mode not in MODES:
             raise UsageError(f"engine.ray.mode={self.mode!r} is not one of: {', '.join(MODES)}")
         self.address = settings.get("address") or None
-        self.init_kwargs = dict(settings.get("init") or {})
-        self.actors = _setting(settings.get("actors", 4), "ray.actors", minimum=1, integer=True)
-        self.batch_size = _setting(settings.get("batch_size", 8), "ray.batch_size", minimum=1, integer=True)
-        self.vllm = dict(settings.get("vllm") or {})
-        self.http_num_cpus = float(settings.get("http_num_cpus", 0.1))
+        self.init_kwargs = dict(settings["init"] or {})
+        self.actors = _setting(settings["actors"], "ray.actors", minimum=1, integer=True)
+        self.requests_per_actor = _setting(
+            settings["requests_per_actor"], "ray.requests_per_actor", minimum=1, integer=True
+        )
+        self.http_num_cpus = _setting(settings["http_num_cpus"], "ray.http_num_cpus", minimum=0)
+        self.vllm = dict(settings["vllm"] or {})
         self.concurrency = _setting(concurrency, "concurrency", minimum=1, integer=True)
-        self.linger_s = _setting(linger_s, "linger_s", minimum=0)
         self.timeout = _setting(timeout, "timeout", minimum=0, strict=True)
         self.connect_timeout = _setting(connect_timeout, "connect_timeout", minimum=0, strict=True)
         self.max_retries = _setting(max_retries, "max_retries", minimum=0, integer=True)
@@ -217,18 +306,25 @@ class RayEngine(Engine):
             )
         else:
             self.vllm_settings = vllm_engine_kwargs(
-                str(self.vllm.get("llm_config") or "llm_config.yaml"),
-                str(self.vllm.get("profile") or "default"),
-                self.vllm.get("engine_kwargs"),
+                str(self.vllm["llm_config"]), str(self.vllm["profile"]), self.vllm.get("engine_kwargs")
             )
             if self.model in ("", "auto"):
                 self.model = self.vllm_settings["served_model_name"]
-        self._lanes: dict[str, _Lane] = {}
+        self._streams: dict[str, _Stream] = {}
         self._keys = itertools.count()
         self._jitter = random.Random()
         self._started_ray = False
-        self._lock = threading.Lock()
-        self.windows: list[dict[str, Any]] = []  # per Ray Data execution: target, rows, seconds
+        self.executions: list[dict[str, Any]] = []  # per Ray Data execution: target, rows, how it ended
+
+    @classmethod
+    def from_config(cls, **overrides: Any) -> RayEngine:
+        """An engine with the settings of ``conf/engine/ray.yaml``, ``overrides`` replacing some
+        (merged key by key)."""
+        merged = OmegaConf.merge(OmegaConf.load(CONF_DIR / "engine" / f"{cls.name}.yaml"), overrides)
+        settings = OmegaConf.to_container(merged)
+        assert isinstance(settings, dict)
+        settings.pop("name", None)
+        return cls(**settings)
 
     # -- setup ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -246,7 +342,8 @@ class RayEngine(Engine):
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the runner shows its own progress
         context.print_on_execution_start = False
-        context.max_errored_blocks = -1  # a failed batch loses its rows (retried here), not the window
+        context.max_errored_blocks = -1  # a lost row is retried here; it must not end the stream
+        context.target_max_block_size = 1  # every row a block of its own: nothing waits for company
         if self.pool is not None:
             answering = [s for s in self.pool.servers if await self._check_server(s)]
             if not answering:
@@ -284,13 +381,9 @@ class RayEngine(Engine):
             return False
 
     async def aclose(self) -> None:
-        for lane in self._lanes.values():
-            if lane.task is not None:
-                lane.task.cancel()
-        await asyncio.gather(
-            *(lane.task for lane in self._lanes.values() if lane.task), return_exceptions=True
-        )
-        self._lanes.clear()
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            await self._end(stream, "the engine closed")
         if self._started_ray:
             import ray
 
@@ -307,13 +400,12 @@ class RayEngine(Engine):
             "model": self.model,
             "concurrency": self.concurrency,
             "ray": metadata.version("ray"),
-            "windows": len(self.windows),
-            "window_rows_max": max((w["rows"] for w in self.windows), default=0),
+            "executions": self.executions,
         }
         if self.pool is not None:
             described["base_url"] = self.base_urls if len(self.base_urls) > 1 else self.base_urls[0]
             described["actors_per_server"] = self.actors
-            described["batch_size"] = self.batch_size
+            described["requests_per_actor"] = self.requests_per_actor
             described["pool"] = self.pool.describe()
         else:
             described["vllm"] = self.processor_config().model_dump(exclude={"session_factory"})
@@ -321,108 +413,154 @@ class RayEngine(Engine):
 
     # -- processors ----------------------------------------------------------------------------
     def processor_config(self, url: str | None = None) -> Any:
-        """The ``ray.data.llm`` processor config of this engine (for ``url`` in the HTTP mode)."""
+        """The ``ray.data.llm`` processor config of this engine (for ``url`` in the HTTP mode).
+
+        Batches of one row: a stage's batch waits until it is full, and in a stream that never
+        ends a half batch would wait for ever. Concurrency comes from actors running many
+        one-row batches at once (``requests_per_actor``; vLLM batches them inside the engine)."""
         from ray.data.llm import HttpRequestProcessorConfig, vLLMEngineProcessorConfig
 
         if self.mode == "http":
             return HttpRequestProcessorConfig(
                 url=f"{url}/chat/completions",
                 headers={"Authorization": f"Bearer {self.api_key}"},
-                batch_size=self.batch_size,
-                concurrency=self.actors,
-                max_retries=1,  # connection errors inside a batch; the engine's own retries do the rest
-                base_retry_wait_time_in_s=0.5,
-                session_factory=RawBodySession,
+                batch_size=1,
+                concurrency=(self.actors, self.actors),
+                max_retries=0,  # every outcome comes back as an envelope; the engine retries
+                session_factory=functools.partial(EnvelopeSession, timeout_s=self.timeout),
                 http_request_stage={"num_cpus": self.http_num_cpus},
             )
         vllm = self.vllm
         return vLLMEngineProcessorConfig(
             model_source=self.vllm_settings["model_source"],
             engine_kwargs=self.vllm_settings["engine_kwargs"],
-            concurrency=_setting(vllm.get("replicas", 1), "ray.vllm.replicas", minimum=1, integer=True),
-            batch_size=self.batch_size,
+            concurrency=_setting(vllm["replicas"], "ray.vllm.replicas", minimum=1, integer=True),
+            batch_size=1,
+            max_concurrent_batches=self.requests_per_actor,
             accelerator_type=vllm.get("accelerator_type"),
             should_continue_on_error=True,  # a failed row comes back with __inference_error__
             chat_template_stage={"chat_template_kwargs": dict(vllm.get("chat_template_kwargs") or {})},
         )
 
-    def _processor(self, lane: _Lane) -> Any:
+    def _dataset(self, stream: _Stream) -> Any:
+        """The stream's dataset: rows from its queue through the processor (not yet executing)."""
+        import ray
         from ray.data.llm import build_processor
 
-        if lane.processor is None:
-            if self.mode == "http":
-                lane.processor = build_processor(
-                    self.processor_config(lane.target), preprocess=_payload, postprocess=_http_reply
-                )
-            else:
-                lane.processor = build_processor(
-                    self.processor_config(), preprocess=_vllm_row, postprocess=_vllm_reply
-                )
-        return lane.processor
-
-    # -- windows -------------------------------------------------------------------------------
-    async def _send(self, target: str, request: ChatRequest, body: str) -> tuple[dict | None, str | None]:
-        """One row through the target's next window: (reply, None) or (None, why it has none)."""
-        lane = self._lanes.get(target)
-        if lane is None:
-            lane = self._lanes[target] = _Lane(target)
-            lane.task = asyncio.ensure_future(self._dispatch(lane))
-        future = asyncio.get_running_loop().create_future()
-        lane.waiting.append(_Pending(next(self._keys), request.affinity, body, future))
-        lane.wake.set()
-        return await future
-
-    async def _dispatch(self, lane: _Lane) -> None:
-        while True:
-            await lane.wake.wait()
-            # Let the runner's workers hand over their next requests: a window is full, or quiet.
-            while len(lane.waiting) < self.concurrency:
-                seen = len(lane.waiting)
-                await asyncio.sleep(self.linger_s)
-                if len(lane.waiting) == seen:
-                    break
-            window, lane.waiting = lane.waiting[: self.concurrency], lane.waiting[self.concurrency :]
-            if not lane.waiting:
-                lane.wake.clear()
-            # Prefix affinity: rows of one static block next to each other, so that each actor or
-            # replica works through one block at a time.
-            window.sort(key=lambda p: (p.affinity, p.key))
-            try:
-                replies, failure = await asyncio.to_thread(self._execute, lane, window)
-            except asyncio.CancelledError:
-                for pending in window:
-                    if not pending.future.done():
-                        pending.future.cancel()
-                raise
-            for pending in window:
-                if pending.future.done():
-                    continue
-                reply = replies.get(pending.key)
-                if reply is None:
-                    pending.future.set_result((None, failure or "no reply in the Ray Data output"))
-                else:
-                    pending.future.set_result((reply, None))
-
-    def _execute(self, lane: _Lane, window: list[_Pending]) -> tuple[dict[int, dict], str | None]:
-        """One Ray Data execution (in a thread); the rows it returned, and why others are missing."""
-        import ray
-
-        started = time.monotonic()
-        replies: dict[int, dict] = {}
-        failure = None
-        try:
-            with self._lock:  # building processors and datasets is not thread-safe in every release
-                processor = self._processor(lane)
-                dataset = processor(ray.data.from_items([{"key": p.key, "body": p.body} for p in window]))
-            for row in dataset.iter_rows():
-                replies[int(row["key"])] = json.loads(row["reply"])
-        except Exception as exc:  # noqa: BLE001 - a failed execution fails its rows, not the run
-            failure = f"Ray Data execution failed: {type(exc).__name__}: {one_line(exc, 300)}"
-        lane.windows += 1
-        self.windows.append(
-            {"target": lane.target, "rows": len(window), "seconds": round(time.monotonic() - started, 3)}
+        light = {"num_cpus": 0.01}  # (de)serialising one row: next to nothing, never a whole CPU
+        if self.mode == "http":
+            processor = build_processor(
+                self.processor_config(stream.target),
+                preprocess=_payload,
+                postprocess=_http_reply,
+                preprocess_map_kwargs=light,
+                postprocess_map_kwargs=light,
+            )
+            # Ray's HTTP stage sends one batch's requests one after another: the actor's own
+            # concurrency is what keeps several requests in flight.
+            stage = processor.get_stage_by_name("HttpRequestStage")
+            stage.map_batches_kwargs["max_concurrency"] = self.requests_per_actor
+        else:
+            processor = build_processor(
+                self.processor_config(),
+                preprocess=_vllm_row,
+                postprocess=_vllm_reply,
+                preprocess_map_kwargs=light,
+                postprocess_map_kwargs=light,
+            )
+        source = ray.data.read_datasource(
+            queue_datasource(stream.queue), override_num_blocks=1, num_cpus=0.01
         )
-        return replies, failure
+        return processor(source)
+
+    # -- streams -------------------------------------------------------------------------------
+    def _stream(self, target: str) -> _Stream:
+        stream = self._streams.get(target)
+        if stream is None or stream.ended is not None:
+            from ray.util.queue import Queue
+
+            # Bounded: prompts waiting inside Ray are at most `concurrency` per target.
+            stream = _Stream(target, Queue(maxsize=self.concurrency))
+            self._streams[target] = stream
+            loop = asyncio.get_running_loop()
+            dataset = self._dataset(stream)
+            stream.reader = threading.Thread(
+                target=self._read_replies, args=(stream, dataset, loop), name=f"ray-{target}", daemon=True
+            )
+            stream.reader.start()
+            stream.feeder = asyncio.ensure_future(self._feed(stream))
+        return stream
+
+    async def _send(self, target: str, request: ChatRequest, body: str) -> tuple[dict | None, str | None]:
+        """One row through the target's stream: (reply, None) or (None, why it has none)."""
+        stream = self._stream(target)
+        key = next(self._keys)
+        future = asyncio.get_running_loop().create_future()
+        stream.pending[key] = future
+        stream.waiting.append((key, request.affinity, body))
+        stream.wake.set()
+        try:
+            # The envelope session ends every request within `timeout`; a row that is not back
+            # well after that was lost inside Ray (a crashed worker) and is asked again.
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout + 60)
+        except TimeoutError:
+            return None, f"no reply from the Ray Data stream within {self.timeout + 60:g} s"
+        finally:
+            stream.pending.pop(key, None)
+
+    async def _feed(self, stream: _Stream) -> None:
+        """Move waiting rows into the stream's queue, rows of one static block next to each
+        other (prefix affinity: an actor or replica works through one block at a time)."""
+        while True:
+            await stream.wake.wait()
+            stream.wake.clear()
+            waiting, stream.waiting = stream.waiting, []
+            for key, _, body in sorted(waiting, key=lambda row: (row[1], row[0])):
+                await stream.queue.put_async({"key": key, "body": body})
+                stream.rows += 1
+
+    def _read_replies(self, stream: _Stream, dataset: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """The stream's execution (in a thread): each reply to its request's future, as it comes."""
+        ended = "the input ended"
+        try:
+            # No prefetching: a prefetching iterator holds the last reply until another arrives.
+            for batch in dataset.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pyarrow"):
+                for row in batch.to_pylist():
+                    loop.call_soon_threadsafe(self._resolve, stream, int(row["key"]), row["reply"])
+        except Exception as exc:  # noqa: BLE001 - a failed execution fails its rows, not the run
+            ended = f"Ray Data execution failed: {type(exc).__name__}: {one_line(exc, 300)}"
+        loop.call_soon_threadsafe(self._ended, stream, ended)
+
+    @staticmethod
+    def _resolve(stream: _Stream, key: int, reply: str) -> None:
+        future = stream.pending.get(key)
+        if future is not None and not future.done():
+            try:
+                future.set_result((json.loads(reply), None))
+            except ValueError as exc:
+                future.set_result((None, f"unreadable reply: {one_line(exc, 200)}"))
+
+    def _ended(self, stream: _Stream, why: str) -> None:
+        if stream.ended is None:
+            stream.ended = why
+            self.executions.append({"target": stream.target, "rows": stream.rows, "ended": why})
+        for future in stream.pending.values():
+            if not future.done():
+                future.set_result((None, why))
+        if stream.feeder is not None:
+            stream.feeder.cancel()
+
+    async def _end(self, stream: _Stream, why: str) -> None:
+        if stream.feeder is not None:
+            stream.feeder.cancel()
+            await asyncio.gather(stream.feeder, return_exceptions=True)
+        if stream.ended is None:
+            # An execution that is gone already has nothing to end.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stream.queue.put_async(_END), 30)
+            if stream.reader is not None:
+                await asyncio.to_thread(stream.reader.join, 60)
+            self._ended(stream, why)
 
     # -- requests ------------------------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> Completion:
@@ -439,6 +577,8 @@ class RayEngine(Engine):
             server = self.pool.route(request.task.name) if self.pool is not None else None
             target = server.url if server is not None else "vllm"
             reply, missing = await self._send(target, request, self._body(request, max_tokens))
+            if reply is not None and self.mode == "http" and reply.get("status") == NO_HTTP_ANSWER:
+                reply, missing = None, str(reply.get("text"))  # refused, reset, timed out
             unreachable = False
             if reply is None:
                 last_error, unreachable = f"no answer: {missing}", server is not None
@@ -490,20 +630,32 @@ class RayEngine(Engine):
             if not (reply.get("text") or "").strip():
                 return None, "empty answer", True
             return Completion(reply["text"], reply.get("finish_reason"), usage=usage), None, False
-        error = reply.get("error") if isinstance(reply.get("error"), dict) else None
-        if error is not None or reply.get("object") == "error":
-            message = one_line((error or reply).get("message") or json.dumps(reply), 300)
-            code = (error or reply).get("code")
+        status, text = reply.get("status"), str(reply.get("text") or "")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if (
+            status != 200
+            or isinstance(error, dict)
+            or (isinstance(body, dict) and body.get("object") == "error")
+        ):
+            detail = error if isinstance(error, dict) else body if isinstance(body, dict) else {}
+            message = one_line(detail.get("message") or text or f"HTTP {status}", 300)
             if _CONTEXT_LENGTH.search(message):
                 return None, f"{CONTEXT_LENGTH_ERROR}: {message}", False
-            kind = str((error or reply).get("type") or "")
+            code = status if status != 200 else detail.get("code")
+            kind = str(detail.get("type") or "")
             bad_request = code == 400 or "invalid_request" in kind or "BadRequest" in kind
             retry = not bad_request and not (
                 isinstance(code, int) and code < 500 and code not in (408, 409, 429)
             )
             return None, f"HTTP {code}: {message}", retry
+        if not isinstance(body, dict):
+            return None, f"malformed response: not a JSON object: {one_line(text, 200)}", True
         try:
-            completion = _to_completion(ChatCompletion.model_validate(reply))
+            completion = _to_completion(ChatCompletion.model_validate(body))
         except (ValueError, KeyError, TypeError) as exc:
             return None, f"malformed response: {type(exc).__name__}: {one_line(exc, 300)}", True
         if not ((completion.text or "").strip() or completion.reasoning):
