@@ -71,6 +71,22 @@ def test_fmt_and_table_rendering():
     assert an.Table.of([{"share": "9.9%"}, {"share": "—"}])._numeric("share")
 
 
+def test_dataframes_keep_their_dtypes_in_tables_and_values():
+    rows = [{"task": "a", "n": 3, "accuracy": 1.0}, {"task": "b", "accuracy": None}]
+    table = an.frame(rows, {"task": "string", "n": "Int64", "accuracy": "Float64"})
+    assert [str(t) for t in table.dtypes] == ["string", "Int64", "Float64"]
+    assert table["n"].isna().tolist() == [False, True]
+    # the same Markdown as the plain rows: 1.0 stays "1.000", a missing cell is a dash
+    assert an.Table.of(table).to_markdown() == an.Table.of(rows, ["task", "n", "accuracy"]).to_markdown()
+    assert an.Table.of(table, ["accuracy"]).columns == ["accuracy"]
+    assert an.jsonable(table) == [
+        {"task": "a", "n": 3, "accuracy": 1.0},
+        {"task": "b", "n": None, "accuracy": None},
+    ]
+    assert type(an.jsonable(table)[0]["n"]) is int
+    assert an.frame([], {"x": "Int64"}).columns.tolist() == ["x"]
+
+
 def test_values_are_recorded_as_json(tmp_path):
     path = tmp_path / "nb.values.json"
     an.set_values_file(path, notebook="nb")
@@ -113,10 +129,11 @@ def test_data_overview_of_task_5():
     assert 0 < small.demos < large.demos and not small.whole_pool
     assert large.whole_pool  # the whole pool (~62K tokens) fits in 64K
     rows = an.overview_rows([overview])
-    assert rows[0]["labels"] == 2 and rows[0]["pool tokens"] == overview.pool_tokens
-    fits = an.fit_rows([overview])[0]
+    assert rows.iloc[0]["labels"] == 2 and rows.iloc[0]["pool tokens"] == overview.pool_tokens
+    fits = an.fit_rows([overview]).iloc[0]
     assert fits["demos in 30K"] == small.demos and fits["pool share in 64K"] == "100.0%"
-    assert {r["label"] for r in an.label_rows([overview])} == {"Sad", "Not sad"}
+    labels = an.label_rows([overview])
+    assert set(labels["label"]) == {"Sad", "Not sad"} and labels["share"].sum() == pytest.approx(1.0)
     assert "openseek-5" in an.overview_findings([overview])
 
 
@@ -239,25 +256,29 @@ def test_load_run_and_rows_of_a_dry_run(dry_run):
     assert list(dry_run.records) == ["openseek-5", "openseek-8"]
     assert [r["index"] for r in dry_run.records["openseek-5"]] == [0, 1, 2]
     rows = an.task_rows(dry_run)
-    assert [r["task"] for r in rows] == ["openseek-5", "openseek-8"]
-    assert all(r["method"] == "none" and r["accuracy"] is None for r in rows)
-    assert rows[0]["ICL tokens (min)"] >= 30000 and rows[1]["ICL tokens (min)"] >= 15000
+    assert list(rows["task"]) == ["openseek-5", "openseek-8"]
+    assert (rows["method"] == "none").all() and rows["accuracy"].isna().all()
+    assert rows["accuracy"].dtype == "Float64" and rows["ICL tokens (min)"].dtype == "Int64"
+    assert rows.iloc[0]["ICL tokens (min)"] >= 30000 and rows.iloc[1]["ICL tokens (min)"] >= 15000
     assert an.side_models(dry_run, "openseek-5") == "none"
     assert not an.task_thinking(dry_run, "openseek-5")
     assert "not sent" in an.run_summary(dry_run) or "No accuracy" in an.run_summary(dry_run)
     errors = an.error_rows(dry_run)
-    assert errors[0]["wrong"] == 0 and errors[0]["n"] == 3
+    assert errors.iloc[0]["wrong"] == 0 and errors.iloc[0]["n"] == 3
+    assert an.parse_failure_rows(dry_run).empty
     with pytest.raises(FileNotFoundError):
         an.load_run(dry_run.path / "records")
 
 
 def test_rows_of_an_answered_run(gold_run):
     assert gold_run.engine == "openai" and gold_run.model == "Qwen3-4B"
-    rows = {r["task"]: r for r in an.task_rows(gold_run)}
-    assert rows["openseek-5"]["accuracy"] == 1.0 and rows["openseek-5"]["method"] == "icl"
+    rows = an.task_rows(gold_run).set_index("task")
+    assert rows.loc["openseek-5", "accuracy"] == 1.0 and rows.loc["openseek-5", "method"] == "icl"
+    # an accuracy of 1.0 stays a float: its cell reads 1.000, not 1
+    assert "| 1.000 |" in an.Table.of(rows.reset_index()).to_markdown()
     assert an.side_models(gold_run, "openseek-1") == "none"
-    method = {r["task"]: r for r in an.method_rows(gold_run)}
-    assert method["openseek-5"]["constrained decoding"] in ("choice", "none")
+    method = an.method_rows(gold_run).set_index("task")
+    assert method.loc["openseek-5", "constrained decoding"] in ("choice", "none")
     summary = an.run_summary(gold_run)
     assert "Mean accuracy" in summary and "python main.py" in summary
 
@@ -295,7 +316,7 @@ def test_sweep_and_cost_rows(tmp_path):
     points = {p.strategy: p for p in result.points}
     assert set(points) == {"bm25", "hybrid"}
     assert points["bm25"].icl_tokens_min >= 30000 and points["hybrid"].icl_tokens_min >= 30000
-    cost = {r["strategy"]: r for r in an.cost_rows(result.points)}
+    cost = an.cost_rows(result.points).set_index("strategy").to_dict("index")
     # bm25 rebuilds the whole context per sample; hybrid shares almost all of it
     assert cost["bm25"]["uncached prefill / sample"] > 0.9 * cost["bm25"]["prompt tokens / sample"]
     assert cost["hybrid"]["uncached prefill / sample"] < 0.1 * cost["hybrid"]["prompt tokens / sample"]

@@ -155,7 +155,7 @@ def test_a_model_run_and_notebook_values(gold_dir, dry_dir, tmp_path):
                 "split": "dev",
                 "limit": 3,
                 "points": an.jsonable([point]),
-                "cost": an.cost_rows([point]),
+                "cost": an.jsonable(an.cost_rows([point])),
             }
         )
     )

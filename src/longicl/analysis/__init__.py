@@ -19,6 +19,10 @@ subject, and is unit-tested (``tests/test_analysis.py``):
 - `figures`: matplotlib `Figure` objects (no pyplot state), shown by notebooks and saved by the report;
 - `tables`, `stats`, `paths`, `engines`, `reference`: the small pieces the others share.
 
+Tables (every ``*_rows`` function) are pandas DataFrames with explicit nullable dtypes (``string``,
+``Int64``, ``Float64``): notebooks show them as they are; `Table.of` writes them as Markdown for the
+report and `jsonable` as row dicts for `record_value`.
+
 Every name is re-exported here, so ``an.<name>`` works for all of them.
 """
 
@@ -56,6 +60,7 @@ from longicl.analysis.errors import (
     last_request,
     neighbour_agreement,
     neighbours,
+    parse_failure_rows,
     parse_failures,
     worst_markdown,
     worst_samples,
@@ -131,6 +136,7 @@ from longicl.analysis.strategies import (
     SweepResult,
     budget_overrides,
     cost_rows,
+    dynamic_tokens,
     sweep,
     sweep_rows,
     sweep_summary,
@@ -143,6 +149,9 @@ from longicl.analysis.submission import (
 from longicl.analysis.tables import (
     Table,
     fmt,
+    frame,
+    plain,
+    records,
 )
 from longicl.analysis.values import (
     VALUES,
@@ -189,6 +198,7 @@ __all__ = [
     "cpu_engine",
     "data_overview",
     "describe_sample",
+    "dynamic_tokens",
     "engine_answers",
     "engine_available",
     "engine_traits",
@@ -212,6 +222,7 @@ __all__ = [
     "fit",
     "fit_rows",
     "fmt",
+    "frame",
     "has_quality",
     "jsonable",
     "label_bias",
@@ -226,8 +237,10 @@ __all__ = [
     "neighbours",
     "overview_findings",
     "overview_rows",
+    "parse_failure_rows",
     "parse_failures",
     "percentile",
+    "plain",
     "project_path",
     "prompt_config",
     "quality_of",
@@ -235,6 +248,7 @@ __all__ = [
     "quality_values",
     "read_values",
     "record_value",
+    "records",
     "resolve_engine",
     "rounded",
     "run_main",

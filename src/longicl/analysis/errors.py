@@ -7,8 +7,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pandas as pd
+
 from longicl.analysis.runs import RunData
 from longicl.analysis.stats import percentile
+from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.data import Example
 from longicl.tasks import get_task
 
@@ -75,6 +78,16 @@ def parse_failures(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
+#: Columns of `parse_failure_rows` and their dtypes.
+PARSE_FAILURE_COLUMNS = {"task": TEXT, "sample": TEXT, "reason": TEXT, "reply": TEXT, "gold": TEXT}
+
+
+def parse_failure_rows(run: RunData) -> pd.DataFrame:
+    """The `parse_failures` of every task of a run, one row per sample."""
+    rows = [{"task": name, **row} for name, records in run.records.items() for row in parse_failures(records)]
+    return frame(rows, PARSE_FAILURE_COLUMNS)
+
+
 def _badness(record: Mapping[str, Any]) -> int:
     if record.get("error"):
         return 3
@@ -120,7 +133,19 @@ def answer_lengths(records: Sequence[Mapping[str, Any]]) -> list[int]:
     return [len(text) for r in records if (text := last_request(r).get("raw_response")) is not None]
 
 
-def error_rows(run: RunData) -> list[dict[str, Any]]:
+#: Columns of `error_rows` and their dtypes.
+ERROR_COLUMNS = {
+    "task": TEXT,
+    "n": COUNT,
+    "accuracy": NUMBER,
+    "wrong": COUNT,
+    "parse failures": COUNT,
+    "failed requests": COUNT,
+    "reply chars (median)": NUMBER,
+}
+
+
+def error_rows(run: RunData) -> pd.DataFrame:
     """Per task: samples, wrong answers, parse failures, failed requests."""
     rows = []
     for name, records in run.records.items():
@@ -137,7 +162,7 @@ def error_rows(run: RunData) -> list[dict[str, Any]]:
                 "reply chars (median)": percentile(answer_lengths(records), 0.5),
             }
         )
-    return rows
+    return frame(rows, ERROR_COLUMNS)
 
 
 def describe_sample(record: Mapping[str, Any], pool: Mapping[str, Example], *, width: int = 400) -> str:

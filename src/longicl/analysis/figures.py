@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+import pandas as pd
+
 from longicl.analysis.errors import answer_lengths, confusion_matrix, label_bias
 from longicl.analysis.overview import TaskOverview
 from longicl.analysis.reference import BEST_PUBLIC_ACCURACY, BEST_PUBLIC_SOURCE
@@ -27,6 +29,11 @@ def _grid(count: int, columns: int = 4, size: tuple[float, float] = (3.4, 2.6)):
     for ax in axes[count:]:
         ax.set_visible(False)
     return fig, axes[:count]
+
+
+def _floats(column: pd.Series):
+    """A nullable column as floats for matplotlib (missing values as NaN, which it leaves out)."""
+    return column.to_numpy(dtype=float, na_value=float("nan"))
 
 
 def figure_token_lengths(overviews: Sequence[TaskOverview]):
@@ -125,16 +132,15 @@ def figure_sweep_cost(points: Sequence[SweepPoint], *, samples_per_task: int = 5
     """Prompt tokens per request and prefill per sample against the budget, per strategy."""
     from matplotlib.ticker import FuncFormatter
 
-    rows = cost_rows(points, samples_per_task=samples_per_task)
+    costs = cost_rows(points, samples_per_task=samples_per_task).sort_values("budget", kind="stable")
     fig = _figure(10, 3.4)
     left, right = fig.subplots(1, 2)
     styles = ["o-", "s--", "^-.", "D:", "v-"]
-    for k, strategy in enumerate(sorted({r["strategy"] for r in rows})):
-        line = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["budget"])
-        budgets = [r["budget"] for r in line]
+    for k, (strategy, line) in enumerate(costs.groupby("strategy", sort=True)):
+        budgets = _floats(line["budget"])
         style = styles[k % len(styles)]
-        left.plot(budgets, [r["prompt tokens / sample"] for r in line], style, label=strategy, alpha=0.8)
-        right.plot(budgets, [r["prefill / sample (amortised)"] for r in line], style, label=strategy)
+        left.plot(budgets, _floats(line["prompt tokens / sample"]), style, label=strategy, alpha=0.8)
+        right.plot(budgets, _floats(line["prefill / sample (amortised)"]), style, label=strategy)
     left.set_title("prompt tokens per request (median, mean over tasks)", fontsize=9)
     right.set_title(
         f"new prefill per sample with prefix caching ({samples_per_task} samples/task)", fontsize=9

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from longicl.analysis.paths import CONF_DIR, DATA_DIR, project_path
 from longicl.analysis.stats import percentile, rounded
+from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.config_values import plain
 from longicl.data import load_task
 from longicl.tasks import resolve_tasks
@@ -111,9 +114,28 @@ def data_overview(
     return out
 
 
-def overview_rows(overviews: Sequence[TaskOverview]) -> list[dict[str, Any]]:
+#: Columns of `overview_rows` and their dtypes.
+OVERVIEW_COLUMNS = {
+    "task": TEXT,
+    "title": TEXT,
+    "answer": TEXT,
+    "examples": COUNT,
+    "test samples": COUNT,
+    "labels": COUNT,
+    "demo tokens (median)": COUNT,
+    "demo tokens (p95)": COUNT,
+    "demo tokens (max)": COUNT,
+    "pool tokens": COUNT,
+    "ICL floor": COUNT,
+}
+
+#: Columns of `label_rows` and their dtypes.
+LABEL_COLUMNS = {"task": TEXT, "label": TEXT, "examples": COUNT, "share": NUMBER}
+
+
+def overview_rows(overviews: Sequence[TaskOverview]) -> pd.DataFrame:
     """Sizes and demonstration token lengths per task."""
-    return [
+    rows = [
         {
             "task": o.name,
             "title": o.title,
@@ -129,22 +151,26 @@ def overview_rows(overviews: Sequence[TaskOverview]) -> list[dict[str, Any]]:
         }
         for o in overviews
     ]
+    return frame(rows, OVERVIEW_COLUMNS)
 
 
-def fit_rows(overviews: Sequence[TaskOverview]) -> list[dict[str, Any]]:
+def fit_rows(overviews: Sequence[TaskOverview]) -> pd.DataFrame:
     """Per task and budget: demonstrations that fit and their share of the pool."""
     rows = []
+    dtypes = {"task": TEXT, "pool": COUNT}
     for o in overviews:
         row: dict[str, Any] = {"task": o.name, "pool": o.examples}
         for f in o.fits:
             k = f"{f.budget // 1000}K"
             row[f"demos in {k}"] = f.demos
             row[f"pool share in {k}"] = f"{100 * f.fraction:.1f}%"
+            dtypes.update({f"demos in {k}": COUNT, f"pool share in {k}": TEXT})
         rows.append(row)
-    return rows
+    return frame(rows, dtypes)
 
 
-def label_rows(overviews: Sequence[TaskOverview]) -> list[dict[str, Any]]:
+def label_rows(overviews: Sequence[TaskOverview]) -> pd.DataFrame:
+    """Per closed-label task and label: examples and their share of the pool."""
     rows = []
     for o in overviews:
         if not o.label_counts:
@@ -152,7 +178,7 @@ def label_rows(overviews: Sequence[TaskOverview]) -> list[dict[str, Any]]:
         total = sum(o.label_counts.values()) or 1
         for label, count in o.label_counts.items():
             rows.append({"task": o.name, "label": label, "examples": count, "share": count / total})
-    return rows
+    return frame(rows, LABEL_COLUMNS)
 
 
 def overview_findings(overviews: Sequence[TaskOverview]) -> str:

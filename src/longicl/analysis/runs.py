@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from longicl.analysis.configs import main_command
 from longicl.analysis.engines import EngineTraits, engine_answers, engine_traits, engine_words
 from longicl.analysis.paths import DATA_DIR, PROJECT_ROOT, project_path
 from longicl.analysis.stats import rounded
+from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.data import Example, load_task
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task, remember_run_tasks
@@ -196,7 +199,20 @@ def task_thinking(run: RunData, name: str) -> bool:
     return run.thinking
 
 
-def method_rows(run: RunData) -> list[dict[str, Any]]:
+#: Columns of `method_rows` and their dtypes.
+METHOD_COLUMNS = {
+    "task": TEXT,
+    "answers by": TEXT,
+    "thinking": TEXT,
+    "constrained decoding": TEXT,
+    "max tokens": COUNT,
+    "self-consistency": COUNT,
+    "label log-probs": COUNT,
+    "calibration": TEXT,
+}
+
+
+def method_rows(run: RunData) -> pd.DataFrame:
     """Per task: how requests were decoded and combined (from run.json ``method_settings``)."""
     rows = []
     for name, task in run.tasks.items():
@@ -214,7 +230,7 @@ def method_rows(run: RunData) -> list[dict[str, Any]]:
                 "calibration": settings.get("calibration") or "none",
             }
         )
-    return rows
+    return frame(rows, METHOD_COLUMNS)
 
 
 def _spread(task: Mapping[str, Any], key: str, stat: str) -> float | None:
@@ -226,7 +242,23 @@ def task_spec(name: str) -> TaskSpec:
     return get_task(name)
 
 
-def task_rows(run: RunData) -> list[dict[str, Any]]:
+#: Columns of `task_rows` and their dtypes.
+TASK_COLUMNS = {
+    "task": TEXT,
+    "title": TEXT,
+    "n": COUNT,
+    "accuracy": NUMBER,
+    "parse failures": COUNT,
+    "failed requests": COUNT,
+    "prompt tokens (median)": COUNT,
+    "uncached prefill (median)": COUNT,
+    "ICL tokens (min)": COUNT,
+    "seconds": NUMBER,
+    "method": TEXT,
+}
+
+
+def task_rows(run: RunData) -> pd.DataFrame:
     """One row per task of a run: the numbers of the report's per-task table."""
     rows = []
     for name, task in run.tasks.items():
@@ -246,7 +278,7 @@ def task_rows(run: RunData) -> list[dict[str, Any]]:
                 "method": task_method(run, name),
             }
         )
-    return rows
+    return frame(rows, TASK_COLUMNS)
 
 
 def examples_by_id(task: str | int, data_dir: str | Path | None = None) -> dict[str, Example]:

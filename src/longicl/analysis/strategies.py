@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from longicl.analysis.configs import run_main, run_overrides
 from longicl.analysis.engines import engine_answers, engine_traits, resolve_engine
 from longicl.analysis.paths import CONF_DIR, project_path
 from longicl.analysis.runs import _spread
 from longicl.analysis.stats import mean, rounded
+from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,22 @@ class SweepResult:
         return any(p.accuracy is not None for p in self.points)
 
 
-def _dynamic_tokens(strategy: str) -> int:
+def _dynamic_tokens(strategy: str, task_id: int | None = None) -> int:
+    """``conf/selection/<strategy>.yaml``'s per-sample budget (of task ``task_id``: its
+    ``per_task`` entry wins); 0 without one."""
     from omegaconf import OmegaConf
 
     path = CONF_DIR / "selection" / f"{strategy}.yaml"
     if not path.is_file():
         return 0
-    return int(OmegaConf.load(path).get("dynamic_tokens") or 0)
+    conf = OmegaConf.to_container(OmegaConf.load(path))
+    per_task = ((conf.get("per_task") or {}).get(str(task_id)) or {}) if task_id is not None else {}
+    return int(per_task.get("dynamic_tokens", conf.get("dynamic_tokens")) or 0)
+
+
+def dynamic_tokens(strategy: str, task_ids: Sequence[int]) -> dict[int, int]:
+    """Per task id: the per-sample demonstration budget ``conf/selection/<strategy>.yaml`` gives it."""
+    return {task_id: _dynamic_tokens(strategy, task_id) for task_id in task_ids}
 
 
 def budget_overrides(strategy: str, budget: int) -> list[str]:
@@ -120,7 +132,33 @@ def sweep(
     return SweepResult(engine, split, points, skipped)
 
 
-def cost_rows(points: Sequence[SweepPoint], *, samples_per_task: int = 500) -> list[dict[str, Any]]:
+#: Columns of `cost_rows` and their dtypes.
+COST_COLUMNS = {
+    "strategy": TEXT,
+    "budget": COUNT,
+    "tasks": COUNT,
+    "accuracy (mean)": NUMBER,
+    "prompt tokens / sample": COUNT,
+    "uncached prefill / sample": COUNT,
+    "prefill / sample (amortised)": COUNT,
+    "ICL tokens (min)": COUNT,
+}
+
+#: Columns of `sweep_rows` and their dtypes.
+SWEEP_COLUMNS = {
+    "strategy": TEXT,
+    "budget": COUNT,
+    "task": TEXT,
+    "n": COUNT,
+    "accuracy": NUMBER,
+    "ICL tokens (median)": COUNT,
+    "prompt tokens (median)": COUNT,
+    "uncached prefill (median)": COUNT,
+    "seconds": NUMBER,
+}
+
+
+def cost_rows(points: Sequence[SweepPoint], *, samples_per_task: int = 500) -> pd.DataFrame:
     """Per (strategy, budget): mean over tasks of the per-request token medians.
 
     ``prefill per sample`` amortises the shared prefix over ``samples_per_task`` requests (a test
@@ -149,11 +187,12 @@ def cost_rows(points: Sequence[SweepPoint], *, samples_per_task: int = 500) -> l
                 "ICL tokens (min)": min((p.icl_tokens_min for p in group if p.icl_tokens_min), default=None),
             }
         )
-    return rows
+    return frame(rows, COST_COLUMNS)
 
 
-def sweep_rows(result: SweepResult) -> list[dict[str, Any]]:
-    return [
+def sweep_rows(result: SweepResult) -> pd.DataFrame:
+    """One row per task of each (strategy, budget) run."""
+    rows = [
         {
             "strategy": p.strategy,
             "budget": p.budget,
@@ -167,6 +206,7 @@ def sweep_rows(result: SweepResult) -> list[dict[str, Any]]:
         }
         for p in result.points
     ]
+    return frame(rows, SWEEP_COLUMNS)
 
 
 def sweep_summary(result: SweepResult) -> str:

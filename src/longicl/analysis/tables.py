@@ -1,12 +1,48 @@
-"""Tables shown by notebooks and written by the report: cell text and Markdown."""
+"""Tables shown by notebooks and written by the report: DataFrames with explicit nullable
+dtypes, their plain rows, cell text and Markdown."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
+
+import pandas as pd
+
+#: Nullable dtypes of analysis tables, by what a column holds. Explicit rather than inferred
+#: (``convert_dtypes`` would make an accuracy column of 1.0s integers and change its text).
+TEXT, COUNT, NUMBER, FLAG = "string", "Int64", "Float64", "boolean"
+
+
+def frame(rows: Iterable[Mapping[str, Any]], dtypes: Mapping[str, str]) -> pd.DataFrame:
+    """``rows`` as a DataFrame with the columns of ``dtypes``, in its order and of its dtypes
+    (a key missing from a row is a missing value)."""
+    rows = list(rows)
+    return pd.DataFrame(
+        {column: pd.array([row.get(column) for row in rows], dtype=dtype) for column, dtype in dtypes.items()}
+    )
+
+
+def plain(value: Any) -> Any:
+    """A cell as a plain Python value: missing values as None, numpy and pandas scalars unboxed."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, str):
+        return plain(value.item())
+    return value
+
+
+def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """A DataFrame's rows as dicts of plain values (None for missing ones)."""
+    columns = [str(c) for c in table.columns]
+    return [
+        {column: plain(value) for column, value in zip(columns, row, strict=True)}
+        for row in table.itertuples(index=False, name=None)
+    ]
 
 
 def fmt(value: Any) -> str:
@@ -28,14 +64,24 @@ def fmt(value: Any) -> str:
 
 @dataclass
 class Table:
-    """Rows of dicts with a column order; renders as HTML (notebooks) and Markdown (report)."""
+    """Rows of dicts with a column order; renders as HTML and Markdown (the report's tables)."""
 
     columns: list[str]
     rows: list[dict[str, Any]]
     title: str = ""
 
     @classmethod
-    def of(cls, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, title: str = ""):
+    def of(
+        cls,
+        rows: pd.DataFrame | Sequence[Mapping[str, Any]],
+        columns: Sequence[str] | None = None,
+        title: str = "",
+    ) -> Table:
+        """A table of ``rows`` (dicts, or a DataFrame whose columns come in its order)."""
+        if isinstance(rows, pd.DataFrame):
+            if columns is None:
+                columns = [str(c) for c in rows.columns]
+            rows = records(rows)
         rows = [dict(r) for r in rows]
         if columns is None:
             seen: dict[str, None] = {}

@@ -9,7 +9,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from longicl.analysis.paths import project_path
+from longicl.analysis.tables import records
 from longicl.rundir import atomic_write_json
 
 
@@ -60,7 +63,12 @@ def read_values(path: str | Path) -> dict[str, Any]:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with dataclasses, numpy scalars/arrays, paths and tuples made JSON-ready."""
+    """``value`` with dataclasses, DataFrames (a list of row dicts, None for missing cells), numpy
+    scalars/arrays, paths and tuples made JSON-ready."""
+    if isinstance(value, pd.DataFrame):
+        return jsonable(records(value))
+    if value is pd.NA:
+        return None
     if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
         return jsonable(asdict(value))
     if isinstance(value, Mapping):
