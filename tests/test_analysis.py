@@ -337,7 +337,14 @@ def test_check_submission(tmp_path):
     assert "openseek-1.jsonl" in an.submission_markdown(check)
     with zipfile.ZipFile(out / "submission.zip", "w") as archive:
         archive.writestr("openseek-1.jsonl", json.dumps({"test_sample_id": "x", "prediction": "1"}) + "\n")
-    assert any("ids differ" in p for p in an.check_submission(an.load_run(out)).problems)
+    assert any("3 ids missing, 1 unexpected" in p for p in an.check_submission(an.load_run(out)).problems)
+    ids = [json.loads(line)["test_sample_id"] for line in (out / "openseek-1.jsonl").read_text().splitlines()]
+    with zipfile.ZipFile(out / "submission.zip", "w") as archive:
+        rows = [{"test_sample_id": i, "prediction": ""} for i in reversed(ids)]
+        archive.writestr("openseek-1.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    shuffled = an.check_submission(an.load_run(out))
+    assert any("not in the task file's order" in p for p in shuffled.problems)
+    assert shuffled.rows == {"openseek-1": 3} and shuffled.empty == {"openseek-1": 3}
     (out / "submission.zip").unlink()
     missing = an.check_submission(an.load_run(out))
     assert not missing.ok and "No submission.zip" in an.submission_markdown(missing)

@@ -50,3 +50,12 @@ def test_zip_is_flat_and_validated(tmp_path):
     assert first == {"test_sample_id": "x", "prediction": "1"}
     with pytest.raises(ValueError, match="1 ids missing"):
         validate_predictions([path], {"openseek-1": ["x", "y", "z"]})
+    validate_predictions([path], {"openseek-1": ["y", "x"]})  # the order is free by default
+    with pytest.raises(ValueError, match="not in the task file's order"):
+        validate_predictions([path], {"openseek-1": ["y", "x"]}, in_order=True)
+    path.write_text('{"test_sample_id": "x", "prediction": 1}\nnot json\n')
+    with pytest.raises(ValueError, match=r"openseek-1.jsonl:1: expected keys"):
+        validate_predictions([path], {"openseek-1": ["x"]})
+    path.write_text('{"test_sample_id": "x", "prediction": "1"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"openseek-1.jsonl:2: not a JSON object"):
+        validate_predictions([path], {"openseek-1": ["x"]})

@@ -314,22 +314,43 @@ class RunDir:
         return self.zip_path
 
 
-def validate_predictions(files: Sequence[Path], expected_ids: dict[str, Sequence[str]]) -> None:
-    """Every expected id exactly once per file, no extras, predictions are strings."""
+def validate_predictions(
+    files: Sequence[Path], expected_ids: dict[str, Sequence[str]], *, in_order: bool = False
+) -> None:
+    """Every expected id exactly once per file (named ``<task>.jsonl``), no extras, predictions
+    are strings; ``in_order``: also in the expected order. Raises ValueError at the first problem."""
     for path in files:
-        task = path.stem
-        expected = list(expected_ids[task])
-        seen: list[str] = []
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        validate_prediction_lines(
+            str(path), path.read_text(encoding="utf-8"), expected_ids[path.stem], in_order=in_order
+        )
+
+
+def validate_prediction_lines(
+    name: str, text: str, expected: Sequence[str], *, in_order: bool = False
+) -> None:
+    """The one submission validator: ``text`` (the JSON lines of a predictions file, called ``name``
+    in messages) holds every id of ``expected`` exactly once, no other, each with a string
+    prediction (and, ``in_order``, in ``expected``'s order). Raises ValueError naming the file."""
+    seen: list[str] = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        try:
             row = json.loads(line)
-            if set(row) != {"test_sample_id", "prediction"} or not isinstance(row["prediction"], str):
-                raise ValueError(f"{path}:{line_no}: expected keys test_sample_id, prediction (a string)")
-            seen.append(row["test_sample_id"])
-        if len(seen) != len(set(seen)):
-            raise ValueError(f"{path}: duplicate test_sample_id")
-        if set(seen) != set(expected):
-            missing, extra = set(expected) - set(seen), set(seen) - set(expected)
-            raise ValueError(f"{path}: {len(missing)} ids missing, {len(extra)} unexpected")
+        except ValueError:
+            raise ValueError(f"{name}:{line_no}: not a JSON object") from None
+        if (
+            not isinstance(row, dict)
+            or set(row) != {"test_sample_id", "prediction"}
+            or not isinstance(row["prediction"], str)
+        ):
+            raise ValueError(f"{name}:{line_no}: expected keys test_sample_id, prediction (a string)")
+        seen.append(row["test_sample_id"])
+    if len(seen) != len(set(seen)):
+        raise ValueError(f"{name}: duplicate test_sample_id")
+    if set(seen) != set(expected):
+        missing, extra = set(expected) - set(seen), set(seen) - set(expected)
+        raise ValueError(f"{name}: {len(missing)} ids missing, {len(extra)} unexpected")
+    if in_order and seen != list(expected):
+        raise ValueError(f"{name}: ids are not in the task file's order of test samples")
 
 
 def repair_torn_tail(path: Path) -> None:

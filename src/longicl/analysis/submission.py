@@ -6,9 +6,11 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from longicl.analysis.runs import RunData
 from longicl.data import load_task
+from longicl.rundir import validate_prediction_lines
 from longicl.tasks import get_task
 
 
@@ -26,7 +28,9 @@ class SubmissionCheck:
 
 
 def check_submission(run: RunData) -> SubmissionCheck:
-    """Open a test run's ``submission.zip`` and check it against the task files' test ids."""
+    """Open a test run's ``submission.zip`` and check every member with the pipeline's own
+    validator (`longicl.rundir.validate_prediction_lines`) against the task files' test ids, in
+    order; every problem is kept (one line each) for the notebook rather than raised."""
     path = run.path / "submission.zip"
     problems: list[str] = []
     rows: dict[str, int] = {}
@@ -45,20 +49,32 @@ def check_submission(run: RunData) -> SubmissionCheck:
             if member not in files:
                 problems.append(f"{member}: not in the zip")
                 continue
-            lines = [json.loads(line) for line in archive.read(member).decode("utf-8").splitlines() if line]
+            text = archive.read(member).decode("utf-8")
             data = load_task(get_task(name), run.data_dir())
             expected = [ex.id for ex in data.test_samples]
             expected = expected[: int(limit)] if limit else expected
-            ids = [row.get("test_sample_id") for row in lines]
-            rows[name] = len(lines)
-            empty[name] = sum(1 for row in lines if not row.get("prediction"))
-            if ids != expected:
-                problems.append(f"{member}: ids differ from the task file's test samples (in order)")
-            if any(not isinstance(row.get("prediction"), str) for row in lines):
-                problems.append(f"{member}: a prediction is not a string")
+            try:
+                validate_prediction_lines(member, text, expected, in_order=True)
+            except ValueError as exc:
+                problems.append(str(exc))
+            predictions = _predictions(text)
+            rows[name] = len(predictions)
+            empty[name] = sum(1 for prediction in predictions if not prediction)
     if limit:
         problems.append(f"limit={limit}: a partial submission (only the first {limit} test samples per task)")
     return SubmissionCheck(path, files, rows, empty, problems)
+
+
+def _predictions(text: str) -> list[Any]:
+    """The prediction of every line of a predictions file (None where a line has none)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        out.append(row.get("prediction") if isinstance(row, dict) else None)
+    return out
 
 
 def submission_markdown(check: SubmissionCheck) -> str:
