@@ -551,6 +551,8 @@ def finish(
             "answer_kind": task_run.spec.answer_kind.value,
             "metric": task_run.spec.metric,
             "pool_size": len(task_run.split.pool),
+            # labelled examples held out and scored (the whole dev set, whatever the limit)
+            "dev_size": len(task_run.split.samples) if task_run.split.name == "dev" else None,
             "static_block": _static_summary(task_run.builder),
             "selection": {
                 "name": settings.strategy_for(task_run.spec),

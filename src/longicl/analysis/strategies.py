@@ -15,6 +15,7 @@ from longicl.analysis.paths import CONF_DIR, project_path
 from longicl.analysis.runs import _spread
 from longicl.analysis.stats import mean, rounded
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
+from longicl.tasks import TaskSpec, per_task_entry
 
 
 @dataclass(frozen=True)
@@ -47,22 +48,22 @@ class SweepResult:
         return any(p.accuracy is not None for p in self.points)
 
 
-def _dynamic_tokens(strategy: str, task_id: int | None = None) -> int:
-    """``conf/selection/<strategy>.yaml``'s per-sample budget (of task ``task_id``: its
-    ``per_task`` entry wins); 0 without one."""
+def _dynamic_tokens(strategy: str, spec: TaskSpec | None = None) -> int:
+    """``conf/selection/<strategy>.yaml``'s per-sample budget (of task ``spec``: its ``per_task``
+    entry wins); 0 without one."""
     from omegaconf import OmegaConf
 
     path = CONF_DIR / "selection" / f"{strategy}.yaml"
     if not path.is_file():
         return 0
     conf = OmegaConf.to_container(OmegaConf.load(path))
-    per_task = ((conf.get("per_task") or {}).get(str(task_id)) or {}) if task_id is not None else {}
-    return int(per_task.get("dynamic_tokens", conf.get("dynamic_tokens")) or 0)
+    entry = (per_task_entry(conf.get("per_task"), spec) or {}) if spec is not None else {}
+    return int(entry.get("dynamic_tokens", conf.get("dynamic_tokens")) or 0)
 
 
-def dynamic_tokens(strategy: str, task_ids: Sequence[int]) -> dict[int, int]:
-    """Per task id: the per-sample demonstration budget ``conf/selection/<strategy>.yaml`` gives it."""
-    return {task_id: _dynamic_tokens(strategy, task_id) for task_id in task_ids}
+def dynamic_tokens(strategy: str, specs: Sequence[TaskSpec]) -> list[int]:
+    """The per-sample demonstration budget ``conf/selection/<strategy>.yaml`` gives each task."""
+    return [_dynamic_tokens(strategy, spec) for spec in specs]
 
 
 def budget_overrides(strategy: str, budget: int) -> list[str]:

@@ -41,7 +41,9 @@ def templates() -> Environment:
         keep_trailing_newline=True,
         undefined=StrictUndefined,
     )
-    env.filters.update(table=formatting.table, pct=formatting.pct, tokens=formatting.tokens)
+    env.filters.update(
+        table=formatting.table, pct=formatting.pct, tokens=formatting.tokens, wrap=formatting.wrap
+    )
     return env
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -38,6 +39,15 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def wrap(text: str, indent: str = "", width: int = 100) -> str:
+    """``text`` (whitespace runs collapsed) filled to ``width`` columns, continuation lines indented
+    by ``indent``: a paragraph or list item whose words come partly from run data keeps the
+    Markdown source's line length."""
+    return textwrap.fill(
+        one_line(text), width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
+
+
 def table(rows: Any, css: str = "", caption: str = "", columns: Sequence[str] | None = None) -> str:
     """A Markdown table of ``rows`` (dicts or a DataFrame); ``css`` becomes the HTML table's class
     through a marker line that `longicl.report.html` consumes, ``caption`` an italic line above."""
@@ -60,12 +70,27 @@ def task_list(ids: Iterable[int]) -> str:
     return "tasks " + ", ".join(map(str, ordered))
 
 
+def common_value(values: Mapping[int, int]) -> int | None:
+    """The value most task ids share (the larger on a tie)."""
+    if not values:
+        return None
+    counts = Counter(values.values())
+    return max(counts, key=lambda value: (counts[value], value))
+
+
+def exceptions(values: Mapping[int, int]) -> list[tuple[int, list[int]]]:
+    """Values other than the `common_value`, largest first, each with its task ids."""
+    common = common_value(values)
+    others: dict[int, list[int]] = {}
+    for task_id, value in values.items():
+        if value != common:
+            others.setdefault(value, []).append(task_id)
+    return sorted(others.items(), reverse=True)
+
+
 def common_floor(floors: Mapping[int, int]) -> int | None:
     """The ICL floor most tasks share (the larger on a tie)."""
-    if not floors:
-        return None
-    counts = Counter(floors.values())
-    return max(counts, key=lambda floor: (counts[floor], floor))
+    return common_value(floors)
 
 
 def floor_phrase(floors: Mapping[int, int], noun: str = "demonstrations") -> str:
@@ -73,9 +98,5 @@ def floor_phrase(floors: Mapping[int, int], noun: str = "demonstrations") -> str
     common = common_floor(floors)
     if common is None:
         return "the rule's minimum of demonstration tokens"
-    others: dict[int, list[int]] = {}
-    for task_id, floor in floors.items():
-        if floor != common:
-            others.setdefault(floor, []).append(task_id)
-    exceptions = [f"{floor:,} for {task_list(ids)}" for floor, ids in sorted(others.items(), reverse=True)]
-    return f"{common:,} tokens of {noun}" + (f" ({'; '.join(exceptions)})" if exceptions else "")
+    others = [f"{floor:,} for {task_list(ids)}" for floor, ids in exceptions(floors)]
+    return f"{common:,} tokens of {noun}" + (f" ({'; '.join(others)})" if others else "")

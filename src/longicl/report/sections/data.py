@@ -5,8 +5,35 @@ from __future__ import annotations
 from typing import Any
 
 from longicl import analysis as an
+from longicl.report import formatting as f
 from longicl.report.document import Report
 from longicl.tasks import get_task
+
+
+def dev_sizes(report: Report) -> dict[int, int]:
+    """Labelled examples held out per challenge task id on the dev split: as the dev runs recorded
+    it (``dev_size`` in run.json, else their config's ``dev_size``), else the task's default."""
+    sizes = {}
+    for spec in (get_task(o.name) for o in report.overviews):
+        if spec.is_challenge:
+            sizes[spec.id] = spec.default_dev_size
+    for run in report.dev_runs:
+        configured = run.config.get("dev_size")
+        for name, task in run.tasks.items():
+            spec = get_task(name)
+            if spec.is_challenge:
+                recorded = task.get("dev_size", configured)
+                sizes[spec.id] = spec.default_dev_size if recorded is None else int(recorded)
+    return sizes
+
+
+def per_task_phrase(values: dict[int, int], unit: str) -> str:
+    """``200 per task, 40 for task 8`` from the value of each task id."""
+    common = f.common_value(values)
+    if common is None:
+        return "a set per task"
+    others = [f"{value:,} for {f.task_list(ids)}" for value, ids in f.exceptions(values)]
+    return ", ".join([f"{common:,} {unit}", *others])
 
 
 def build(report: Report) -> dict[str, Any]:
@@ -42,4 +69,4 @@ def build(report: Report) -> dict[str, Any]:
                 "label distributions of the labelled examples (closed-label tasks).",
             )
         )
-    return {"rows": rows, "figures": figures}
+    return {"rows": rows, "figures": figures, "dev_sizes": per_task_phrase(dev_sizes(report), "per task")}

@@ -8,6 +8,7 @@ from typing import Any
 from longicl import analysis as an
 from longicl.report import formatting as f
 from longicl.report.document import Report
+from longicl.tasks import get_task
 
 
 def _hybrid_sizes(report: Report) -> dict[str, Any] | None:
@@ -35,6 +36,39 @@ def _hybrid_sizes(report: Report) -> dict[str, Any] | None:
             if all(sizes.values()):
                 return {**sizes, "tasks": f.task_list(tasks), "run": run.name}
     return None
+
+
+def per_sample_budgets(report: Report, strategy: str = "hybrid") -> dict[int, int]:
+    """Per challenge task id: the per-sample block's budget under ``strategy``, as the first run
+    that used it recorded it (run.json ``selection.dynamic_tokens``), else as ``conf/selection``
+    sets it."""
+    specs = [spec for spec in (get_task(o.name) for o in report.overviews) if spec.is_challenge]
+    budgets = {
+        spec.id: tokens for spec, tokens in zip(specs, an.dynamic_tokens(strategy, specs), strict=True)
+    }
+    recorded: dict[int, int] = {}
+    for run in report.runs:
+        for name, task in run.tasks.items():
+            spec, selection = get_task(name), task.get("selection") or {}
+            if (
+                spec.is_challenge
+                and selection.get("name") == strategy
+                and selection.get("dynamic_tokens") is not None
+            ):
+                recorded.setdefault(spec.id, int(selection["dynamic_tokens"]))
+    return {**budgets, **recorded}
+
+
+def per_sample_phrase(report: Report, budgets: dict[int, int]) -> str:
+    """``1,200 tokens (4,000 for task 8, whose demonstrations are ~1,600 tokens each)``."""
+    demo_tokens = {get_task(o.name).id: an.percentile(o.demo_tokens, 0.5) for o in report.overviews}
+    others = []
+    for budget, ids in f.exceptions(budgets):
+        typical = an.median([demo_tokens[i] for i in ids if demo_tokens.get(i) is not None])
+        why = "" if typical is None else f", whose demonstrations are ~{round(typical, -2):,.0f} tokens each"
+        others.append(f"{budget:,} for {f.task_list(ids)}{why}")
+    common = f.common_value(budgets) or 0
+    return f"{common:,} tokens" + (f" ({'; '.join(others)})" if others else "")
 
 
 def _context_rows(run: an.RunData) -> list[dict[str, Any]]:
@@ -79,6 +113,7 @@ def build(report: Report) -> dict[str, Any]:
     decoded = (report.model_runs or report.runs or [None])[0]
     return {
         "sizes": _hybrid_sizes(report),
+        "per_sample": per_sample_phrase(report, per_sample_budgets(report)),
         "first": first,
         "context_rows": _context_rows(first) if first else [],
         "used": sorted({str((r.config.get("selection") or {}).get("name")) for r in report.runs}),
