@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 
 import pytest
@@ -130,6 +131,24 @@ def test_the_report_says_where_numbers_come_from(dry_report, dry_dir):
         assert f"| {name} | none (dry run" in markdown
         assert f"{task['icl_tokens']['min']:,}" in markdown
     assert "| 15,000 | yes |" in markdown and "| 30,000 | yes |" in markdown
+
+
+def test_prose_numbers_are_read_from_the_runs(dry_report, dry_dir, tmp_path):
+    markdown = dry_report[0].markdown.read_text(encoding="utf-8")
+    assert "(200 per task, 40 for task 8) is held out" in " ".join(markdown.split())
+    per_sample = "at most 1,200 tokens (4,000 for task 8, whose demonstrations are ~1,600 tokens each)."
+    assert per_sample in " ".join(markdown.split())
+    # what the run recorded wins over the task defaults and conf/selection
+    copy = tmp_path / "run"
+    shutil.copytree(dry_dir, copy)
+    summary = json.loads((copy / "run.json").read_text())
+    for name, task in summary["tasks"].items():
+        task["dev_size"] = 50
+        task["selection"]["dynamic_tokens"] = 2000 if name == "openseek-3" else 1500
+    (copy / "run.json").write_text(json.dumps(summary))
+    markdown = report.build_report([copy], tmp_path / "out").markdown.read_text(encoding="utf-8")
+    assert "(50 per task) is held out" in " ".join(markdown.split())
+    assert "at most 1,500 tokens (2,000 for task 3, whose demonstrations are ~" in " ".join(markdown.split())
 
 
 def test_reproduction_commands_run_as_written(dry_report, dry_dir):
