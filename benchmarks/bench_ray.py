@@ -1,19 +1,21 @@
 """engine=ray (HTTP mode) against the fake server vs engine=openai: rows/s and the driver's peak memory.
 
-    python benchmarks/bench_ray.py [--rows 1000 2000] [--engines openai ray] [extra hydra overrides]
+    python benchmarks/bench_ray.py [--rows 100000] [--engines openai ray] [extra hydra overrides]
 
-A synthetic task of short rows (declared tasks, issue 13, had not landed when this was written:
-the rows are written as a task-4 file, "concatenate the strings", in a temporary data dir, with
-the real task-4 examples as the demonstration pool and ``--rows`` generated test samples). The
-fake server runs in its own process, so the driver's memory is the runner's alone. Each engine
-and size runs in a fresh child process; its peak RSS (``ru_maxrss``) is printed with the rows/s.
-Memory should not grow with the rows beyond the task data itself: requests are built as workers
-take samples, and Ray windows hold at most ``engine.concurrency`` prompts. Nothing is asserted.
+A synthetic declared task (a task YAML and a CSV, as in ``examples/``): the 500 labelled rows of
+``examples/tweet-mood.csv`` as the demonstration pool, then ``--rows`` generated short rows to
+annotate (``min_icl_tokens`` small, so that a request is short and the transport is measured).
+The fake server runs in its own process, so the driver's memory is the runner's alone. Each
+engine and size runs in a fresh child process; its peak RSS (``ru_maxrss``) is printed with the
+rows/s. Memory should not grow with the rows beyond the task data itself: requests are built as
+workers take samples, and each server's Ray stream holds at most ``engine.concurrency`` prompts.
+Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import random
 import resource
@@ -24,18 +26,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK_FILE = "openseek-4_conala_concat_strings.json"
+WORDS = ["so", "happy", "today", "sad", "rain", "again", "love", "this", "tired", "ok", "#mood", "lol"]
 
 
-def write_task(data_dir: Path, rows: int) -> None:
-    source = json.loads((ROOT / "data" / "openseek" / TASK_FILE).read_text())
-    words = ["a", "bc", "def", "x", "yz", "that.", "I", "are", "as", "W"]
+def write_task(folder: Path, rows: int) -> Path:
+    """``bench-mood.yaml`` and its CSV: the example's labelled rows, then ``rows`` to annotate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (ROOT / "examples" / "tweet-mood.csv").open(newline="") as source:
+        labelled = [r for r in csv.DictReader(source) if r["mood"]]
     rng = random.Random(0)
-    source["test_samples"] = [
-        {"id": f"openseek-4-synthetic{i:08d}", "input": str(rng.sample(words, 4))} for i in range(rows)
-    ]
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / TASK_FILE).write_text(json.dumps(source))
+    with (folder / "bench-mood.csv").open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["tweet_id", "text", "mood"])
+        for r in labelled:
+            writer.writerow([r["tweet_id"], r["text"], r["mood"]])
+        for i in range(rows):
+            writer.writerow([10_000_000 + i, " ".join(rng.choices(WORDS, k=6)), ""])
+    task = folder / "bench-mood.yaml"
+    task.write_text(
+        "name: bench-mood\n"
+        "definition: Decide the mood of the author of a short post. Answer 'down' or 'fine'.\n"
+        "data: bench-mood.csv\nid_column: tweet_id\ninput: text\noutput_column: mood\n"
+        "answer: label\nlabels: [down, fine]\nmin_icl_tokens: 300\nmetric: macro_f1\n"
+    )
+    return task
 
 
 def child(engine: str, rows: int, url: str, overrides: list[str]) -> None:
@@ -45,16 +59,14 @@ def child(engine: str, rows: int, url: str, overrides: list[str]) -> None:
     from longicl.runner import run
 
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp) / "data"
-        write_task(data_dir, rows)
+        task = write_task(Path(tmp) / "task", rows)
         extra = ["engine=ray", "+engine.ray.init.num_cpus=2"] if engine == "ray" else []
         cfg = compose_config(
             ROOT / "conf",
             [
-                "task=4",
+                f"task={task}",
                 "split=test",
                 "progress=false",
-                f"data_dir={data_dir}",
                 f"out_dir={tmp}/out",
                 *extra,
                 f"engine.base_url={url}",
@@ -81,7 +93,7 @@ def child(engine: str, rows: int, url: str, overrides: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, nargs="+", default=[1000, 2000])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--engines", nargs="+", default=["openai", "ray"])
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args()
