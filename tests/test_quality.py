@@ -196,7 +196,8 @@ def test_report_has_a_quality_section_with_figures_and_the_audit(noisy_quality, 
 
     run_data = an.load_run(noisy_quality["logprob"])
     rows = an.quality_rows(run_data)
-    assert rows[0]["task"] == "openseek-5" and rows[0]["AUROC"] > 0.5
+    assert rows.iloc[0]["task"] == "openseek-5" and rows.iloc[0]["AUROC"] > 0.5
+    assert rows["AUROC"].dtype == "Float64" and rows["samples"].dtype == "Int64"
     written = build_report([noisy_quality["logprob"], noisy_quality["agreement"]], tmp_path)
     text = written.markdown.read_text()
     section = text[text.index("## Quality") :]

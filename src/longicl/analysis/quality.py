@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
+
 from longicl.analysis.figures import _grid
 from longicl.analysis.runs import RunData, task_spec
+from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.metrics import score
 from longicl.parse import normalise
 from longicl.quality import metrics as qm
@@ -31,7 +34,34 @@ def quality_of(run: RunData) -> dict[str, dict[str, Any]]:
     return out
 
 
-def quality_rows(run: RunData) -> list[dict[str, Any]]:
+#: Columns of `quality_rows` and their dtypes (a Cohen κ column per side voter follows).
+QUALITY_COLUMNS = {
+    "task": TEXT,
+    "samples": COUNT,
+    "with confidence": COUNT,
+    "source": TEXT,
+    "accuracy": NUMBER,
+    "AUROC": NUMBER,
+    "ECE raw": NUMBER,
+    "ECE calibrated (cv)": NUMBER,
+    "accuracy at 80%": NUMBER,
+    "threshold at 80%": NUMBER,
+    "Fleiss κ (variants)": NUMBER,
+    "Cohen κ vs gold": NUMBER,
+}
+
+#: Columns of `audit_rows` and their dtypes.
+AUDIT_COLUMNS = {
+    "task": TEXT,
+    "sample_id": TEXT,
+    "gold": TEXT,
+    "model_answer": TEXT,
+    "confidence": NUMBER,
+    "confidence_source": TEXT,
+}
+
+
+def quality_rows(run: RunData) -> pd.DataFrame:
     """One row per task: how many samples have a confidence, its AUROC, ECE raw and calibrated,
     the accuracy of the 80% most confident answers, and the agreement statistics."""
     rows = []
@@ -59,12 +89,15 @@ def quality_rows(run: RunData) -> list[dict[str, Any]]:
                 },
             }
         )
-    return rows
+    voters = {column: NUMBER for row in rows for column in row if column not in QUALITY_COLUMNS}
+    return frame(rows, {**QUALITY_COLUMNS, **voters})
 
 
-def audit_rows(run: RunData) -> list[dict[str, Any]]:
+def audit_rows(run: RunData) -> pd.DataFrame:
     """The pool audit: labelled examples the model contradicts with confidence (likely label errors)."""
-    return [s for q in quality_of(run).values() for s in (q.get("audit") or {}).get("suspects") or []]
+    suspects = [s for q in quality_of(run).values() for s in (q.get("audit") or {}).get("suspects") or []]
+    extra = {key: "object" for s in suspects for key in s if key not in AUDIT_COLUMNS}
+    return frame(suspects, {**AUDIT_COLUMNS, **extra})
 
 
 def _scored(run: RunData, name: str) -> tuple[list[float], list[float]]:
