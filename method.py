@@ -13,7 +13,7 @@ requests of a ``main.py`` run with the same config (``tests/test_method.py`` che
 This file is the place to try a new idea: change a function here, then score it on the dev
 split with ``python method.py --task 5 --limit 40`` (see ``--help``). An idea that holds up
 belongs in the library next (a selection strategy in ``src/longicl/selection/``, a prompt in
-``conf/prompt/``, a method in ``src/longicl/annotate.py``), where ``main.py`` runs it at scale
+``conf/prompt/``, a method in ``src/longicl/annotators/``), where ``main.py`` runs it at scale
 with caching, resumption and reports.
 """
 
@@ -33,7 +33,7 @@ from longicl.data import Example, load_task, split
 from longicl.engines import build_engine
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.parse import parse_answer
-from longicl.prompt import ContextBuilder, PromptTemplate
+from longicl.prompt import ContextBuilder, build_context
 from longicl.runner import RunSettings, settings_from_config
 from longicl.tasks import TASKS, TaskSpec
 from longicl.tokens import TokenCounter
@@ -66,17 +66,7 @@ def task_for(task_description: str) -> TaskSpec:
 def _builder(task_id: int, examples: tuple[Example, ...]) -> ContextBuilder:
     spec = TASKS[task_id]
     data = load_task(spec, settings().data_dir)
-    return ContextBuilder(
-        spec=spec,
-        definition=data.definition,
-        pool=examples,
-        template=PromptTemplate.from_config(settings().prompt, spec),
-        counter=counter(),
-        budget=settings().budget_for(spec),
-        strategy=settings().selection["name"],
-        seed=settings().seed,
-        enable_thinking=settings().method.enable_thinking,
-    )
+    return build_context(spec, data.definition, examples, settings(), counter())
 
 
 def _as_examples(all_examples: Sequence[Any]) -> tuple[Example, ...]:

@@ -231,9 +231,6 @@ def test_main_task8_limit5_writes_code_predictions(tmp_path) -> None:
     pytest.importorskip("triton")
     from longicl import runner
 
-    base = compose("task=8", "split=test", "limit=5")
-    if "kernels" not in base or not hasattr(runner, "ANNOTATORS"):
-        pytest.skip("the runner does not dispatch on TaskSpec.annotator yet (see docs/kernels.md, Wiring)")
     module = source("div_triton")
     with FakeServer(FixedAnswer(chatty(module))) as server:
         result = runner.run(

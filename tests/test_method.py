@@ -7,6 +7,7 @@ from conftest import ROOT, compose
 from fake_server import FakeServer
 
 from longicl.runner import prepare_tasks, settings_from_config
+from longicl.tasks import TASKS
 from longicl.tokens import TokenCounter
 
 
@@ -18,16 +19,38 @@ def method():
     return module
 
 
-def test_same_examples_and_messages_as_the_runner(method):
-    task_run = prepare_tasks(settings_from_config(compose("task=6", "split=dev", "limit=3")), TokenCounter())[
-        0
-    ]
+PRESETS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+
+
+@pytest.fixture
+def preset(method, request):
+    """method.py configured with ``method=<preset>``, restored afterwards."""
+    overrides = [f"method={request.param}"]
+    saved = list(method.OVERRIDES)
+    method.OVERRIDES[:] = overrides
+    method.settings.cache_clear()
+    method._builder.cache_clear()
+    yield request.param
+    method.OVERRIDES[:] = saved
+    method.settings.cache_clear()
+    method._builder.cache_clear()
+
+
+@pytest.mark.parametrize("preset", PRESETS, indirect=True)
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_same_examples_and_messages_as_the_runner(method, preset, task):
+    """Per preset and task: the runner's examples, messages and token count (thinking included)."""
+    settings = settings_from_config(compose(f"task={task}", "split=dev", "limit=1", f"method={preset}"))
+    (task_run,) = prepare_tasks(settings, TokenCounter())
     pool = [{"id": ex.id, "input": ex.input, "output": [ex.output]} for ex in task_run.split.pool]
     for sample in task_run.samples:
         plan = task_run.builder.plan(sample)
         chosen = method.select_examples(pool, task_run.data.definition, sample.input)
         assert [ex.id for ex in chosen] == list(plan.demo_ids)
         assert method.build_prompt(task_run.data.definition, sample.input) == plan.messages()
+        builder = method._builder(task, method._POOLS[task_run.spec.name])
+        assert builder.enable_thinking == settings.method.for_task(task_run.spec).enable_thinking
+        assert builder.plan(method.Example("query", sample.input)).prompt_tokens == plan.prompt_tokens
 
 
 def test_annotate_through_a_server(method, gold_answers, monkeypatch):

@@ -21,13 +21,13 @@ from conftest import DATA_DIR, compose
 from fake_server import FakeServer, FixedAnswer, GoldAnswers
 
 from longicl.annotate import Annotator, MethodSettings, build_request
+from longicl.annotators.side_models import SideEngine, SideModels
 from longicl.data import Example
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.engines.openai_compat import OpenAIEngine
 from longicl.errors import UsageError
 from longicl.methods import calibration as cal
 from longicl.methods import structured
-from longicl.methods.programs import SideEngine
 from longicl.methods.report import task_report
 from longicl.methods.scoring import label_logprobs
 from longicl.methods.thinking import followup_request, unfinished_thinking
@@ -517,7 +517,11 @@ def test_program_verification_replaces_wrong_answers_and_says_so(tmp_path):
     with FakeServer(FixedAnswer("7"), count_tokens=False) as server:
         annotator, task_run, engine = _annotator(server.url, "1", method)
         program = OracleEngine("program")
-        annotator.side = SideEngine({"name": "oracle"}, task_run.spec, task_run.split.pool, engine=program)
+        annotator.side = SideModels(
+            annotator.settings,
+            task_run.spec,
+            SideEngine({}, task_run.spec, task_run.split.pool, engine=program),
+        )
         records = _annotate_all(annotator, engine, task_run.samples)
     assert program.prepared == ["openseek-1"]  # prepared once, on the pool
     assert all(r["correct"] == 1.0 and r["method"] == "icl+program" for r in records)
@@ -534,7 +538,8 @@ def test_a_side_answer_that_is_not_a_program_never_replaces(tmp_path):
     method = MethodSettings(use_program=True)
     with FakeServer(FixedAnswer("7"), count_tokens=False) as server:
         annotator, task_run, engine = _annotator(server.url, "1", method)
-        annotator.side = SideEngine({}, task_run.spec, task_run.split.pool, engine=OracleEngine("retrieval"))
+        side = SideEngine({}, task_run.spec, task_run.split.pool, engine=OracleEngine("retrieval"))
+        annotator.side = SideModels(annotator.settings, task_run.spec, side)
         records = _annotate_all(annotator, engine, task_run.samples[:2])
     assert all(r["prediction"] == "7" and not r["program"]["replaced"] for r in records)
 
@@ -543,7 +548,8 @@ def test_classical_voter_joins_the_vote_and_marks_the_run(tmp_path):
     method = MethodSettings(classical_voter=True, classical_weight=1.5, structured_outputs=True, logprobs=5)
     with FakeServer(FixedAnswer("Not sad"), count_tokens=False) as server:
         annotator, task_run, engine = _annotator(server.url, "5", method)
-        annotator.side = SideEngine({}, task_run.spec, task_run.split.pool, engine=OracleEngine("classifier"))
+        side = SideEngine({}, task_run.spec, task_run.split.pool, engine=OracleEngine("classifier"))
+        annotator.side = SideModels(annotator.settings, task_run.spec, side)
         records = _annotate_all(annotator, engine, task_run.samples)
     assert all(r["correct"] == 1.0 and r["method"] == "icl+classifier" for r in records)
     assert all(r["vote"]["side"][0]["source"] == "classifier" for r in records)

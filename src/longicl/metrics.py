@@ -8,12 +8,14 @@ metric (``TASK_METRICS``, named by the task file's ``metric``).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sklearn.metrics import f1_score
 
 from longicl.errors import DataError
+from longicl.kernels.metrics import kernel_metrics
 from longicl.parse import normalise
 from longicl.tasks import AnswerKind, TaskSpec
 
@@ -41,6 +43,8 @@ class TaskMetric:
     string_match: bool  # each sample is correct or not after normalisation
     summarise: Callable[[TaskSpec, Sequence[dict]], float | None]
     answer_kinds: tuple[AnswerKind, ...] | None = None  # None: any
+    # What run.json adds to the task's entry from its records (task 8: ``kernels``).
+    task_summary: Callable[[Iterable[Mapping[str, Any]]], dict[str, Any]] = lambda records: {}
 
 
 #: metric name (a task file's ``metric``) -> how it is computed
@@ -48,7 +52,11 @@ TASK_METRICS: dict[str, TaskMetric] = {
     "exact_match": TaskMetric(string_match=True, summarise=lambda spec, rows: accuracy_of(rows)),
     "macro_f1": TaskMetric(string_match=True, summarise=_macro_f1, answer_kinds=(AnswerKind.LABEL,)),
     # task 8: judged by running the code (longicl.kernels.metrics), never by string match
-    "kernel_check": TaskMetric(string_match=False, summarise=lambda spec, rows: None),
+    "kernel_check": TaskMetric(
+        string_match=False,
+        summarise=lambda spec, rows: None,
+        task_summary=lambda records: {"kernels": kernel_metrics(records)},
+    ),
 }
 
 
@@ -61,6 +69,11 @@ def check_metric(spec: TaskSpec) -> TaskMetric:
         kinds = ", ".join(k.value for k in metric.answer_kinds)
         raise DataError(f"{spec.source}: metric: {spec.metric} needs answer: {kinds}")
     return metric
+
+
+def metric_for(spec: TaskSpec) -> TaskMetric:
+    """The task's metric (``TaskSpec.metric``), looked up in `TASK_METRICS`."""
+    return check_metric(spec)
 
 
 def score(spec: TaskSpec, prediction: str, gold: str | None) -> float | None:

@@ -11,7 +11,8 @@ bold, quotes, a trailing period, odd casing. Extraction takes, in order of trust
 3. the last non-empty line.
 
 The candidate is then normalised for the task's answer kind. An answer that cannot be read
-becomes the prediction ``""`` (never null) and counts as a parse failure.
+becomes the prediction ``""`` (never null) and counts as a parse failure. Code answers (task 8)
+are read by `longicl.code_extract` instead. Each answer kind has one `AnswerReader` in `READERS`.
 
 Weak and base models answer in the demonstrations' own shape: they echo the template's answer
 prefix (``Output: Sad``) and may go on inventing demonstrations (``\nInput: …\nOutput: …``).
@@ -22,8 +23,10 @@ leading echoed prefix is dropped before the steps above, so the invented answers
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from longicl.code_extract import extract_code
 from longicl.reasoning import strip_reasoning
 from longicl.tasks import AnswerKind, TaskSpec
 
@@ -100,38 +103,61 @@ def parse_answer(spec: TaskSpec, text: str | None, shape: ReplyShape | None = No
     """Read one model reply as an answer of ``spec``'s kind (``shape``: see `ReplyShape`)."""
     if text is None or not text.strip():
         return ParsedAnswer("", False, "", "empty reply")
-    if spec.answer_kind is AnswerKind.CODE:
-        from longicl.kernels.extract import extract_code
-
-        code = extract_code(text)
-        if not code:
-            return ParsedAnswer("", False, "", "no code found")
-        return ParsedAnswer(code, True, code)
-    body = strip_reasoning(text)
-    if not body:
-        return ParsedAnswer("", False, "", "no answer after the reasoning")
-    if shape is not None:
-        body = shape.trim(body)
-        if not body:
-            return ParsedAnswer("", False, "", "only the answer prefix, no answer")
-    candidate = clean(extract_candidate(body))
-    value = _NORMALISERS[spec.answer_kind](spec, candidate, body)
-    if value is None:
-        return ParsedAnswer("", False, candidate, f"not a valid {spec.answer_kind.value} answer")
-    return ParsedAnswer(value, True, candidate)
+    return reader_for(spec).parse(spec, text, shape)
 
 
 def normalise(spec: TaskSpec, text: str) -> str:
     """The canonical form of a clean answer (gold or prediction); the key exact match compares."""
-    if spec.answer_kind is AnswerKind.CODE:
-        return text.strip()
-    value = _NORMALISERS[spec.answer_kind](spec, clean(text), text)
-    if value is None:
-        return clean(text)
-    if spec.answer_kind is AnswerKind.TEXT:
-        # Compare text answers without any trailing period, whatever the prediction keeps.
-        value = value.rstrip(".").rstrip()
-    return value
+    return reader_for(spec).normalise(spec, text)
+
+
+@dataclass(frozen=True)
+class AnswerReader:
+    """How answers of one kind are read: out of a reply (``parse``) and as the key exact match
+    compares (``normalise``)."""
+
+    parse: Callable[[TaskSpec, str, ReplyShape | None], ParsedAnswer]
+    normalise: Callable[[TaskSpec, str], str]
+
+
+#: the normaliser of a kind: (spec, clean candidate, reply body) -> canonical value or None
+Normaliser = Callable[[TaskSpec, str, str], str | None]
+
+
+def _prose(value_of: Normaliser, key_tail: Callable[[str], str] = lambda value: value) -> AnswerReader:
+    """A reader for answers written in prose: drop the reasoning, take the most trusted span,
+    normalise it (``key_tail`` finishes the comparison key)."""
+
+    def parse(spec: TaskSpec, text: str, shape: ReplyShape | None) -> ParsedAnswer:
+        body = strip_reasoning(text)
+        if not body:
+            return ParsedAnswer("", False, "", "no answer after the reasoning")
+        if shape is not None:
+            body = shape.trim(body)
+            if not body:
+                return ParsedAnswer("", False, "", "only the answer prefix, no answer")
+        candidate = clean(extract_candidate(body))
+        value = value_of(spec, candidate, body)
+        if value is None:
+            return ParsedAnswer("", False, candidate, f"not a valid {spec.answer_kind.value} answer")
+        return ParsedAnswer(value, True, candidate)
+
+    def key(spec: TaskSpec, text: str) -> str:
+        value = value_of(spec, clean(text), text)
+        return clean(text) if value is None else key_tail(value)
+
+    return AnswerReader(parse, key)
+
+
+def _parse_code(spec: TaskSpec, text: str, shape: ReplyShape | None) -> ParsedAnswer:
+    code = extract_code(text)
+    if not code:
+        return ParsedAnswer("", False, "", "no code found")
+    return ParsedAnswer(code, True, code)
+
+
+def reader_for(spec: TaskSpec) -> AnswerReader:
+    return READERS[spec.answer_kind]
 
 
 def _label(spec: TaskSpec, candidate: str, body: str) -> str | None:
@@ -200,9 +226,12 @@ def _looks_abbreviated(value: str) -> bool:
     return "." in stem or 0 < len(stem) <= 2
 
 
-_NORMALISERS = {
-    AnswerKind.LABEL: _label,
-    AnswerKind.INTEGER: _integer,
-    AnswerKind.INT_LIST: _int_list,
-    AnswerKind.TEXT: _text,
+#: answer kind -> its reader; every kind a task may declare has one (tests/test_tasks.py checks)
+READERS: dict[AnswerKind, AnswerReader] = {
+    AnswerKind.LABEL: _prose(_label),
+    AnswerKind.INTEGER: _prose(_integer),
+    AnswerKind.INT_LIST: _prose(_int_list),
+    # Compare text answers without any trailing period, whatever the prediction keeps.
+    AnswerKind.TEXT: _prose(_text, key_tail=lambda value: value.rstrip(".").rstrip()),
+    AnswerKind.CODE: AnswerReader(_parse_code, lambda spec, text: text.strip()),  # judged by running it
 }

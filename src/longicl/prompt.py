@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from longicl.data import Example
 from longicl.errors import UsageError
@@ -262,6 +263,45 @@ class ContextBuilder:
             - (header_tokens + dynamic_tokens + query_tokens + self._tail_tokens),
             stop=self.template.stop,
         )
+
+
+class ContextSettings(Protocol):
+    """What `build_context` reads of a run's settings (`longicl.runner.RunSettings` has it all)."""
+
+    prompt: Mapping[str, Any]
+    seed: int
+
+    def strategy_for(self, spec: TaskSpec) -> str: ...
+
+    def budget_for(self, spec: TaskSpec) -> PromptBudget: ...
+
+    def thinking_for(self, spec: TaskSpec) -> bool: ...
+
+
+def build_context(
+    spec: TaskSpec,
+    definition: str,
+    pool: Sequence[Example],
+    settings: ContextSettings,
+    counter: TokenCounter,
+    *,
+    queries: Sequence[Example] = (),
+) -> ContextBuilder:
+    """The prompt builder of one task under a run's settings: its template, budget, selection
+    strategy and thinking flag as they apply to ``spec`` (per-task overrides included). The runner
+    and ``method.py`` both build through here, so they send the same prompts."""
+    return ContextBuilder(
+        spec=spec,
+        definition=definition,
+        pool=pool,
+        template=PromptTemplate.from_config(settings.prompt, spec),
+        counter=counter,
+        budget=settings.budget_for(spec),
+        strategy=settings.strategy_for(spec),
+        seed=settings.seed,
+        enable_thinking=settings.thinking_for(spec),
+        queries=queries,
+    )
 
 
 def _replace_budget(budget: PromptBudget, **changes: int) -> PromptBudget:

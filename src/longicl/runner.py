@@ -30,28 +30,24 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from longicl.annotate import Annotator, MethodSettings
+from longicl.annotators import ANNOTATORS, MethodSettings, annotator_for
 from longicl.config_values import as_int, plain
 from longicl.credentials import redact, redact_command
 from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split
 from longicl.engines import Engine, build_engine
 from longicl.engines.servers import NoServerLeft, ServerPool
 from longicl.errors import DataError, UsageError, one_line
-from longicl.kernels.generate import KernelAnnotator, KernelSettings
-from longicl.kernels.metrics import kernel_metrics
 from longicl.methods import task_report
-from longicl.metrics import TaskMetrics, aggregate, check_metric, score
+from longicl.metrics import TaskMetrics, aggregate, check_metric, metric_for, score
 from longicl.paths import PROJECT_ROOT
-from longicl.prompt import ContextBuilder, PromptPlan, PromptTemplate
+from longicl.prompt import ContextBuilder, PromptPlan, build_context
 from longicl.quality import task_quality
+from longicl.records import MethodLabel, SampleRecord
 from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_torn_tail
 from longicl.selection import STRATEGIES, PromptBudget
 from longicl.serve import ensure_server
 from longicl.tasks import TaskSpec, per_task_entry, resolve_tasks, task_order
 from longicl.tokens import TOKENIZERS, TokenCounter
-
-#: TaskSpec.annotator -> the class that annotates one sample of such a task
-ANNOTATORS: dict[str, type[Annotator]] = {"default": Annotator, "kernel": KernelAnnotator}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -95,6 +91,10 @@ class RunSettings:
         """The selection strategy of ``spec``: ``selection.per_task.<id or name>.name`` or ``selection.name``."""
         per_task = per_task_entry(self.selection.get("per_task"), spec) or {}
         return str(per_task.get("name") or self.selection["name"])
+
+    def thinking_for(self, spec: TaskSpec) -> bool:
+        """Whether ``spec``'s requests think (``method.per_task.<id>.enable_thinking`` or the global)."""
+        return self.method.for_task(spec).enable_thinking
 
     def budget_for(self, spec: TaskSpec) -> PromptBudget:
         per_task = per_task_entry(self.selection.get("per_task"), spec) or {}
@@ -155,13 +155,11 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         )
     tasks = resolve_tasks(conf.get("task", "all"))
     for spec in tasks:
-        if spec.annotator not in ANNOTATORS:
-            raise UsageError(
-                f"{spec.source}: annotator: {spec.annotator!r} is not one of {', '.join(ANNOTATORS)}"
-            )
+        annotator_for(spec)  # a task file naming an unknown annotator or metric: one line naming it
         check_metric(spec)
-    method = MethodSettings.from_config(dict(conf.get("method") or {}), tasks=tasks)  # see longicl.annotate
-    KernelSettings.from_config(conf.get("kernels"))  # task 8's settings, checked before any output
+    method = MethodSettings.from_config(dict(conf.get("method") or {}), tasks=tasks)  # see longicl.annotators
+    for name, annotator in ANNOTATORS.items():  # their own settings (task 8's ``kernels``), before any output
+        annotator.check_config(conf, [spec for spec in tasks if spec.annotator == name])
     max_model_len = as_int(conf.get("max_model_len", 131072), "max_model_len", minimum=1)
     max_prompt_tokens = as_int(conf.get("max_prompt_tokens", 120000), "max_prompt_tokens", minimum=1)
     longest_answer = method.longest_request(tasks)
@@ -241,19 +239,8 @@ def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]
         spec = data.spec  # with the labels found in the data when the task file lists none
         parts = split(data, settings.split, dev_size=settings.dev_size or None, seed=settings.seed)
         samples = parts.samples[: settings.limit] if settings.limit else parts.samples
-        template = PromptTemplate.from_config(settings.prompt, spec)
-        builder = ContextBuilder(
-            spec=spec,
-            definition=data.definition,
-            pool=parts.pool,
-            template=template,
-            counter=counter,
-            budget=settings.budget_for(spec),
-            strategy=settings.strategy_for(spec),
-            seed=settings.seed,
-            enable_thinking=settings.method.for_task(spec).enable_thinking,
-            queries=parts.samples,  # the whole split (not only limit): the centroid block
-        )
+        # the whole split as queries (not only limit): the centroid block
+        builder = build_context(spec, data.definition, parts.pool, settings, counter, queries=parts.samples)
         check_floor(spec, sum(builder.costs), len(parts.pool), settings.split)
         # Planning the first sample surfaces budget problems now, not mid-run.
         prompt_tokens = builder.plan(samples[0]).prompt_tokens if samples else 0
@@ -354,7 +341,7 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
     started = time.monotonic()
     await engine.prepare(spec, task_run.split.pool)
     logger = DryRunLog(rundir, spec.name) if not engine.answers else None
-    annotator = ANNOTATORS[spec.annotator].for_run(
+    annotator = annotator_for(spec).for_run(
         spec, task_run.builder, engine, settings.method, request_logger=logger, config=settings.config
     )
     _write_static_blocks(rundir, task_run, annotator.settings.self_consistency)
@@ -434,20 +421,21 @@ def check_floor(spec: TaskSpec, pool_tokens: int, pool_size: int, split_name: st
 def failed_record(spec: TaskSpec, sample: Example, index: int, exc: Exception, method: str) -> dict[str, Any]:
     """The record of a sample whose annotation raised: no prediction, the error named; like a
     failed request, it counts as missing (exit 1) and is redone when the run is resumed."""
-    return {
-        "task": spec.name,
-        "sample_id": sample.id,
-        "index": index,
-        "prediction": "",
-        "parsed_ok": False,
-        "parse_error": None,
-        "gold": sample.output,
-        "correct": score(spec, "", sample.output),
-        "method": method,
-        "error": f"{type(exc).__name__}: {one_line(exc, 500)} (traceback in logs/run.log)",
-        "requests": [],
-        "vote": None,
-    }
+    return SampleRecord(
+        task=spec.name,
+        sample_id=sample.id,
+        index=index,
+        prediction="",
+        parsed_ok=False,
+        parse_error=None,
+        gold=sample.output,
+        correct=score(spec, "", sample.output),
+        method=MethodLabel.parse(method),
+        error=f"{type(exc).__name__}: {one_line(exc, 500)} (traceback in logs/run.log)",
+        requests=[],
+        vote=None,
+        has_decision=False,  # nothing was decided
+    ).to_dict()
 
 
 def _prediction(record: dict | None) -> str:
@@ -569,10 +557,9 @@ def finish(
                 rundir.path,
             ),
         }
-        if task_run.spec.metric == "kernel_check":
-            tasks[name]["kernels"] = kernel_metrics(
-                records[s.id] for s in task_run.samples if s.id in records
-            )
+        tasks[name].update(
+            metric_for(task_run.spec).task_summary(records[s.id] for s in task_run.samples if s.id in records)
+        )
     accuracies = [t["accuracy"] for t in tasks.values() if t.get("accuracy") is not None]
     summary = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from longicl.engines.base import ChatRequest, Completion, Engine
+from longicl.engines.base import CONTEXT_LENGTH_ERROR, ChatRequest, Completion, Engine
 from longicl.errors import UsageError
 
 # name -> "module:Class"; imported on demand so that optional dependencies stay optional.
@@ -31,4 +32,27 @@ def build_engine(settings: Mapping[str, Any]) -> Engine:
     return cls(**options)
 
 
-__all__ = ["ENGINES", "ChatRequest", "Completion", "Engine", "build_engine"]
+def check_available(settings: Mapping[str, Any], option: str) -> None:
+    """Fail early, naming ``option``, when the engine ``settings`` name cannot be imported."""
+    name = str(settings.get("name", ""))
+    target = ENGINES.get(name)
+    if target is None:
+        raise UsageError(f"{option} needs method.side_engine.name to be one of: {', '.join(ENGINES)}")
+    module = target.split(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise UsageError(f"{option} needs the {name!r} engine ({module}), which this install does not have")
+
+
+__all__ = [
+    "CONTEXT_LENGTH_ERROR",
+    "ENGINES",
+    "ChatRequest",
+    "Completion",
+    "Engine",
+    "build_engine",
+    "check_available",
+]

@@ -14,6 +14,10 @@ from typing import Any
 from longicl.data import Example
 from longicl.tasks import TaskSpec
 
+#: how an engine's ``Completion.error`` starts when the server found the prompt too long for its
+#: context window (the annotator then shrinks the prompt and asks again)
+CONTEXT_LENGTH_ERROR = "context_length"
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -43,6 +47,10 @@ class Completion:
     logprobs: list[dict[str, Any]] | None = None  # per generated token: {"token", "logprob", "top": {...}}
     method: str = "icl"  # "icl", or "program" / "classifier" / "retrieval" for classical annotators
     notes: list[str] = field(default_factory=list)  # what the engine had to do (retries, shrinks, …)
+
+    @property
+    def context_too_long(self) -> bool:
+        return (self.error or "").startswith(CONTEXT_LENGTH_ERROR)
 
 
 class Engine(ABC):

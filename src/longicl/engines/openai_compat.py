@@ -29,7 +29,7 @@ from openai import AsyncOpenAI
 
 from longicl.credentials import resolve_api_key
 from longicl.engines import capabilities as caps_table
-from longicl.engines.base import ChatRequest, Completion, Engine
+from longicl.engines.base import CONTEXT_LENGTH_ERROR, ChatRequest, Completion, Engine
 from longicl.engines.capabilities import Capabilities, is_context_overflow
 from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, healthy, probe_async
 from longicl.engines.servers import Server, ServerPool
@@ -39,7 +39,6 @@ from longicl.reasoning import reasoning_field
 from longicl.tokens import ServerTokenizer
 
 SERVING_HELP = "see README.md, section 'Serving the model'"
-CONTEXT_LENGTH_ERROR = "context_length"
 
 
 def validate_base_url(url: object) -> str:

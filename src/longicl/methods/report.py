@@ -21,12 +21,13 @@ from longicl.methods.scoring import best_label
 from longicl.methods.voting import Vote, rule_for, vote
 from longicl.metrics import score
 from longicl.parse import normalise
+from longicl.records import MethodLabel, task_method
 from longicl.rundir import atomic_write_json
 from longicl.tasks import TaskSpec
 
 
 class MethodSettings(Protocol):
-    """What this module reads of the method settings (``longicl.annotate.MethodSettings``, the
+    """What this module reads of the method settings (``longicl.annotators.MethodSettings``, the
     caller's type, is not imported: the dependency points from the annotator to here)."""
 
     calibration: str | None
@@ -38,7 +39,8 @@ class MethodSettings(Protocol):
     vote: str
 
     def for_task(self, spec: TaskSpec) -> MethodSettings: ...
-    def label(self, spec: TaskSpec) -> str: ...
+    def method_label(self, spec: TaskSpec) -> MethodLabel: ...
+    def side_models(self, spec: TaskSpec) -> list[str]: ...
     def summary(self, spec: TaskSpec) -> dict[str, Any]: ...
 
 
@@ -56,25 +58,12 @@ def task_report(
     """The method part of one task's run.json entry (see the module docstring)."""
     rows = list(records.values()) if isinstance(records, Mapping) else list(records)
     settings = method.for_task(spec)
-    side_models = []
-    if settings.classical_voter and spec.is_closed:
-        side_models.append("classifier")
-    if settings.use_program and spec.program:
-        side_models.append("program")
-    # Records of an engine that is not a language model (engine=classical) name what answered.
-    answered_by = sorted(
-        {str(r.get("method")) for r in rows if r.get("method") and r.get("vote") is not None}
-    )
-    engine_models = [m for m in answered_by if m.split("+")[0] != "icl"]
-    label = settings.label(spec)
-    # An annotator may name an ICL pipeline of its own (task 8: "icl+kernel_check").
-    own = {str(r.get("method")) for r in rows if str(r.get("method", "")).startswith("icl+")}
-    if label == "icl" and len(own) == 1:
-        label = own.pop()
+    side_models = settings.side_models(spec)
+    method_of = task_method(rows, settings.method_label(spec))
     report: dict[str, Any] = {
-        "method": "+".join(answered_by) if engine_models else label,
-        "pure_icl": not side_models and not engine_models,
-        "side_models": sorted(set(side_models) | set(engine_models)),
+        "method": method_of.method,
+        "pure_icl": method_of.pure_icl,
+        "side_models": method_of.side_models,
         "method_settings": settings.summary(spec),
     }
     answered = [r for r in rows if r.get("vote") is not None]

@@ -60,8 +60,8 @@ class TaskSpec:
     # A trailing "." on a text answer is noise, except in abbreviations where gold keeps it
     # ("washington, d.c.", "jr."): "strip" always drops it, "keep_abbreviations" keeps those.
     trailing_period: str = "strip"
-    # Which annotator handles a sample (runner.ANNOTATORS): "default" (ask, parse, vote) or "kernel"
-    # (generate, check by running, repair, fall back; longicl.kernels.generate).
+    # Which annotator handles a sample (longicl.annotators.ANNOTATORS): "default" (ask, parse, vote) or "kernel"
+    # (generate, check by running, repair, fall back; longicl.annotators.kernel).
     annotator: str = "default"
     id: int | None = None  # the challenge's task number; None for any other task
     # Where the data is: ``data`` relative to ``task_file``; the columns for tables.

@@ -1,0 +1,262 @@
+"""The base of every annotator: from a sample to requests, with what each request needs written once.
+
+An annotator turns one sample into one `SampleRecord`. The base owns the parts every kind of
+annotator shares: the request under the method's settings (`build_request`), the send path
+(with the dry run's request log), `ask` (shrink the prompt when the server finds it too long,
+treat an answer cut at ``max_tokens`` as unreadable, one thinking follow-up when the budget ran
+out), and the dry run (build and log every request, answer none). Subclasses decide what to ask
+and how to turn the replies into a prediction (`answer`), and are registered by name: a task's
+``TaskSpec.annotator`` picks its class (`annotator_for`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, TypeVar
+
+from longicl.annotators.settings import MethodSettings
+from longicl.data import Example
+from longicl.engines.base import ChatRequest, Completion, Engine
+from longicl.errors import UsageError
+from longicl.methods.structured import structured_outputs_for
+from longicl.methods.thinking import followup_request, merge, unfinished_thinking
+from longicl.prompt import ContextBuilder, PromptPlan
+from longicl.records import NO_CONFIDENCE, RequestLog, SampleRecord
+from longicl.tasks import TaskSpec
+
+RequestLogger = Callable[[ChatRequest, PromptPlan], None]
+#: rewrites a sample's plan before it is sent (task 8's reference query replaces the task's query)
+PlanEdit = Callable[[PromptPlan], PromptPlan]
+#: what the static block shrinks by per step when the server finds a prompt too long
+SHRINK_FACTOR = 0.85
+DRY_RUN = "no answer (dry run)"
+
+#: TaskSpec.annotator -> the class that annotates one sample of such a task (see `register`)
+ANNOTATORS: dict[str, type[Annotator]] = {}
+
+A = TypeVar("A", bound="type[Annotator]")
+
+
+def register(name: str) -> Callable[[A], A]:
+    """Class decorator: the annotator that tasks with ``TaskSpec.annotator == name`` use."""
+
+    def add(cls: A) -> A:
+        ANNOTATORS[name] = cls
+        return cls
+
+    return add
+
+
+def annotator_for(spec: TaskSpec) -> type[Annotator]:
+    try:
+        return ANNOTATORS[spec.annotator]
+    except KeyError:
+        raise UsageError(
+            f"{spec.source}: annotator: {spec.annotator!r} is not one of {', '.join(ANNOTATORS)}"
+        ) from None
+
+
+def build_request(
+    spec: TaskSpec,
+    method: MethodSettings,
+    messages: list[dict[str, str]],
+    sample: Example,
+    *,
+    prompt_tokens: int = 0,
+    affinity: str = "",
+    variant: int = 0,
+    stop: Sequence[str] = (),
+) -> ChatRequest:
+    """The chat request for ``messages`` under the method's settings for ``spec``: sampling and
+    thinking, the thinking budget, the answer constraint and the log-probabilities wanted; the
+    template's ``stop`` sequences unless thinking is on (a stop string could cut the reasoning)."""
+    method = method.for_task(spec)
+    sampling = method.sampling_for(variant)
+    if stop and not method.enable_thinking:
+        sampling["stop"] = list(stop)
+    extra_body = dict(method.extra_body)
+    extra_body["chat_template_kwargs"] = {
+        **dict(extra_body.get("chat_template_kwargs") or {}),
+        "enable_thinking": method.enable_thinking,
+    }
+    if method.structured_outputs:
+        extra_body.update(structured_outputs_for(spec, method.structured_outputs_style) or {})
+    return ChatRequest(
+        task=spec,
+        sample=sample,
+        messages=messages,
+        max_tokens=method.request_max_tokens(spec),
+        sampling=sampling,
+        extra_body=extra_body,
+        logprobs=method.logprobs if spec.is_closed else None,
+        prompt_tokens=prompt_tokens,
+        affinity=affinity or spec.name,
+    )
+
+
+@dataclass
+class Asked:
+    """One request a sample needed (after shrinking and any follow-up): its plan and reply."""
+
+    plan: PromptPlan
+    completion: Completion
+    role: str | None = None  # what the request was for, when an annotator sends several kinds
+
+
+@dataclass
+class Annotator:
+    """Annotates the samples of one task; subclasses implement `answer` (and `dry_requests`)."""
+
+    spec: TaskSpec
+    builder: ContextBuilder
+    engine: Engine
+    method: MethodSettings
+    request_logger: RequestLogger | None = None
+    settings: MethodSettings = field(init=False)  # ``method`` as it applies to this task
+    name: ClassVar[str] = "base"
+
+    def __post_init__(self) -> None:
+        self.settings = self.method.for_task(self.spec)
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        """Validate this annotator's own part of a run config before anything is written."""
+
+    @classmethod
+    def for_run(
+        cls,
+        spec: TaskSpec,
+        builder: ContextBuilder,
+        engine: Engine,
+        method: MethodSettings,
+        *,
+        request_logger: RequestLogger | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> Annotator:
+        """The annotator of a run; subclasses read their own settings from the run ``config``."""
+        return cls(spec, builder, engine, method, request_logger=request_logger)
+
+    # -- one sample ------------------------------------------------------------------------------
+    async def annotate(self, sample: Example, index: int) -> dict[str, Any]:
+        """All of one sample, as the JSON object kept in ``records/<task>.jsonl``."""
+        if not self.engine.answers:
+            return (await self.dry_run(sample, index)).to_dict()
+        return (await self.answer(sample, index)).to_dict()
+
+    async def answer(self, sample: Example, index: int) -> SampleRecord:
+        raise NotImplementedError
+
+    async def dry_requests(self, sample: Example) -> list[Asked]:
+        """The requests a dry run builds (and logs) for ``sample``."""
+        raise NotImplementedError
+
+    async def dry_run(self, sample: Example, index: int) -> SampleRecord:
+        """Build and log every request of ``sample``; the record says nothing was answered."""
+        asked = await self.dry_requests(sample)
+        return SampleRecord(
+            task=self.spec.name,
+            sample_id=sample.id,
+            index=index,
+            prediction="",
+            parsed_ok=None,
+            parse_error=None,
+            gold=sample.output,
+            correct=None,
+            method=self.settings.method_label(self.spec),
+            error=asked[0].completion.error,
+            requests=[
+                RequestLog.of(a.plan, a.completion, parsed="", answer="", role=a.role, role_last=True)
+                for a in asked
+            ],
+            confidence=NO_CONFIDENCE,
+        )
+
+    async def aclose(self) -> None:
+        """Release what the annotator started (the runner closes the run's engine)."""
+
+    # -- requests --------------------------------------------------------------------------------
+    def request(self, plan: PromptPlan, *, variant: int = 0, max_tokens: int | None = None) -> ChatRequest:
+        request = build_request(
+            self.spec,
+            self.settings,
+            plan.messages(),
+            plan.sample,
+            prompt_tokens=plan.prompt_tokens,
+            affinity=f"{self.spec.name}/{plan.static.sha256[:16]}",
+            variant=variant,
+            stop=plan.stop,
+        )
+        if max_tokens is not None:
+            request = replace(request, max_tokens=max_tokens)
+        return request
+
+    async def send(self, plan: PromptPlan, *, variant: int = 0, max_tokens: int | None = None) -> Completion:
+        request = self.request(plan, variant=variant, max_tokens=max_tokens)
+        if self.request_logger is not None:
+            self.request_logger(request, plan)
+        return await self.engine.complete(request)
+
+    async def ask(
+        self,
+        sample: Example,
+        variant: int = 0,
+        *,
+        edit: PlanEdit | None = None,
+        max_tokens: int | None = None,
+        cut_is_unreadable: bool = True,
+    ) -> tuple[PromptPlan, Completion]:
+        """One request for ``sample``: shrunk and retried while the server finds it too long; an
+        answer cut at ``max_tokens`` dropped (``cut_is_unreadable``); thinking that ran out of
+        budget followed up once (``method.thinking_followup``)."""
+
+        def plan_for(**ceilings: int | None) -> PromptPlan:
+            plan = self.builder.plan(sample, variant, **ceilings)
+            return edit(plan) if edit is not None else plan
+
+        plan = plan_for()
+        completion = await self.send(plan, variant=variant, max_tokens=max_tokens)
+        for dynamic_ceiling, static_ceiling in self._shrink_steps(plan):
+            if not completion.context_too_long:
+                break
+            previous_tokens = plan.prompt_tokens
+            plan = plan_for(dynamic_ceiling=dynamic_ceiling, static_ceiling=static_ceiling)
+            retry = await self.send(plan, variant=variant, max_tokens=max_tokens)
+            retry.notes = [
+                *completion.notes,
+                f"context too long at {previous_tokens} tokens; shrunk to "
+                f"{plan.prompt_tokens} (dynamic<={dynamic_ceiling}, static<={static_ceiling})",
+                *retry.notes,
+            ]
+            completion = retry
+        if cut_is_unreadable and completion.finish_reason == "length" and not unfinished_thinking(completion):
+            # Cut short even after the engine's retry with more max_tokens: not a whole answer.
+            completion.notes.append(f"answer cut at max_tokens, treated as unreadable: {completion.text!r}")
+            completion.text = None
+        if (
+            self.settings.enable_thinking
+            and self.settings.thinking_followup
+            and unfinished_thinking(completion)
+        ):
+            completion = await self._follow_up(plan, completion, variant)
+        return plan, completion
+
+    async def _follow_up(
+        self, plan: PromptPlan, completion: Completion, variant: int | None = None
+    ) -> Completion:
+        """Ask once more for the answer after reasoning that the thinking budget cut."""
+        request = followup_request(
+            self.request(plan, variant=plan.static.variant if variant is None else variant),
+            completion,
+            self.settings.max_tokens_for(self.spec),
+        )
+        return merge(completion, await self.engine.complete(request))
+
+    def _shrink_steps(self, plan: PromptPlan) -> Iterator[tuple[int, int | None]]:
+        """Per-sample block first, then the static block in steps down to the ICL floor."""
+        yield 0, None
+        floor = self.spec.min_icl_tokens
+        ceiling = plan.static.demo_tokens
+        while ceiling > floor:
+            ceiling = max(floor, int(ceiling * SHRINK_FACTOR))
+            yield 0, ceiling
