@@ -88,7 +88,7 @@ def test_run(counter: TokenCounter) -> tuple[Any, TaskRun]:
 
 
 def kernel_settings(tmp_path: Path, **changes: Any) -> KernelSettings:
-    return KernelSettings(device="cpu", timeout_s=60, cache_dir=str(tmp_path / "cache"), **changes)
+    return KernelSettings.defaults(device="cpu", timeout_s=60, cache_dir=str(tmp_path / "cache"), **changes)
 
 
 def annotate(
@@ -291,6 +291,7 @@ def test_dry_run_logs_kernel_and_reference_requests_with_the_icl_floor(test_run)
         DryRunEngine(),
         settings.method,
         request_logger=lambda request, plan: logged.append((request, plan)),
+        kernels=KernelSettings.defaults(),
     )
     record = asyncio.run(annotator.annotate(task_run.samples[DIV], DIV))
     assert [q["role"] for q in record["requests"]] == ["kernel", "reference"]
@@ -299,7 +300,7 @@ def test_dry_run_logs_kernel_and_reference_requests_with_the_icl_floor(test_run)
     assert reference_plan.static.sha256 == kernel_plan.static.sha256
     assert reference_plan.dynamic_ids == kernel_plan.dynamic_ids
     assert "`div`" in reference_request.messages[1]["content"]
-    assert reference_request.max_tokens == KernelSettings().reference_max_tokens
+    assert reference_request.max_tokens == KernelSettings.defaults().reference_max_tokens
 
 
 def test_syntax_errors_and_missing_wrappers_fail_without_a_process(test_run, tmp_path) -> None:
@@ -342,7 +343,9 @@ def _candidate(source_: str, round_: int, stage: Stage, *, callable_: bool = Fal
 
 def test_fallback_order(test_run) -> None:
     settings, task_run = test_run
-    annotator = KernelAnnotator(task_run.spec, task_run.builder, DryRunEngine(), settings.method)
+    annotator = KernelAnnotator(
+        task_run.spec, task_run.builder, DryRunEngine(), settings.method, kernels=KernelSettings.defaults()
+    )
     reference = _candidate("reference", 0, Stage.PASSED, callable_=True)
     mismatching = [_candidate("triton", 0, Stage.AGREE, callable_=True), _candidate("triton", 1, Stage.RUN)]
     chosen, tier = annotator.choose(mismatching, reference)
@@ -350,10 +353,10 @@ def test_fallback_order(test_run) -> None:
     repaired = [*mismatching, _candidate("triton", 2, Stage.PASSED, callable_=True)]
     chosen, tier = annotator.choose(repaired, reference)
     assert chosen is repaired[2] and chosen.label == "triton_repaired_2"
-    annotator.kernels = KernelSettings(fallback=("triton", "callable", "reference"))
+    annotator.kernels = KernelSettings.defaults(fallback=("triton", "callable", "reference"))
     chosen, tier = annotator.choose(mismatching, reference)
     assert chosen is mismatching[0] and tier == "callable" and chosen.label == "triton_callable"
-    annotator.kernels = KernelSettings()
+    annotator.kernels = KernelSettings.defaults()
     failed_reference = _candidate("reference", 0, Stage.RUN)
     chosen, tier = annotator.choose([_candidate("triton", 0, Stage.IMPORT)], failed_reference)
     assert tier == "any_code" and chosen is not None and chosen.label == "triton_failed"
@@ -364,9 +367,14 @@ def test_fallback_order(test_run) -> None:
 
 def test_kernel_settings_from_config() -> None:
     conf = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "kernels" / "default.yaml"))
-    assert KernelSettings.from_config(conf) == KernelSettings()  # the file and the defaults agree
-    changed = KernelSettings.from_config({"repair_rounds": 0, "check": {"timeout": 5, "device": "cpu"}})
+    assert KernelSettings.from_config(conf) == KernelSettings.defaults()  # the file and the defaults agree
+    changed = KernelSettings.from_config(
+        {"repair_rounds": 0, "check": {"timeout": 5, "device": "cpu"}}, fill_missing=True
+    )
     assert changed.repair_rounds == 0 and changed.timeout_s == 5.0 and changed.device == "cpu"
+    assert changed.memory_mb == KernelSettings.defaults().memory_mb  # filled from the YAML
+    with pytest.raises(UsageError, match="kernels.atol is not set"):
+        KernelSettings.from_config({"repair_rounds": 0})  # no default outside conf/
     for bad in (
         {"repair_rounds": -1},
         {"fallback": ["triton", "best"]},
@@ -377,8 +385,8 @@ def test_kernel_settings_from_config() -> None:
         {"retries": 3},
     ):
         with pytest.raises(UsageError):
-            KernelSettings.from_config(bad)
-    assert KernelSettings(cache_dir="x/y").cache_path() == ROOT / "x" / "y"
+            KernelSettings.from_config(bad, fill_missing=True)
+    assert KernelSettings.defaults(cache_dir="x/y").cache_path() == ROOT / "x" / "y"
 
 
 def test_kernel_metrics_from_records() -> None:

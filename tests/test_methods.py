@@ -464,12 +464,12 @@ def test_unfinished_thinking_gets_one_followup(gold_answers):
     assert unfinished_thinking(Completion(text="<think>\nLet me", finish_reason="length"))
     assert not unfinished_thinking(Completion(text="<think>x</think>Sad", finish_reason="length"))
     assert not unfinished_thinking(Completion(text=None, reasoning="x", finish_reason="stop"))
-    method = MethodSettings(
+    method = MethodSettings.defaults(
         enable_thinking=True,
         thinking_budget=256,
         thinking_followup=True,
         structured_outputs=True,
-        max_tokens={"label": 64},
+        max_tokens={**MethodSettings.defaults().max_tokens, "label": 64},
     )
     with FakeServer(gold_answers, count_tokens=False) as server:
         annotator, task_run, engine = _annotator(server.url, "5", method)
@@ -513,7 +513,7 @@ def _annotate_all(annotator: Annotator, engine: Engine, samples) -> list[dict]:
 
 
 def test_program_verification_replaces_wrong_answers_and_says_so(tmp_path):
-    method = MethodSettings(use_program=True, structured_outputs=True)
+    method = MethodSettings.defaults(use_program=True, structured_outputs=True)
     with FakeServer(FixedAnswer("7"), count_tokens=False) as server:
         annotator, task_run, engine = _annotator(server.url, "1", method)
         program = OracleEngine("program")
@@ -535,7 +535,7 @@ def test_program_verification_replaces_wrong_answers_and_says_so(tmp_path):
 
 
 def test_a_side_answer_that_is_not_a_program_never_replaces(tmp_path):
-    method = MethodSettings(use_program=True)
+    method = MethodSettings.defaults(use_program=True)
     with FakeServer(FixedAnswer("7"), count_tokens=False) as server:
         annotator, task_run, engine = _annotator(server.url, "1", method)
         side = SideEngine({}, task_run.spec, task_run.split.pool, engine=OracleEngine("retrieval"))
@@ -545,7 +545,9 @@ def test_a_side_answer_that_is_not_a_program_never_replaces(tmp_path):
 
 
 def test_classical_voter_joins_the_vote_and_marks_the_run(tmp_path):
-    method = MethodSettings(classical_voter=True, classical_weight=1.5, structured_outputs=True, logprobs=5)
+    method = MethodSettings.defaults(
+        classical_voter=True, classical_weight=1.5, structured_outputs=True, logprobs=5
+    )
     with FakeServer(FixedAnswer("Not sad"), count_tokens=False) as server:
         annotator, task_run, engine = _annotator(server.url, "5", method)
         side = SideEngine({}, task_run.spec, task_run.split.pool, engine=OracleEngine("classifier"))

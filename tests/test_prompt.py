@@ -115,8 +115,10 @@ def test_stop_is_sent_unless_thinking(sadness_run):
     from longicl.annotate import MethodSettings, build_request
 
     plan = sadness_run.builder.plan(sadness_run.samples[0])
-    off = build_request(sadness_run.spec, MethodSettings(), plan.messages(), plan.sample, stop=plan.stop)
+    off = build_request(
+        sadness_run.spec, MethodSettings.defaults(), plan.messages(), plan.sample, stop=plan.stop
+    )
     assert off.sampling["stop"] == ["\n\nInput:"]
-    thinking = MethodSettings(enable_thinking=True)
+    thinking = MethodSettings.defaults(enable_thinking=True)
     on = build_request(sadness_run.spec, thinking, plan.messages(), plan.sample, stop=plan.stop)
     assert "stop" not in on.sampling

@@ -56,3 +56,18 @@ def test_task_method_from_records():
     dry = [{"method": "icl+program", "vote": None}]
     found = task_method(dry, MethodLabel("icl", ("program",)))
     assert (found.method, found.pure_icl) == ("icl+program", False)
+
+
+def test_settings_take_their_defaults_from_the_yaml_only():
+    from longicl.annotators import MethodSettings
+    from longicl.config_values import load_defaults
+    from longicl.errors import UsageError
+
+    yaml = load_defaults("method")
+    settings = MethodSettings.defaults()
+    assert settings.structured_outputs is yaml["structured_outputs"] and settings.logprobs == yaml["logprobs"]
+    with pytest.raises(UsageError, match="is not set"):
+        MethodSettings.from_config({"name": "partial"}, check_environment=False)
+    old = {k: v for k, v in yaml.items() if k not in ("structured_outputs", "logprobs")}  # an older run
+    filled = MethodSettings.from_config(old, check_environment=False, fill_missing=True)
+    assert filled == settings

@@ -1,7 +1,9 @@
-"""Reading values out of composed configs: plain containers and checked integers.
+"""Reading values out of composed configs: plain containers, checked integers, the YAML defaults.
 
 Every config reader (runner settings, method settings, kernel settings, classical models) uses
-these, so that a bad value always gives the same kind of one-line `UsageError`.
+these, so that a bad value always gives the same kind of one-line `UsageError`. Defaults live in
+the YAML under ``conf/`` only; `load_defaults` reads a group's file for readers that must fill
+keys an older run's config lacks (sweeps and analyses of earlier runs).
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from longicl.errors import UsageError
+from longicl.paths import CONF_DIR
 
 
 def plain(value: Any) -> Any:
@@ -34,3 +39,8 @@ def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
     if minimum is not None and number < minimum:
         raise UsageError(f"{name}={value} must be at least {minimum}")
     return number
+
+
+def load_defaults(group: str, name: str = "default") -> dict[str, Any]:
+    """``conf/<group>/<name>.yaml`` as plain values (a file without a hydra defaults list)."""
+    return plain(OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), resolve=True))

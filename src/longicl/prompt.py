@@ -38,6 +38,8 @@ class PromptTemplate:
     format_instruction: str
     # Where a reply that runs on into a new demonstration is cut (see `stop_sequences`).
     stop: tuple[str, ...] = ()
+    # Texts of further turns an annotator may send (task 8: the reference and repair queries).
+    followups: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg: Mapping, spec: TaskSpec) -> PromptTemplate:
@@ -54,6 +56,9 @@ class PromptTemplate:
         instruction = pick("format_instruction").format(labels=labels)
         demo, separator = pick("demo"), pick("separator")
         stop = kind_cfg["stop"] if "stop" in kind_cfg else cfg.get("stop")
+        followups = kind_cfg.get("followups") or {}
+        if not isinstance(followups, Mapping) or not all(isinstance(v, str) for v in followups.values()):
+            raise UsageError(f"prompt.kinds.{spec.answer_kind.value}.followups must map names to texts")
         return cls(
             system=pick("system"),
             header=pick("header"),
@@ -62,6 +67,7 @@ class PromptTemplate:
             query=pick("query"),
             format_instruction=instruction,
             stop=stop_sequences(stop, demo, separator, spec),
+            followups=dict(followups),
         )
 
     @property

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from longicl.annotate import PER_TASK_KEYS, MethodSettings
+from longicl.annotators.settings import PER_TASK_KEYS, MethodSettings
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.paths import CONF_DIR
 from longicl.tasks import TaskSpec, get_task
@@ -103,7 +103,10 @@ def candidates(run_json: Path) -> list[Candidate]:
     except (OSError, ValueError) as exc:
         raise UsageError(f"{run_json}: not a readable run.json ({exc})") from None
     config = doc.get("config") or {}
-    method = MethodSettings.from_config(config.get("method") or {}, check_environment=False)
+    # An earlier run's config: keys added since take their values from conf/method/default.yaml.
+    method = MethodSettings.from_config(
+        config.get("method") or {}, check_environment=False, fill_missing=True
+    )
     run_dir = run_json.parent
     out = []
     for name, entry in (doc.get("tasks") or {}).items():

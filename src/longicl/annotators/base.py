@@ -120,8 +120,9 @@ class Annotator:
         self.settings = self.method.for_task(self.spec)
 
     @classmethod
-    def check_config(cls, config: Mapping[str, Any]) -> None:
-        """Validate this annotator's own part of a run config before anything is written."""
+    def check_config(cls, config: Mapping[str, Any], specs: Sequence[TaskSpec]) -> None:
+        """Validate this annotator's own part of a run config (``specs``: the run's tasks it
+        annotates, maybe none) before anything is written."""
 
     @classmethod
     def for_run(

@@ -7,7 +7,7 @@ every request it sends. Per sample:
 1. two requests with the same prompt up to the query (system, static block, per-sample block), so
    both carry the same >= 15K tokens of demonstrations and share the prefix cache: the task's own
    query (a Triton module) and a *reference* query (a short plain-PyTorch version of the same
-   function, ``kernels.reference_query``);
+   function, ``prompt.kinds.code.followups.reference_query``);
 2. the checker (``check.check_candidate``, sandboxed child process, run in a thread): the
    reference alone, then the Triton candidate against the reference when the reference passed
    (differential test), or alone when it did not;
@@ -38,15 +38,16 @@ from longicl.annotators.base import Asked, RequestLogger, build_request, registe
 from longicl.annotators.icl import IclAnnotator
 from longicl.annotators.settings import MethodSettings
 from longicl.code_extract import extract_code
-from longicl.config_values import as_int
+from longicl.config_values import as_int, load_defaults
 from longicl.data import Example
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.errors import UsageError
 from longicl.kernels.candidates import Candidate, clip, static_signature_failure, uses_triton, wrapper_phrase
-from longicl.kernels.check import DEFAULT_MEMORY_MB, FAILURE_KINDS, CheckResult, Stage, check_candidate
+from longicl.kernels.check import FAILURE_KINDS, CheckResult, Stage, check_candidate
 from longicl.kernels.signature import WrapperSignature, parse_signature, parse_wrapper_info
 from longicl.methods.thinking import unfinished_thinking
-from longicl.prompt import ContextBuilder, PromptPlan
+from longicl.paths import PROJECT_ROOT
+from longicl.prompt import ContextBuilder, PromptPlan, PromptTemplate
 from longicl.records import ICL, NO_CONFIDENCE, MethodLabel, RequestLog, SampleRecord
 from longicl.rundir import atomic_write_json
 from longicl.tasks import TaskSpec
@@ -55,8 +56,6 @@ __all__ = ["FALLBACK_TIERS", "KernelAnnotator", "KernelSettings"]
 
 #: the record's method: in-context learning, answers checked by running them (still pure ICL)
 KERNEL_LABEL = MethodLabel(ICL, ("kernel_check",))
-
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 #: The answer tiers ``kernels.fallback`` may list, best first by default:
 FALLBACK_TIERS = {
@@ -67,67 +66,56 @@ FALLBACK_TIERS = {
     "reference_code": "the reference's code, even though it did not pass",
 }
 
-DEFAULT_REFERENCE_QUERY = (
-    "Now a new task, answered differently: do not write Triton this time. Write a short, plain PyTorch "
-    "reference implementation of the function described below; it will be used to test a Triton kernel. "
-    "Reply with one self-contained Python module in a single ```python code block: the imports (torch, "
-    "and torch.nn.functional or math if needed) and the function {wrapper} with exactly the signature "
-    'given under "Wrapper Entry Information", computed with ordinary PyTorch operations: no Triton, '
-    "no custom kernels, no tests, no prints.\n\n### Task\n{input}\n\n### Reference\n"
-)
-DEFAULT_REPAIR_QUERY = (
-    "Your module failed our automatic check at stage `{stage}` ({kind}: {meaning}).\n\n"
-    "Checker report:\n```\n{error}\n```\n{notes}"
-    "Fix the problem. Reply with the complete corrected module in a single ```python code block: the "
-    "imports, the @triton.jit kernel(s), and the wrapper {wrapper} with exactly the signature given "
-    'under "Wrapper Entry Information".'
-)
-# Said in the repair turn when the outputs differ from the reference: the reference is a model's
-# answer too, so the model is asked to follow the description rather than the reference blindly.
-MISMATCH_NOTE = (
-    "The outputs were compared with an independent PyTorch implementation of the same description; "
-    "re-check your maths against the description above.\n\n"
-)
+#: task 8's further turns, from the prompt config (``prompt.kinds.code.followups``): each text and
+#: the placeholders it must contain
+FOLLOWUPS = {"reference_query": ("input",), "repair_query": ("error",), "repair_mismatch_note": ()}
+_RENAMED = {"timeout": "timeout_s", "max_parallel": "max_parallel_checks"}  # kernels.check.<key>
 
 
 @dataclass(frozen=True)
 class KernelSettings:
     """Task-8 settings (hydra group ``kernels/``, ``conf/kernels/default.yaml``)."""
 
-    reference: bool = True  # ask for a PyTorch reference and test the Triton module against it
-    reference_max_tokens: int = 2048  # the reference's answer budget (thinking budget added on top)
-    repair_rounds: int = 2  # repair turns after a failed check (0: none)
-    fallback: tuple[str, ...] = ("triton", "reference", "callable", "any_code", "reference_code")
-    no_repair_kinds: tuple[str, ...] = ("environment", "cuda")  # failures a new answer cannot fix here
-    timeout_s: float = 60.0  # checker wall clock per check (torch/triton import included)
-    memory_mb: int = DEFAULT_MEMORY_MB
-    device: str = "auto"  # auto | cpu | cuda
-    rtol: float = 1e-3
-    atol: float = 1e-3
-    max_parallel_checks: int = 2  # checker processes at once, over all samples in flight
-    feedback_chars: int = 1500  # checker error text kept in a repair turn
-    dev_gold: bool = True  # dev split: check the gold module (cached) and the answer against it
-    cache_dir: str = ".cache/kernels"  # relative paths are under the project root
-    reference_query: str = DEFAULT_REFERENCE_QUERY
-    repair_query: str = DEFAULT_REPAIR_QUERY
+    reference: bool  # ask for a PyTorch reference and test the Triton module against it
+    reference_max_tokens: int  # the reference's answer budget (thinking budget added on top)
+    repair_rounds: int  # repair turns after a failed check (0: none)
+    fallback: tuple[str, ...]  # answer tiers, best first (FALLBACK_TIERS)
+    no_repair_kinds: tuple[str, ...]  # failures a new answer cannot fix here
+    timeout_s: float  # checker wall clock per check (torch/triton import included)
+    memory_mb: int
+    device: str  # auto | cpu | cuda
+    rtol: float
+    atol: float
+    max_parallel_checks: int  # checker processes at once, over all samples in flight
+    feedback_chars: int  # checker error text kept in a repair turn
+    dev_gold: bool  # dev split: check the gold module (cached) and the answer against it
+    cache_dir: str  # relative paths are under the project root
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> KernelSettings:
-        """Validate the ``kernels`` config; every problem is one `UsageError` naming the setting."""
-        raw = {k: v for k, v in dict(cfg or {}).items() if v is not None}
-        raw.pop("name", None)
-        check = raw.pop("check", None) or {}
-        if not isinstance(check, Mapping):
-            raise UsageError("kernels.check must be a mapping")
-        for key, value in dict(check).items():
-            if value is not None:
-                raw[{"timeout": "timeout_s", "max_parallel": "max_parallel_checks"}.get(key, key)] = value
+    def defaults(cls, **changes: Any) -> KernelSettings:
+        """``conf/kernels/default.yaml`` (the only home of these defaults), with ``changes``."""
+        return replace(cls.from_config(load_defaults("kernels")), **changes)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None, *, fill_missing: bool = False) -> KernelSettings:
+        """Validate the ``kernels`` config; every problem is one `UsageError` naming the setting.
+
+        ``fill_missing`` takes keys an older config lacks from ``conf/kernels/default.yaml``."""
+        raw = _flat(cfg)
+        if fill_missing:
+            raw = {**_flat(load_defaults("kernels")), **raw}
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise UsageError(
-                f"kernels.{unknown[0]} is not a kernel setting; one of: {', '.join(sorted(known))}"
+            hint = (
+                " (task 8's prompt texts are prompt.kinds.code.followups.*)" if "query" in unknown[0] else ""
             )
+            raise UsageError(
+                f"kernels.{unknown[0]} is not a kernel setting; one of: {', '.join(sorted(known))}{hint}"
+            )
+        missing = sorted(known - set(raw))
+        if missing:
+            raise UsageError(f"kernels.{missing[0]} is not set (conf/kernels/default.yaml sets every key)")
         out: dict[str, Any] = {}
         for key in ("reference", "dev_gold"):
             if key in raw:
@@ -171,12 +159,6 @@ class KernelSettings:
                     f"kernels.no_repair_kinds: {bad[0]!r} is not one of: {', '.join(FAILURE_KINDS)}"
                 )
             out["no_repair_kinds"] = tuple(kinds)
-        for key, fields in (("reference_query", ("input",)), ("repair_query", ("error",))):
-            if key in raw:
-                text = raw[key]
-                if not isinstance(text, str) or any("{" + f + "}" not in text for f in fields):
-                    raise UsageError(f"kernels.{key} must be a string containing {{{fields[0]}}}")
-                out[key] = text
         if "cache_dir" in raw:
             out["cache_dir"] = str(raw["cache_dir"])
         return cls(**out)
@@ -195,15 +177,31 @@ class KernelSettings:
             "atol": self.atol,
         }
 
-    def summary(self) -> dict[str, Any]:
-        """What run.json records of these settings (the prompt texts by digest)."""
-        data = {k: v for k, v in self.__dict__.items() if k not in ("reference_query", "repair_query")}
-        data["fallback"] = list(self.fallback)
-        data["no_repair_kinds"] = list(self.no_repair_kinds)
-        data["prompts_sha256"] = hashlib.sha256(
-            (self.reference_query + "\0" + self.repair_query).encode()
-        ).hexdigest()[:16]
-        return data
+
+def _flat(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``kernels`` config with its ``check`` mapping flattened into setting names; nulls dropped."""
+    raw = {k: v for k, v in dict(cfg or {}).items() if v is not None}
+    raw.pop("name", None)
+    check = raw.pop("check", None) or {}
+    if not isinstance(check, Mapping):
+        raise UsageError("kernels.check must be a mapping")
+    for key, value in dict(check).items():
+        if value is not None:
+            raw[_RENAMED.get(key, key)] = value
+    return raw
+
+
+def followup_texts(template: PromptTemplate) -> dict[str, str]:
+    """Task 8's further prompt texts from the template, checked (one `UsageError` naming the key)."""
+    texts = dict(template.followups)
+    for key, fields in FOLLOWUPS.items():
+        text = texts.get(key)
+        where = f"prompt.kinds.code.followups.{key}"
+        if not isinstance(text, str):
+            raise UsageError(f"{where} is not set (conf/prompt/default.yaml has the wording)")
+        if any("{" + f + "}" not in text for f in fields):
+            raise UsageError(f"{where} must contain {{{fields[0]}}}")
+    return texts
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:
@@ -222,18 +220,22 @@ def _strings(value: Any, name: str) -> tuple[str, ...]:
 class KernelAnnotator(IclAnnotator):
     """In-context learning for execution-scored code tasks: generate, reference, check, repair, fall back."""
 
-    kernels: KernelSettings = field(default_factory=KernelSettings)
+    kernels: KernelSettings = field(kw_only=True)
     _checks: ThreadPoolExecutor = field(init=False, repr=False)
+    texts: dict[str, str] = field(init=False, repr=False)  # the reference and repair wording
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.texts = followup_texts(self.builder.template)
         # Checks block a thread for seconds: their own pool, so they neither stall the event loop
         # nor queue ahead of the loop's default executor (DNS lookups of the HTTP client use it).
         self._checks = ThreadPoolExecutor(self.kernels.max_parallel_checks, thread_name_prefix="kernel-check")
 
     @classmethod
-    def check_config(cls, config: Mapping[str, Any]) -> None:
+    def check_config(cls, config: Mapping[str, Any], specs: Sequence[TaskSpec]) -> None:
         KernelSettings.from_config(config.get("kernels"))
+        for spec in specs:
+            followup_texts(PromptTemplate.from_config(config.get("prompt") or {}, spec))
 
     @classmethod
     def for_run(
@@ -256,7 +258,7 @@ class KernelAnnotator(IclAnnotator):
 
     def reference_plan(self, plan: PromptPlan) -> PromptPlan:
         """``plan`` with the reference query in place of the task's query (same demonstrations)."""
-        query = self.kernels.reference_query.format(
+        query = self.texts["reference_query"].format(
             input=plan.sample.input, wrapper=wrapper_phrase(self.wrapper_signature(plan.sample))
         )
         counter = self.builder.counter
@@ -293,10 +295,10 @@ class KernelAnnotator(IclAnnotator):
         notes = [n for n in result.notes if not n.startswith("found from the source")]
         notes_text = "".join(f"Note: {clip(n, 300)}\n" for n in notes[:3])
         if result.kind == "mismatch":
-            notes_text += MISMATCH_NOTE
+            notes_text += self.texts["repair_mismatch_note"]
         elif notes_text:
             notes_text += "\n"
-        feedback = self.kernels.repair_query.format(
+        feedback = self.texts["repair_query"].format(
             stage=result.stage.value,
             kind=result.kind or "failed",
             meaning=FAILURE_KINDS.get(result.kind or "", "the check failed"),

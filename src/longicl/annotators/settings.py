@@ -7,18 +7,18 @@ every key); ``for_task`` applies a task's ``per_task`` entry.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from longicl.config_values import as_int
+from longicl.config_values import as_int, load_defaults
 from longicl.engines import check_available
 from longicl.errors import UsageError
 from longicl.methods.calibration import MODES as CALIBRATION_MODES
 from longicl.methods.calibration import load_calibration
-from longicl.methods.structured import DEFAULT_STYLE, FIELD_STYLES, constraint_for
+from longicl.methods.structured import FIELD_STYLES, constraint_for
 from longicl.methods.voting import RULES
 from longicl.records import ICL, MethodLabel
-from longicl.tasks import TASKS, TaskSpec, per_task_entry
+from longicl.tasks import TASKS, AnswerKind, TaskSpec, per_task_entry
 
 #: keys a ``method.per_task.<id>`` entry may override (null: take the task-independent value)
 PER_TASK_KEYS = (
@@ -40,44 +40,63 @@ PER_TASK_KEYS = (
 )
 _MERGED_KEYS = ("sampling", "thinking_sampling", "max_tokens")  # per-task entries update these dicts
 MAX_TOP_LOGPROBS = 20  # vLLM's default --max-logprobs
+_NULLABLE = ("logprobs", "calibration")  # null is a value of these (off), not "take the default"
 
 
 @dataclass(frozen=True)
 class MethodSettings:
     """How requests are made and answers decided (hydra group ``method/``, see docs/methods.md)."""
 
-    enable_thinking: bool = False
-    sampling: Mapping[str, Any] = field(default_factory=dict)  # thinking off
-    max_tokens: Mapping[str, int] = field(default_factory=dict)  # per answer kind
-    extra_body: Mapping[str, Any] = field(default_factory=dict)
-    name: str = "default"
-    thinking_sampling: Mapping[str, Any] = field(default_factory=dict)  # thinking on ({}: ``sampling``)
-    thinking_budget: int = 0  # tokens of reasoning allowed on top of max_tokens when thinking
-    thinking_followup: bool = False  # one follow-up request when the budget ends the reasoning
-    structured_outputs: bool = False  # constrain answers (closed labels, integer formats)
-    structured_outputs_style: str = DEFAULT_STYLE
-    logprobs: int | None = None  # top_logprobs per token for closed-label tasks (label scoring)
-    self_consistency: int = 1  # prompts per sample, one per static-block variant
-    vote: str = "auto"  # majority | probability | auto (probability when every vote has logprobs)
-    calibration: str | None = None  # calibration.json of a dev run, applied to label scores
-    calibration_mode: str = "auto"  # auto (the file's choice) | bias | batch | none
-    use_program: bool = False  # tasks with a program (1, 3, 4): the program checks/replaces answers
-    classical_voter: bool = False  # closed-label tasks: the classical classifier votes too
-    classical_weight: float = 1.0
-    side_engine: Mapping[str, Any] = field(default_factory=lambda: {"name": "classical"})
-    per_task: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    enable_thinking: bool
+    sampling: Mapping[str, Any]  # thinking off
+    max_tokens: Mapping[str, int]  # per answer kind
+    extra_body: Mapping[str, Any]
+    name: str
+    thinking_sampling: Mapping[str, Any]  # thinking on ({}: ``sampling``)
+    thinking_budget: int  # tokens of reasoning allowed on top of max_tokens when thinking
+    thinking_followup: bool  # one follow-up request when the budget ends the reasoning
+    structured_outputs: bool  # constrain answers (closed labels, integer formats)
+    structured_outputs_style: str
+    logprobs: int | None  # top_logprobs per token for closed-label tasks (label scoring)
+    self_consistency: int  # prompts per sample, one per static-block variant
+    vote: str  # majority | probability | auto (probability when every vote has logprobs)
+    calibration: str | None  # calibration.json of a dev run, applied to label scores
+    calibration_mode: str  # auto (the file's choice) | bias | batch | none
+    use_program: bool  # tasks with a program (1, 3, 4): the program checks/replaces answers
+    classical_voter: bool  # closed-label tasks: the classical classifier votes too
+    classical_weight: float
+    side_engine: Mapping[str, Any]
+    per_task: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def defaults(cls, **changes: Any) -> MethodSettings:
+        """``conf/method/default.yaml`` (the only home of these defaults) with ``changes``; for
+        notebooks and tests (no environment check)."""
+        return cls.from_config({**load_defaults("method"), **changes}, check_environment=False)
 
     @classmethod
     def from_config(
-        cls, cfg: Mapping[str, Any], *, check_environment: bool = True, tasks: Sequence[TaskSpec] = ()
+        cls,
+        cfg: Mapping[str, Any],
+        *,
+        check_environment: bool = True,
+        tasks: Sequence[TaskSpec] = (),
+        fill_missing: bool = False,
     ) -> MethodSettings:
         """Validate the ``method`` config; every problem is one `UsageError` naming the setting.
 
         ``per_task`` keys are the challenge's task ids (or names) and the names of ``tasks`` (the
         run's declared tasks). ``check_environment`` also checks that the side engine can be
         imported and that the calibration file is readable (off when reading the config of an
-        earlier run, whose declared tasks are not known here: any key is accepted then)."""
+        earlier run, whose declared tasks are not known here: any key is accepted then);
+        ``fill_missing`` takes keys an earlier run's config lacks from ``conf/method/default.yaml``."""
         raw = dict(cfg or {})
+        if fill_missing:
+            defaults = load_defaults("method")
+            given = {k: v for k, v in raw.items() if v is not None or k in _NULLABLE}
+            if isinstance(given.get("max_tokens"), Mapping):  # an answer kind added since
+                given["max_tokens"] = {**defaults["max_tokens"], **given["max_tokens"]}
+            raw = {**defaults, **given}
         per_task_raw = raw.pop("per_task", None) or {}
         if not isinstance(per_task_raw, Mapping):
             raise UsageError("method.per_task must map task ids to settings")
@@ -97,7 +116,13 @@ class MethodSettings:
                 )
             if entry:
                 per_task[key] = entry
-        base = cls(**_coerce(raw, "method"), per_task=per_task)
+        values = _coerce(raw, "method")
+        missing = sorted(set(cls.__dataclass_fields__) - {"per_task"} - set(values))
+        if missing:
+            raise UsageError(
+                f"method.{missing[0]} is not set (conf/method/default.yaml sets every method key)"
+            )
+        base = cls(**values, per_task=per_task)
         # for_task validates the merged values
         resolved = {key: base.for_task(by_key[key]) for key in per_task if key in by_key}
         if not check_environment:
@@ -121,7 +146,7 @@ class MethodSettings:
                 merged[key] = {**dict(merged[key]), **dict(value)}
             else:
                 merged[key] = value
-        return MethodSettings(**_coerce(merged, f"method.per_task.{spec.config_keys[0]}"))
+        return MethodSettings(**_coerce(merged, f"method.per_task.{spec.config_keys[0]}"), per_task={})
 
     @property
     def needs_side_engine(self) -> bool:
@@ -129,7 +154,7 @@ class MethodSettings:
 
     def max_tokens_for(self, spec: TaskSpec) -> int:
         """The answer's own budget; `request_max_tokens` adds the thinking budget."""
-        return int(self.max_tokens.get(spec.answer_kind.value, 256))
+        return int(self.max_tokens[spec.answer_kind.value])
 
     def request_max_tokens(self, spec: TaskSpec) -> int:
         return self.max_tokens_for(spec) + (self.thinking_budget if self.enable_thinking else 0)
@@ -192,7 +217,7 @@ def _coerce(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key, value in raw.items():
         if key not in known:
             raise UsageError(f"{where}.{key} is not a method setting")
-        if value is None and key not in ("logprobs", "calibration"):
+        if value is None and key not in _NULLABLE:
             continue
         out[key] = value
     for key in (
@@ -215,6 +240,9 @@ def _coerce(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         out["max_tokens"] = {
             str(k): as_int(v, f"{where}.max_tokens.{k}", minimum=1) for k, v in out["max_tokens"].items()
         }
+        absent = [kind.value for kind in AnswerKind if kind.value not in out["max_tokens"]]
+        if absent:
+            raise UsageError(f"{where}.max_tokens.{absent[0]} is not set (one budget per answer kind)")
     if "thinking_budget" in out:
         out["thinking_budget"] = as_int(out["thinking_budget"], f"{where}.thinking_budget", minimum=0)
     if "self_consistency" in out:
