@@ -205,7 +205,8 @@ def test_per_task_settings_merge_and_errors_name_the_setting():
                 "5": {"self_consistency": 5, "sampling": {"temperature": 0.7}},
                 "6": {"logprobs": None},
             },
-        }
+        },
+        fill_missing=True,  # the other keys from conf/method/default.yaml
     )
     five = method.for_task(TASKS[5])
     assert five.self_consistency == 5 and five.sampling == {"temperature": 0.7, "seed": 3}
@@ -222,7 +223,7 @@ def test_per_task_settings_merge_and_errors_name_the_setting():
         ({"calibration": "/nonexistent/calibration.json"}, "method.calibration"),
     ]:
         with pytest.raises(UsageError, match=re.escape(words)):
-            MethodSettings.from_config(bad)
+            MethodSettings.from_config(bad, fill_missing=True)
 
 
 def test_side_models_fail_before_running_when_their_engine_is_unknown():
@@ -625,7 +626,7 @@ def test_classical_voter_through_the_runner(tmp_path):
 
 def test_build_request_is_what_method_py_sends():
     sample = Example("x", "I feel so down today")
-    method = MethodSettings.from_config({"structured_outputs": True, "logprobs": 3})
+    method = MethodSettings.defaults(structured_outputs=True, logprobs=3)
     request = build_request(TASKS[5], method, [{"role": "user", "content": "hi"}], sample)
     assert request.extra_body["structured_outputs"] == {"choice": TASK5_LABELS}
     assert request.logprobs == 3
