@@ -79,6 +79,9 @@ def test_budget_below_the_rule_is_refused(sadness_run, counter):
         budget=PromptBudget(
             static_tokens=5_000, dynamic_tokens=100, min_icl_tokens=30_000, max_prompt_tokens=120_000
         ),
+        strategy="hybrid",
+        seed=0,
+        enable_thinking=False,
     )
     with pytest.raises(UsageError, match="below the rule's 30000"):
         builder.plan(sadness_run.samples[0])

@@ -71,3 +71,31 @@ def test_settings_take_their_defaults_from_the_yaml_only():
     old = {k: v for k, v in yaml.items() if k not in ("structured_outputs", "logprobs")}  # an older run
     filled = MethodSettings.from_config(old, check_environment=False, fill_missing=True)
     assert filled == settings
+
+
+@pytest.mark.parametrize("key", ["max_model_len", "max_prompt_tokens", "seed", "out_dir", "progress"])
+def test_run_settings_have_no_code_defaults(key):
+    from conftest import compose
+    from omegaconf import OmegaConf
+
+    from longicl.errors import UsageError
+    from longicl.runner import settings_from_config
+
+    conf = OmegaConf.to_container(compose("task=5"), resolve=True)
+    del conf[key]
+    with pytest.raises(UsageError, match=rf"^{key} is not set \(conf/config.yaml sets it\)$"):
+        settings_from_config(conf)
+
+
+def test_a_selection_without_a_budget_key_names_it():
+    from conftest import compose
+    from omegaconf import OmegaConf
+
+    from longicl.errors import UsageError
+    from longicl.runner import settings_from_config
+    from longicl.tasks import TASKS
+
+    conf = OmegaConf.to_container(compose("task=5"), resolve=True)
+    del conf["selection"]["margin_tokens"]
+    with pytest.raises(UsageError, match="selection.margin_tokens is not set"):
+        settings_from_config(conf).budget_for(TASKS[5])

@@ -44,3 +44,11 @@ def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
 def load_defaults(group: str, name: str = "default") -> dict[str, Any]:
     """``conf/<group>/<name>.yaml`` as plain values (a file without a hydra defaults list)."""
     return plain(OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), resolve=True))
+
+
+def setting(section: Mapping[str, Any], key: str, name: str, source: str) -> Any:
+    """``section[key]``; a key the composed config lacks is a one-line `UsageError` naming it (as
+    ``name``) and the YAML file that sets it (``source``): there is no code default to fall back on."""
+    if key not in section:
+        raise UsageError(f"{name} is not set ({source} sets it)")
+    return section[key]

