@@ -26,7 +26,7 @@ from longicl.cli import compose_config
 from longicl.data import Example, load_task, split
 from longicl.engines import build_engine
 from longicl.engines.base import ChatRequest
-from longicl.engines.classical import DEFAULT_MODELS, ClassicalEngine
+from longicl.engines.classical import ClassicalEngine
 from longicl.errors import UsageError
 from longicl.metrics import score
 from longicl.parse import parse_answer
@@ -230,12 +230,13 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 # the engine's settings and failures
 # ------------------------------------------------------------------------------------------------
-def test_the_yaml_repeats_the_built_in_defaults():
+def test_the_engine_reads_its_defaults_from_the_yaml():
     """A side engine built from ``{"name": "classical"}`` alone must behave like engine=classical."""
     conf = yaml.safe_load((CONF_DIR / "engine" / "classical.yaml").read_text(encoding="utf-8"))
-    assert {str(k): v for k, v in conf["models"].items()} == DEFAULT_MODELS
     bare = build_engine({"name": "classical"})
     assert isinstance(bare, ClassicalEngine) and bare.models == ClassicalEngine(models=conf["models"]).models
+    assert bare.models == {str(k): v for k, v in conf["models"].items()}
+    assert (bare.concurrency, bare.use_cache) == (conf["concurrency"], conf["use_cache"])
 
 
 def test_model_choice_per_task():

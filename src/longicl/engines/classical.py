@@ -1,6 +1,7 @@
 """``classical``: annotators that need no language model and run on a CPU in minutes.
 
-Per task, by default (``conf/engine/classical.yaml``, ``engine.models.<task id>``):
+Per task, as ``conf/engine/classical.yaml`` sets it (``engine.models.<task id>``; the only home
+of these defaults, read by the engine also when it is built without them, e.g. as a side engine):
 
 - tasks 1, 3, 4: the exact program named by `TaskSpec.program` (``method="program"``);
 - task 2: token-count ridge regression (``token_count``), task 5: TF-IDF + logistic regression
@@ -25,29 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from longicl.classical import ClassicalModel, ModelCache, build_model, cache_key, pool_digest
+from longicl.config_values import load_defaults
 from longicl.data import Example
 from longicl.engines.base import ChatRequest, Completion, Engine
 from longicl.errors import UsageError
 from longicl.paths import PROJECT_ROOT
 from longicl.tasks import TaskSpec, per_task_entry
 
-#: The model of each task that names one (keys are task ids as strings). Tasks without an entry
-#: use their program if they have one, else ``tfidf`` for a closed label set, else ``nearest``.
-#: conf/engine/classical.yaml repeats these; its entries are merged over them.
-DEFAULT_MODELS: dict[str, dict[str, Any]] = {
-    "2": {"kind": "token_count", "alpha": 1.0},
-    "5": {
-        "kind": "tfidf",
-        "word_ngrams": [1, 1],
-        "char_ngrams": [2, 5],
-        "min_df": 2,
-        "classifier": "logreg",
-        "C": 3.0,
-    },
-    "6": {"kind": "pair_genre", "C": 1.0, "genre_features": True, "genre_alpha": 0.3, "same_label": "Y"},
-    "7": {"kind": "nearest"},
-    "8": {"kind": "nearest"},
-}
+
+def configured_defaults() -> dict[str, Any]:
+    """The engine's settings as ``conf/engine/classical.yaml`` sets them, the one home of its
+    defaults: per task id the model of each task that names one (tasks without an entry use their
+    program if they have one, else ``tfidf`` for a closed label set, else ``nearest``)."""
+    return load_defaults("engine", "classical")
 
 
 def default_cache_dir() -> Path:
@@ -61,21 +52,26 @@ class ClassicalEngine(Engine):
 
     def __init__(
         self,
-        concurrency: int = 1,
+        concurrency: int | None = None,
         cache_dir: str | Path | None = None,
-        use_cache: bool = True,
+        use_cache: bool | None = None,
         models: Mapping[str | int, Mapping[str, Any] | None] | None = None,
         **unknown: Any,
     ) -> None:
+        """A setting left out (a side engine given as ``{name: classical}``, library use) is the
+        one ``conf/engine/classical.yaml`` sets; ``models`` entries merge over the YAML's."""
         if unknown:
             raise UsageError(
                 f"engine.{sorted(unknown)[0]} is not a setting of the classical engine "
                 "(settings: concurrency, cache_dir, use_cache, models)"
             )
+        defaults = configured_defaults()
+        concurrency = defaults["concurrency"] if concurrency is None else concurrency
+        cache_dir = cache_dir or defaults["cache_dir"]
         self.concurrency = max(1, int(concurrency))
         self.cache = ModelCache(Path(cache_dir) if cache_dir else default_cache_dir())
-        self.use_cache = bool(use_cache)
-        self.models = _merge_models(models or {})
+        self.use_cache = bool(defaults["use_cache"] if use_cache is None else use_cache)
+        self.models = _merge_models(defaults["models"] or {}, models or {})
         self.stats = {"fits": 0, "cache_hits": 0}
         self.sources: dict[str, str] = {}  # task name -> "fit" or "cache" (its latest prepare)
         self.cache_files: dict[str, Path] = {}  # task name -> its model's cache file
@@ -171,10 +167,13 @@ class ClassicalEngine(Engine):
         }
 
 
-def _merge_models(configured: Mapping[str | int, Mapping[str, Any] | None]) -> dict[str, dict[str, Any]]:
-    """Config entries over `DEFAULT_MODELS`; an entry of another kind replaces the default whole,
-    and a null entry drops it (the task then gets its program or the automatic model)."""
-    merged = {key: dict(value) for key, value in DEFAULT_MODELS.items()}
+def _merge_models(
+    defaults: Mapping[str | int, Mapping[str, Any] | None],
+    configured: Mapping[str | int, Mapping[str, Any] | None],
+) -> dict[str, dict[str, Any]]:
+    """Config entries over the YAML's ``defaults``; an entry of another kind replaces the default
+    whole, and a null entry drops it (the task then gets its program or the automatic model)."""
+    merged = {str(key): dict(value) for key, value in defaults.items() if value is not None}
     for raw_key, value in configured.items():
         key = str(raw_key).strip().removeprefix("openseek-")
         if value is None:
