@@ -99,3 +99,18 @@ def test_a_selection_without_a_budget_key_names_it():
     del conf["selection"]["margin_tokens"]
     with pytest.raises(UsageError, match="selection.margin_tokens is not set"):
         settings_from_config(conf).budget_for(TASKS[5])
+
+
+@pytest.mark.parametrize(
+    ("label", "answered_by", "involves"),
+    [
+        ("icl", True, True),
+        ("icl+program", True, True),
+        ("classifier+icl", False, True),
+        ("program", False, False),
+    ],
+)
+def test_method_labels_say_whether_the_language_model_took_part(label, answered_by, involves):
+    parsed = MethodLabel.parse(label)
+    assert str(parsed) == label
+    assert (parsed.by_language_model, parsed.involves_language_model) == (answered_by, involves)

@@ -49,6 +49,11 @@ class MethodLabel:
         return self.answered_by == ICL
 
     @property
+    def involves_language_model(self) -> bool:
+        """The language model answered or voted (a run.json label may join several answerers)."""
+        return ICL in (self.answered_by, *self.stages)
+
+    @property
     def side_models(self) -> tuple[str, ...]:
         """The models other than the language model that shaped the answer."""
         own = () if self.by_language_model else (self.answered_by,)

@@ -374,7 +374,7 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
                 raise  # a setting or every server: the run stops (cli.execute says why)
             except Exception as exc:  # noqa: BLE001 - one sample's bug or bad reply never stops a run
                 rundir.log_failure(f"{spec.name} sample {sample.id} (index {index})", exc)
-                record = failed_record(spec, sample, index, exc, annotator.settings.label(spec))
+                record = failed_record(spec, sample, index, exc, annotator.settings.method_label(spec))
             record["compliant"] = settings.compliant(spec)
             rundir.append_record(spec.name, record)
             tally["done"] += 1
@@ -424,7 +424,9 @@ def check_floor(spec: TaskSpec, pool_tokens: int, pool_size: int, split_name: st
         )
 
 
-def failed_record(spec: TaskSpec, sample: Example, index: int, exc: Exception, method: str) -> dict[str, Any]:
+def failed_record(
+    spec: TaskSpec, sample: Example, index: int, exc: Exception, method: MethodLabel
+) -> dict[str, Any]:
     """The record of a sample whose annotation raised: no prediction, the error named; like a
     failed request, it counts as missing (exit 1) and is redone when the run is resumed."""
     return SampleRecord(
@@ -436,7 +438,7 @@ def failed_record(spec: TaskSpec, sample: Example, index: int, exc: Exception, m
         parse_error=None,
         gold=sample.output,
         correct=score(spec, "", sample.output),
-        method=MethodLabel.parse(method),
+        method=method,
         error=f"{type(exc).__name__}: {one_line(exc, 500)} (traceback in logs/run.log)",
         requests=[],
         vote=None,

@@ -126,7 +126,7 @@ def candidates(run_json: Path) -> list[Candidate]:
         comparable = {"split_seed": config.get("seed"), "dev_size": config.get("dev_size"), "n": n}
         base = Candidate(
             spec, run_dir, float(entry["accuracy"]), n, per_sample, selection, per_task,
-            str(entry.get("method") or settings.label(spec)), None, comparable,
+            str(entry.get("method") or settings.method_label(spec)), None, comparable,
         )  # fmt: skip
         out.append(base)
         calibration = entry.get("calibration") or {}
@@ -146,7 +146,7 @@ def candidates(run_json: Path) -> list[Candidate]:
                     per_sample,
                     selection,
                     {**per_task, "calibration": str(file), "calibration_mode": best},
-                    str(entry.get("method") or settings.label(spec)),
+                    str(entry.get("method") or settings.method_label(spec)),
                     best,
                     comparable,
                 )  # fmt: skip

@@ -187,10 +187,6 @@ class MethodSettings:
             if wanted
         ]
 
-    def label(self, spec: TaskSpec) -> str:
-        """The method name for run.json: ``icl``, ``icl+program``, ``icl+classifier``, …"""
-        return str(self.method_label(spec))
-
     def summary(self, spec: TaskSpec) -> dict[str, Any]:
         """What run.json records of the method as applied to ``spec``."""
         constraint = constraint_for(spec) if self.structured_outputs else None

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from longicl import analysis as an
+from longicl.records import MethodLabel
 from longicl.report import formatting as f
 from longicl.report.document import Report
 
 
 def _uses_model(run: an.RunData, name: str) -> bool:
-    return run.language_model and "icl" in an.task_method(run, name).split("+")
+    return run.language_model and MethodLabel.parse(an.task_method(run, name)).involves_language_model
 
 
 def build(report: Report) -> dict[str, Any]:
