@@ -332,21 +332,7 @@ class OpenAIEngine(Engine):
         return self._failed(last_error, started, attempt, url, notes)
 
     async def _call(self, url: str, request: ChatRequest, max_tokens: int):
-        sampling = dict(request.sampling)
-        extra_body = dict(request.extra_body)
-        # Fields outside OpenAI's schema (top_k, min_p, …) travel in the body for vLLM.
-        for key in ("top_k", "min_p", "repetition_penalty"):
-            if key in sampling:
-                extra_body[key] = sampling.pop(key)
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": request.messages,
-            "max_tokens": max_tokens,
-            **{k: v for k, v in sampling.items() if v is not None},
-        }
-        if request.logprobs:
-            kwargs["logprobs"] = True
-            kwargs["top_logprobs"] = request.logprobs
+        kwargs, extra_body = request_parts(request, self.model, max_tokens)
         self.capability(url).shape(kwargs, extra_body)
         return await self.client(url).chat.completions.create(extra_body=extra_body or None, **kwargs)
 
@@ -377,6 +363,30 @@ class OpenAIEngine(Engine):
             server=url,
             notes=notes,
         )
+
+
+#: sampling fields outside OpenAI's schema: they travel in the body for vLLM
+VLLM_SAMPLING_KEYS = ("top_k", "min_p", "repetition_penalty")
+
+
+def request_parts(request: ChatRequest, model: str, max_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chat-completions call for ``request``: the OpenAI-schema arguments and the extra body
+    fields (vLLM's sampling keys, chat_template_kwargs, constraints), as every engine sends them."""
+    sampling = dict(request.sampling)
+    extra_body = dict(request.extra_body)
+    for key in VLLM_SAMPLING_KEYS:
+        if key in sampling:
+            extra_body[key] = sampling.pop(key)
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": request.messages,
+        "max_tokens": max_tokens,
+        **{k: v for k, v in sampling.items() if v is not None},
+    }
+    if request.logprobs:
+        kwargs["logprobs"] = True
+        kwargs["top_logprobs"] = request.logprobs
+    return kwargs, extra_body
 
 
 def _to_completion(response: Any) -> Completion:

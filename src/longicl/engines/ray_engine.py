@@ -33,7 +33,6 @@ import functools
 import itertools
 import json
 import random
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -46,10 +45,12 @@ from omegaconf import OmegaConf
 from openai.types.chat import ChatCompletion
 
 from longicl.engines.base import ChatRequest, Completion, Engine
+from longicl.engines.capabilities import is_context_overflow
 from longicl.engines.openai_compat import (
     CONTEXT_LENGTH_ERROR,
     _setting,
     _to_completion,
+    request_parts,
     validate_base_urls,
 )
 from longicl.engines.servers import Server, ServerPool
@@ -57,33 +58,14 @@ from longicl.errors import ServerUnreachable, UsageError, one_line
 from longicl.paths import CONF_DIR
 
 MODES = ("http", "vllm")
-_CONTEXT_LENGTH = re.compile(
-    r"maximum context length|context length|too long|max_model_len|prompt is too long", re.I
-)
 #: keys of llm_config.yaml's engine_args that belong to the HTTP server, not to the vLLM engine
 _SERVER_ONLY_ARGS = ("model", "served_model_name", "host", "port", "api_key", "uvicorn_log_level")
-#: sampling keys outside OpenAI's schema: the native engine moves them into the body's extras
-_VLLM_SAMPLING_KEYS = ("top_k", "min_p", "repetition_penalty")
 
 
 def request_body(request: ChatRequest, model: str, max_tokens: int) -> dict[str, Any]:
     """The chat-completions body the ``openai`` engine sends for ``request`` (same keys, same values)."""
-    sampling = dict(request.sampling)
-    extra_body = dict(request.extra_body)
-    for key in _VLLM_SAMPLING_KEYS:
-        if key in sampling:
-            extra_body[key] = sampling.pop(key)
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": request.messages,
-        "max_tokens": max_tokens,
-        **{k: v for k, v in sampling.items() if v is not None},
-    }
-    if request.logprobs:
-        body["logprobs"] = True
-        body["top_logprobs"] = request.logprobs
-    body.update(extra_body)
-    return body
+    kwargs, extra_body = request_parts(request, model, max_tokens)
+    return {**kwargs, **extra_body}
 
 
 #: the HTTP stage's reply when the request never got an HTTP answer (refused, reset, timed out)
@@ -649,7 +631,7 @@ class RayEngine(Engine):
         ):
             detail = error if isinstance(error, dict) else body if isinstance(body, dict) else {}
             message = one_line(detail.get("message") or text or f"HTTP {status}", 300)
-            if _CONTEXT_LENGTH.search(message):
+            if is_context_overflow(message):
                 return None, f"{CONTEXT_LENGTH_ERROR}: {message}", False
             code = status if status != 200 else detail.get("code")
             kind = str(detail.get("type") or "")
