@@ -7,9 +7,11 @@ A synthetic declared task (a task YAML and a CSV, as in ``examples/``): the 500 
 annotate (``min_icl_tokens`` small, so that a request is short and the transport is measured).
 The fake server runs in its own process, so the driver's memory is the runner's alone. Each
 engine and size runs in a fresh child process; its peak RSS (``ru_maxrss``) is printed with the
-rows/s. Memory should not grow with the rows beyond the task data itself: requests are built as
-workers take samples, and each server's Ray stream holds at most ``engine.concurrency`` prompts.
-Nothing is asserted.
+rows/s, and so is its RSS when 10%, 50% and 90% of the rows were recorded (sampled twice a second
+from ``/proc``). While rows stream, memory should stay flat from 10% to 90%: requests are built
+as workers take samples, and each server's Ray stream holds at most ``engine.concurrency``
+prompts. What does grow with the rows is the task data (read whole, as for every engine) and the
+metrics step after the last row, which reads the records back. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -74,9 +77,11 @@ def child(engine: str, rows: int, url: str, overrides: list[str]) -> None:
                 *overrides,
             ],
         )
+        progress = _RssAtProgress(Path(tmp) / "out" / "records" / "bench-mood.jsonl", rows)
         started = time.perf_counter()
         result = run(cfg)
         seconds = time.perf_counter() - started
+        progress.stop()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
@@ -86,9 +91,58 @@ def child(engine: str, rows: int, url: str, overrides: list[str]) -> None:
                 "seconds": seconds,
                 "missing": result.missing,
                 "peak_mb": peak_mb,
+                "rss_at": progress.rss_at,
+                "steady_rows_per_s": _steady_rate(progress.time_at, rows),
             }
         )
     )
+
+
+class _RssAtProgress(threading.Thread):
+    """This process's RSS (MB), and the time, when the records file first held 10%, 50% and 90%
+    of ``rows`` (the rate between 10% and 90% is the steady one, without Ray's start-up)."""
+
+    MARKS = (0.1, 0.5, 0.9)
+
+    def __init__(self, records: Path, rows: int) -> None:
+        super().__init__(daemon=True)
+        self.records, self.rows = records, rows
+        self.rss_at: dict[str, float] = {}
+        self.time_at: dict[str, float] = {}
+        self.halt = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        seen, offset = 0, 0
+        while not self.halt.wait(0.5) and len(self.rss_at) < len(self.MARKS):
+            if not self.records.exists():
+                continue
+            with self.records.open("rb") as handle:  # count only the lines added since last time
+                handle.seek(offset)
+                chunk = handle.read()
+            offset += len(chunk)
+            seen += chunk.count(b"\n")
+            for mark in self.MARKS:
+                if seen >= mark * self.rows and f"{mark:.0%}" not in self.rss_at:
+                    self.rss_at[f"{mark:.0%}"] = _rss_mb()
+                    self.time_at[f"{mark:.0%}"] = time.perf_counter()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join()
+
+
+def _steady_rate(time_at: dict[str, float], rows: int) -> float | None:
+    if "10%" not in time_at or "90%" not in time_at or time_at["90%"] <= time_at["10%"]:
+        return None
+    return 0.8 * rows / (time_at["90%"] - time_at["10%"])
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> None:
@@ -120,9 +174,12 @@ def main() -> None:
                     print(f"{engine} {rows} rows failed:\n{done.stderr[-2000:]}")
                     continue
                 r = json.loads(lines[-1])
+                at = ", ".join(f"{mark} {mb:.0f}" for mark, mb in r["rss_at"].items())
+                steady = r["steady_rows_per_s"]
                 print(
-                    f"{r['engine']:>6} {r['rows']:>7} rows: {r['seconds']:7.1f} s, {r['rows'] / r['seconds']:7.1f} rows/s, "
-                    f"driver peak RSS {r['peak_mb']:7.0f} MB, missing {r['missing']}",
+                    f"{r['engine']:>6} {r['rows']:>7} rows: {r['seconds']:7.1f} s, {r['rows'] / r['seconds']:7.1f} rows/s "
+                    f"({steady or float('nan'):.1f} from 10% to 90%), "
+                    f"driver peak RSS {r['peak_mb']:7.0f} MB (RSS at {at} MB), missing {r['missing']}",
                     flush=True,
                 )
     finally:

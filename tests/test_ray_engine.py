@@ -27,7 +27,7 @@ FAST = [
     "engine.backoff_initial=0.05",
     "engine.backoff_max=0.5",
     "engine.ray.actors=1",
-    "engine.ray.requests_per_actor=8",
+    "engine.ray.rows_per_actor=8",
 ]
 #: record fields that say how a request travelled, not what it asked or answered
 TRANSPORT = ("latency_s", "server", "attempts", "notes")
@@ -89,6 +89,9 @@ def test_same_requests_predictions_and_records_as_the_openai_engine(tmp_path, go
         for q in json.loads(line)["requests"]
     ]
     assert sum(cached) > 0  # the static blocks were served from the (fake) prefix cache
+    # the engine's Ray Data settings went into its own datasets, not the process's context
+    context = ray.data.DataContext.get_current()
+    assert context.target_max_block_size != 1 and context.max_errored_blocks != -1
 
 
 def test_each_task_on_one_server_and_a_dying_server_hands_over(tmp_path, gold_answers):
@@ -172,3 +175,67 @@ def test_vllm_mode_processor_config_carries_the_serving_settings():
     assert config.concurrency == 4 and config.should_continue_on_error is True
     assert engine.model == "Qwen3-4B"
     assert engine.describe()["vllm"]["engine_kwargs"]["max_model_len"] == 131072
+
+
+class _RecordingQueue:
+    def __init__(self) -> None:
+        self.items: list = []
+
+    async def put_async(self, item) -> None:
+        self.items.append(item)
+
+
+@pytest.mark.parametrize("mode", ["http", "vllm"])
+def test_waiting_requests_travel_in_rows_of_one_static_block(mode):
+    """HTTP: up to requests_per_row requests of one static block per Ray Data row, sent together.
+    vLLM: a row per request (the engine batches them), the same grouping per block of rows."""
+    import asyncio
+
+    from longicl.engines.ray_engine import _Stream
+
+    settings = {"mode": mode, "requests_per_row": 3}
+    if mode == "vllm":
+        settings["vllm"] = {"llm_config": str(ROOT / "llm_config.yaml")}
+    engine = RayEngine.from_config(base_url="http://127.0.0.1:9/v1", ray=settings)
+    stream = _Stream("target", _RecordingQueue())
+    # eight requests of two static blocks, arriving interleaved
+    stream.waiting = [(key, "block-b" if key % 2 else "block-a", f"body-{key}") for key in range(8)]
+
+    async def feed_once() -> None:
+        feeder = asyncio.ensure_future(engine._feed(stream))
+        stream.wake.set()
+        await asyncio.sleep(0.05)
+        feeder.cancel()
+
+    asyncio.run(feed_once())
+    blocks = stream.queue.items
+    keys = [[row["keys"] for row in block] for block in blocks]
+    if mode == "http":
+        assert keys == [[[0, 2, 4]], [[6]], [[1, 3, 5]], [[7]]]
+    else:
+        assert keys == [[[0], [2], [4]], [[6]], [[1], [3], [5]], [[7]]]
+    for block in blocks:
+        for row in block:
+            assert row["payload"] == [f"body-{key}" for key in row["keys"]]
+    assert stream.rows == 8
+
+
+def test_a_rows_replies_reach_their_requests_and_a_short_reply_fails_them_all():
+    import asyncio
+
+    from longicl.engines.ray_engine import _Stream
+
+    async def resolve(reply: str) -> list:
+        loop = asyncio.get_running_loop()
+        stream = _Stream("target", None)
+        stream.pending = {key: loop.create_future() for key in (4, 5)}
+        RayEngine._resolve(stream, [5, 4], reply)
+        return [stream.pending[4].result(), stream.pending[5].result()]
+
+    answered = asyncio.run(
+        resolve(json.dumps([{"status": 200, "text": "five"}, {"status": 200, "text": "four"}]))
+    )
+    assert answered == [({"status": 200, "text": "four"}, None), ({"status": 200, "text": "five"}, None)]
+    for broken in ("[1]", "not json", "7"):
+        outcomes = asyncio.run(resolve(broken))
+        assert all(reply is None and why.startswith("unreadable reply") for reply, why in outcomes)

@@ -73,18 +73,19 @@ NO_HTTP_ANSWER = 0
 
 
 class _Envelope:
-    """What the HTTP stage sees of one reply: always ``200``, and ``json()`` is a string.
+    """What the HTTP stage sees of one Ray Data row's replies: always ``200``, and ``json()`` is
+    a string (a JSON list, one ``{"status", "text"}`` per request of the row).
 
     ``HttpRequestUDF`` retries some statuses itself and raises (failing a whole batch, which Ray
     Data then drops) when a request ends without a JSON body. Wrapping every outcome, the
-    server's status and raw text or the transport error, as one JSON string keeps each row's
-    fate in its own row: the engine reads it and applies its own retry policy (as ``openai``)."""
+    server's status and raw text or the transport error, keeps each request's fate in its own
+    entry: the engine reads it and applies its own retry policy (as ``openai``)."""
 
     status = 200
     reason = "OK"
 
-    def __init__(self, status: int, text: str) -> None:
-        self._text = json.dumps({"status": status, "text": text}, ensure_ascii=False)
+    def __init__(self, outcomes: list[dict[str, Any]]) -> None:
+        self._text = json.dumps(outcomes, ensure_ascii=False)
 
     async def __aenter__(self) -> _Envelope:
         return self
@@ -97,38 +98,39 @@ class _Envelope:
 
 
 class EnvelopeSession(aiohttp.ClientSession):
-    """The HTTP stage's session: posts the pre-serialised body carried in the row as is, and
-    answers with an `_Envelope` whatever happened.
+    """The HTTP stage's session: posts each pre-serialised body carried in the row, all at once,
+    and answers with one `_Envelope` whatever happened.
 
-    ``HttpRequestUDF`` posts ``json.dumps(row["payload"])``; our payload is the body already
-    serialised (a string), so the stage's JSON is a string literal whose value is the body."""
+    A row's payload is the list of its requests' bodies, each already serialised (strings), so
+    Arrow never reshapes a body. ``HttpRequestUDF`` posts ``json.dumps(row["payload"])``; this
+    session reads the list back and sends every body as is, concurrently."""
 
     def __init__(self, *args: Any, timeout_s: float = 600.0, **kwargs: Any) -> None:
         super().__init__(*args, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs)
 
     def post(self, url: Any, *, data: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
-        if isinstance(data, str):
-            data = json.loads(data).encode("utf-8")
-        return self._enveloped(url, data, kwargs)
+        bodies = json.loads(data) if isinstance(data, str) else [data]
+        return self._enveloped(url, bodies, kwargs)
 
-    async def _enveloped(self, url: Any, data: Any, kwargs: dict[str, Any]) -> _Envelope:
+    async def _enveloped(self, url: Any, bodies: list[Any], kwargs: dict[str, Any]) -> _Envelope:
+        outcomes = await asyncio.gather(*(self._one(url, body, kwargs) for body in bodies))
+        return _Envelope(list(outcomes))
+
+    async def _one(self, url: Any, body: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        data = body.encode("utf-8") if isinstance(body, str) else body
         try:
             async with super().post(url, data=data, **kwargs) as response:
-                return _Envelope(response.status, await response.text())
+                return {"status": response.status, "text": await response.text()}
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return _Envelope(NO_HTTP_ANSWER, f"{type(exc).__name__}: {one_line(exc, 300)}")
-
-
-def _payload(row: dict[str, Any]) -> dict[str, Any]:
-    return {"payload": row["body"]}
+            return {"status": NO_HTTP_ANSWER, "text": f"{type(exc).__name__}: {one_line(exc, 300)}"}
 
 
 def _http_reply(row: dict[str, Any]) -> dict[str, Any]:
-    return {"key": row["key"], "reply": row["http_response"]}
+    return {"keys": row["keys"], "reply": row["http_response"]}
 
 
 def _vllm_row(row: dict[str, Any]) -> dict[str, Any]:
-    request = json.loads(row["body"])
+    request = json.loads(row["payload"][0])
     return {"messages": request["messages"], "sampling_params": request["sampling_params"]}
 
 
@@ -141,7 +143,7 @@ def _vllm_reply(row: dict[str, Any]) -> dict[str, Any]:
         "completion_tokens": row.get("num_generated_tokens"),
         "cached_tokens": metrics.get("num_cached_tokens") if isinstance(metrics, dict) else None,
     }
-    return {"key": row["key"], "reply": json.dumps(reply)}
+    return {"keys": row["keys"], "reply": json.dumps([reply])}
 
 
 def vllm_engine_kwargs(config: str, profile: str, overrides: Mapping[str, Any] | None = None) -> dict:
@@ -171,9 +173,9 @@ def vllm_sampling_params(request: ChatRequest, max_tokens: int) -> dict[str, Any
 
 
 _END = "__end_of_stream__"
-#: The postprocess map runs one Ray task per (one-row) block. Uncapped, at a hundredth of a CPU
-#: each, Ray started a new worker process (~130 MB, seconds of start-up) for nearly every row: a
-#: 100-row run took 200 s with 100 workers. Two tasks at a time keep two warm workers busy instead.
+#: The postprocess map runs one Ray task per block. Uncapped, at a hundredth of a CPU each, Ray
+#: started a new worker process (~130 MB, seconds of start-up) for nearly every block: a 100-row
+#: run took 200 s with 100 workers. Two tasks at a time keep two warm workers busy instead.
 _POSTPROCESS = {"num_cpus": 0.01, "concurrency": 2}
 
 
@@ -184,11 +186,12 @@ def queue_datasource(queue: Any) -> Any:
     from ray.data.block import BlockMetadata
 
     class QueueDatasource(Datasource):
-        """A Ray Data source that never ends on its own: one read task yields each row put into
-        ``queue`` (a ``ray.util.queue.Queue``) as a block of its own, until the end marker.
+        """A Ray Data source that never ends on its own: one read task yields each item put into
+        ``queue`` (a ``ray.util.queue.Queue``; an item is a list of rows) as a block of its own,
+        until the end marker.
 
-        One row per block, and ``DataContext.target_max_block_size`` of one byte, so that no
-        operator holds a row back waiting for more to fill a block or a batch."""
+        A block per item, and ``DataContext.target_max_block_size`` of one byte, so that no
+        operator holds rows back waiting for more to fill a block or a batch."""
 
         def __init__(self, queue: Any) -> None:
             super().__init__()
@@ -202,10 +205,10 @@ def queue_datasource(queue: Any) -> Any:
 
             def read() -> Any:
                 while True:
-                    row = queue.get(block=True)
-                    if row == _END:
+                    rows = queue.get(block=True)
+                    if rows == _END:
                         return
-                    yield pa.Table.from_pylist([row])
+                    yield pa.Table.from_pylist(rows)
 
             metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
             return [ReadTask(read, metadata)]
@@ -217,8 +220,8 @@ def queue_datasource(queue: Any) -> Any:
 class _Stream:
     """One long-lived Ray Data execution for one target (a server, or the vLLM replicas).
 
-    Rows go in through a bounded Ray queue and come out of the dataset's iterator, read by a
-    thread that hands each reply to the waiting request's future."""
+    Requests go in through a bounded Ray queue and their replies come out of the dataset's
+    iterator, read by a thread that hands each reply to the waiting request's future."""
 
     target: str
     queue: Any
@@ -253,7 +256,7 @@ class RayEngine(Engine):
         """Every setting is required: their defaults live in ``conf/engine/ray.yaml`` only
         (`from_config` reads them from there for library use and tests)."""
         settings = dict(ray or {})
-        for key in ("mode", "actors", "requests_per_actor", "http_num_cpus", "init", "vllm"):
+        for key in ("mode", "actors", "rows_per_actor", "requests_per_row", "http_num_cpus", "init", "vllm"):
             if key not in settings:
                 raise UsageError(f"engine.ray.{key} is not set (see conf/engine/ray.yaml)")
         self.mode = str(settings["mode"])
@@ -262,8 +265,11 @@ class RayEngine(Engine):
         self.address = settings.get("address") or None
         self.init_kwargs = dict(settings["init"] or {})
         self.actors = _setting(settings["actors"], "ray.actors", minimum=1, integer=True)
-        self.requests_per_actor = _setting(
-            settings["requests_per_actor"], "ray.requests_per_actor", minimum=1, integer=True
+        self.rows_per_actor = _setting(
+            settings["rows_per_actor"], "ray.rows_per_actor", minimum=1, integer=True
+        )
+        self.requests_per_row = _setting(
+            settings["requests_per_row"], "ray.requests_per_row", minimum=1, integer=True
         )
         self.http_num_cpus = _setting(settings["http_num_cpus"], "ray.http_num_cpus", minimum=0)
         self.vllm = dict(settings["vllm"] or {})
@@ -325,11 +331,6 @@ class RayEngine(Engine):
             kwargs = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
             await asyncio.to_thread(ray.init, address=self.address, **kwargs)
             self._started_ray = True
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the runner shows its own progress
-        context.print_on_execution_start = False
-        context.max_errored_blocks = -1  # a lost row is retried here; it must not end the stream
-        context.target_max_block_size = 1  # every row a block of its own: nothing waits for company
         if self.pool is not None:
             answering = [s for s in self.pool.servers if await self._check_server(s)]
             if not answering:
@@ -391,7 +392,8 @@ class RayEngine(Engine):
         if self.pool is not None:
             described["base_url"] = self.base_urls if len(self.base_urls) > 1 else self.base_urls[0]
             described["actors_per_server"] = self.actors
-            described["requests_per_actor"] = self.requests_per_actor
+            described["rows_per_actor"] = self.rows_per_actor
+            described["requests_per_row"] = self.requests_per_row
             described["pool"] = self.pool.describe()
         else:
             described["vllm"] = self.processor_config().model_dump(exclude={"session_factory"})
@@ -403,7 +405,8 @@ class RayEngine(Engine):
 
         Batches of one row: a stage's batch waits until it is full, and in a stream that never
         ends a half batch would wait for ever. Concurrency comes from actors running many
-        one-row batches at once (``requests_per_actor``; vLLM batches them inside the engine)."""
+        one-row batches at once (``rows_per_actor``; vLLM batches them inside the engine), and in
+        the HTTP mode from a row carrying several requests, sent together (``requests_per_row``)."""
         from ray.data.llm import HttpRequestProcessorConfig, vLLMEngineProcessorConfig
 
         if self.mode == "http":
@@ -422,32 +425,50 @@ class RayEngine(Engine):
             engine_kwargs=self.vllm_settings["engine_kwargs"],
             concurrency=_setting(vllm["replicas"], "ray.vllm.replicas", minimum=1, integer=True),
             batch_size=1,
-            max_concurrent_batches=self.requests_per_actor,
+            max_concurrent_batches=self.rows_per_actor,
             accelerator_type=vllm.get("accelerator_type"),
             should_continue_on_error=True,  # a failed row comes back with __inference_error__
             chat_template_stage={"chat_template_kwargs": dict(vllm.get("chat_template_kwargs") or {})},
         )
 
     def _dataset(self, stream: _Stream) -> Any:
-        """The stream's dataset: rows from its queue through the processor (not yet executing)."""
+        """The stream's dataset: rows from its queue through the processor (not yet executing).
+
+        A dataset keeps a copy of the Ray Data context current when it is made: this engine's
+        settings go into a copy made current for that moment only, so the user's own context
+        (a notebook's other datasets) is left as it was."""
+        from ray.data import DataContext
+
+        previous = DataContext.get_current()
+        context = previous.copy()
+        context.enable_progress_bars = False  # the runner shows its own progress
+        context.print_on_execution_start = False
+        context.max_errored_blocks = -1  # a lost row is retried here; it must not end the stream
+        context.target_max_block_size = 1  # every row a block of its own: nothing waits for company
+        DataContext._set_current(context)
+        try:
+            return self._make_dataset(stream)
+        finally:
+            DataContext._set_current(previous)
+
+    def _make_dataset(self, stream: _Stream) -> Any:
         import ray
         from ray.data.llm import build_processor
 
-        # (de)serialising one row: next to nothing, never a whole CPU; the preprocess map is fused
-        # into the queue's single long-lived read task
+        # Ray Data adds a preprocess map (the identity, for the HTTP mode) before the stages:
+        # next to nothing per row, never a whole CPU, and fused into the queue's read task
         light = {"num_cpus": 0.01}
         if self.mode == "http":
             processor = build_processor(
                 self.processor_config(stream.target),
-                preprocess=_payload,
                 postprocess=_http_reply,
                 preprocess_map_kwargs=light,
                 postprocess_map_kwargs=_POSTPROCESS,
             )
-            # Ray's HTTP stage sends one batch's requests one after another: the actor's own
-            # concurrency is what keeps several requests in flight.
+            # Ray's HTTP stage sends one batch's rows one after another: the actor's own
+            # concurrency is what keeps several rows in flight.
             stage = processor.get_stage_by_name("HttpRequestStage")
-            stage.map_batches_kwargs["max_concurrency"] = self.requests_per_actor
+            stage.map_batches_kwargs["max_concurrency"] = self.rows_per_actor
         else:
             processor = build_processor(
                 self.processor_config(),
@@ -467,8 +488,10 @@ class RayEngine(Engine):
         if stream is None or stream.ended is not None:
             from ray.util.queue import Queue
 
-            # Bounded: prompts waiting inside Ray are at most `concurrency` per target.
-            stream = _Stream(target, Queue(maxsize=self.concurrency))
+            # Bounded: prompts waiting inside Ray are at most `concurrency` per target (an item
+            # is a row of up to `requests_per_row` requests in the HTTP mode).
+            per_item = self.requests_per_row if self.mode == "http" else 1
+            stream = _Stream(target, Queue(maxsize=max(1, self.concurrency // per_item)))
             self._streams[target] = stream
             loop = asyncio.get_running_loop()
             dataset = self._dataset(stream)
@@ -497,15 +520,29 @@ class RayEngine(Engine):
             stream.pending.pop(key, None)
 
     async def _feed(self, stream: _Stream) -> None:
-        """Move waiting rows into the stream's queue, rows of one static block next to each
-        other (prefix affinity: an actor or replica works through one block at a time)."""
+        """Move waiting requests into the stream's queue, requests of one static block next to
+        each other (prefix affinity: an actor or replica works through one block at a time).
+
+        In the HTTP mode, up to ``requests_per_row`` waiting requests of one static block travel
+        as one Ray Data row, sent together by the HTTP actor: Ray's fixed cost per row (a block,
+        a task, an object) is paid once per row, not once per request. Nothing waits to fill a
+        row: a request alone goes alone."""
+        per_row = self.requests_per_row if self.mode == "http" else 1
         while True:
             await stream.wake.wait()
             stream.wake.clear()
             waiting, stream.waiting = stream.waiting, []
-            for key, _, body in sorted(waiting, key=lambda row: (row[1], row[0])):
-                await stream.queue.put_async({"key": key, "body": body})
-                stream.rows += 1
+            waiting.sort(key=lambda row: (row[1], row[0]))
+            for _, group in itertools.groupby(waiting, key=lambda row: row[1]):
+                requests = list(group)
+                for start in range(0, len(requests), self.requests_per_row):
+                    chunk = requests[start : start + self.requests_per_row]
+                    rows = [
+                        {"keys": [key for key, _, _ in part], "payload": [body for _, _, body in part]}
+                        for part in (chunk[i : i + per_row] for i in range(0, len(chunk), per_row))
+                    ]
+                    await stream.queue.put_async(rows)
+                    stream.rows += len(chunk)
 
     def _read_replies(self, stream: _Stream, dataset: Any, loop: asyncio.AbstractEventLoop) -> None:
         """The stream's execution (in a thread): each reply to its request's future, as it comes."""
@@ -514,19 +551,25 @@ class RayEngine(Engine):
             # No prefetching: a prefetching iterator holds the last reply until another arrives.
             for batch in dataset.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pyarrow"):
                 for row in batch.to_pylist():
-                    loop.call_soon_threadsafe(self._resolve, stream, int(row["key"]), row["reply"])
+                    loop.call_soon_threadsafe(self._resolve, stream, row["keys"], row["reply"])
         except Exception as exc:  # noqa: BLE001 - a failed execution fails its rows, not the run
             ended = f"Ray Data execution failed: {type(exc).__name__}: {one_line(exc, 300)}"
         loop.call_soon_threadsafe(self._ended, stream, ended)
 
     @staticmethod
-    def _resolve(stream: _Stream, key: int, reply: str) -> None:
-        future = stream.pending.get(key)
-        if future is not None and not future.done():
-            try:
-                future.set_result((json.loads(reply), None))
-            except ValueError as exc:
-                future.set_result((None, f"unreadable reply: {one_line(exc, 200)}"))
+    def _resolve(stream: _Stream, keys: list[int], reply: str) -> None:
+        """Hand a row's replies (a JSON list, one per request, in the row's order) to their requests."""
+        try:
+            replies = json.loads(reply)
+            outcomes = [(r, None) for r in replies] if len(replies) == len(keys) else None
+        except (ValueError, TypeError) as exc:
+            outcomes, why = None, f"unreadable reply: {one_line(exc, 200)}"
+        else:
+            why = f"unreadable reply: {len(keys)} requests, {len(replies)} replies"
+        for index, key in enumerate(keys):
+            future = stream.pending.get(int(key))
+            if future is not None and not future.done():
+                future.set_result(outcomes[index] if outcomes else (None, why))
 
     def _ended(self, stream: _Stream, why: str) -> None:
         if stream.ended is None:
