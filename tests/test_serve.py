@@ -356,3 +356,61 @@ def test_ensure_server_starts_and_stops(tmp_path: Path, monkeypatch) -> None:
     assert serve.probe(handle.base_url).answers and messages
     handle.stop(grace=10)
     assert not handle.alive() and not serve.probe(handle.base_url).answers
+
+
+def test_autostart_starts_the_server_before_counting_in_its_tokens(tmp_path: Path, monkeypatch) -> None:
+    """serve.autostart=true with model.tokenizer=server: the budgets are counted through the
+    server that autostart starts, so it is started first (and stopped when the run ends)."""
+    from conftest import compose
+
+    from longicl.runner import run
+
+    _fake_vllm(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(serve.lifecycle, "detect_gpu", lambda: "GPU 0: test double")
+    port = _free_port()
+    path = _config(tmp_path, port=port, model=str(_model_dir(tmp_path)))
+    url = f"http://127.0.0.1:{port}/v1"
+    result = run(
+        compose(
+            "task=5",
+            "split=dev",
+            "limit=2",
+            "min_icl_tokens=2000",
+            "model.tokenizer=server",
+            f"engine.base_url={url}",
+            "serve.autostart=true",
+            f"serve.config={path}",
+            f"serve.out_dir={tmp_path / 'serve'}",
+            f"out_dir={tmp_path / 'out'}",
+        )
+    )
+    records = [json.loads(x) for x in (tmp_path / "out" / "records" / "openseek-5.jsonl").open()]
+    assert len(records) == 2 and all(r["requests"][0]["icl_tokens"] >= 2000 for r in records)
+    assert result.summary["config"]["model"]["tokenizer"] == "server"
+    assert not serve.probe(url).answers  # stopped with the run
+
+
+def test_a_key_in_the_serving_config_stays_out_of_the_log_and_the_state_file(
+    tmp_path: Path, monkeypatch
+) -> None:
+    _fake_vllm(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(serve.lifecycle, "detect_gpu", lambda: "GPU 0: test double")
+    port = _free_port()
+    secret = "sk-serving-secret-0123456789"
+    path = _config(tmp_path, port=port, model=str(_model_dir(tmp_path)), api_key=secret)
+    assert secret in serve.vllm_argv(serve.load_spec(path, "default"))  # the server itself is given it
+    handle = serve.ensure_server(
+        _main_cfg(path, f"http://127.0.0.1:{port}/v1", tmp_path / "s"), lambda _: None
+    )
+    try:
+        assert handle is not None
+        written = {p.name: p.read_text() for p in (tmp_path / "s").iterdir() if p.is_file()}
+        assert serve.LOG_FILE in written and serve.STATE_FILE in written
+        assert not [name for name, text in written.items() if secret in text]
+        assert "--api-key $OPENAI_API_KEY" in written[serve.LOG_FILE]
+        assert secret not in handle.argv
+    finally:
+        if handle is not None:
+            handle.stop(grace=10)

@@ -109,6 +109,13 @@ def redact_command(command: str | Sequence[str]) -> str:
     return redact_text(text)
 
 
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """An argument list safe to record: ``--api-key $OPENAI_API_KEY``, secrets in values hidden."""
+    import shlex
+
+    return shlex.split(redact_command(shlex.join(list(argv))))
+
+
 def shell_override(override: str) -> str:
     """A hydra override as a shell word; the key's placeholder stays unquoted, for the shell to expand."""
     import shlex

@@ -45,7 +45,7 @@ from longicl.quality import task_quality
 from longicl.records import MethodLabel, SampleRecord
 from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_torn_tail
 from longicl.selection import STRATEGIES, PromptBudget
-from longicl.serve import ensure_server
+from longicl.serve import ServerHandle, ensure_server
 from longicl.tasks import TaskSpec, per_task_entry, resolve_tasks, task_order
 from longicl.tokens import TOKENIZERS, TokenCounter
 
@@ -261,24 +261,31 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
     rundir = RunDir(settings.out_dir)
     rundir.check_writable()
     rundir.lock()  # one writer per out_dir; a busy one stops here, before anything is written
+    servers: list[ServerHandle | None] = []  # what serve.autostart started, stopped below
     try:
         engine.launch()  # engine=local starts its own server here (token counts may need it); stopped below
         try:
+            if settings.tokenizer == "server":  # counting needs the server: start it first
+                servers.append(_autostart(settings))
             counter = token_counter(settings, engine)
             task_runs = prepare_tasks(settings, counter)
             fingerprints = {t.spec.name: t.fingerprint for t in task_runs}
             rundir.check_resumable(fingerprints, settings.overwrite)
-            # serve.autostart=true: start a local vLLM when nothing answers (GPU boxes only); stop it after.
-            server = ensure_server(settings.config) if settings.engine.get("name") == "openai" else None
-            try:
-                return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
-            finally:
+            if not servers:  # otherwise only now, once the tasks are known to be fine
+                servers.append(_autostart(settings))
+            return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
+        finally:
+            for server in servers:
                 if server is not None:
                     server.stop()
-        finally:
             engine.shutdown()
     finally:
         rundir.unlock()
+
+
+def _autostart(settings: RunSettings) -> ServerHandle | None:
+    """serve.autostart=true: start a local vLLM when nothing answers (GPU boxes only); None if not."""
+    return ensure_server(settings.config) if settings.engine.get("name") == "openai" else None
 
 
 def token_counter(settings: RunSettings, engine: Engine) -> TokenCounter:

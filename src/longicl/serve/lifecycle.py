@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from longicl.credentials import redact_argv, redact_command
 from longicl.engines.probe import probe
 from longicl.errors import UsageError
 from longicl.serve.checks import check_model, detect_gpu, port_in_use
@@ -93,7 +94,10 @@ def start_server(
     env = {**os.environ, **spec.envs, MARKER_ENV: marker}
     log_path = out / LOG_FILE
     with log_path.open("ab") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shell_command(argv)}\n".encode())
+        # the log and the state file are kept and shared: a key on the command line stays out
+        log.write(
+            f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {redact_command(shell_command(argv))}\n".encode()
+        )
         log.flush()
         try:
             process = subprocess.Popen(
@@ -106,14 +110,14 @@ def start_server(
             )
         except OSError as exc:
             raise ServeError(f"cannot run {argv[0]}: {exc}") from None
-    handle = ServerHandle(spec.base_url, out, process.pid, marker, log_path, kind, argv, process)
+    handle = ServerHandle(spec.base_url, out, process.pid, marker, log_path, kind, redact_argv(argv), process)
     write_state(
         out,
         {
             "pid": process.pid,
             "marker": marker,
             "launcher": kind,
-            "argv": argv,
+            "argv": redact_argv(argv),
             "base_url": spec.base_url,
             "log": str(log_path),
             "config": str(spec.config_path),
