@@ -237,3 +237,47 @@ def test_bad_decisions_are_refused_with_one_line_and_nothing_written(
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert _snapshot(run_dir) == snapshot
+
+
+def test_a_declared_tasks_table_is_reviewed_and_its_annotated_csv_rewritten(tmp_path):
+    """A task file of one's own (examples/tweet-mood.yaml): export, two corrections, import; the
+    prediction file (under the table's own id column) and the annotated CSV take them."""
+    import csv
+
+    from fake_server import FixedAnswer
+
+    from longicl.paths import PROJECT_ROOT
+
+    run_dir = tmp_path / "run"
+    with FakeServer(FixedAnswer("fine")) as server:
+        run(
+            compose(
+                f"task={PROJECT_ROOT / 'examples' / 'tweet-mood.yaml'}",
+                "split=test",
+                "limit=4",
+                "min_icl_tokens=1000",
+                f"engine.base_url={server.url}",
+                f"out_dir={run_dir}",
+            )
+        )
+    exported = tmp_path / "review.json"
+    assert main(["export", str(run_dir), "--format", "label-studio", "-o", str(exported)]) == 0
+    tasks = json.loads(exported.read_text())
+    assert len(tasks) == 4 and {t["data"]["task"] for t in tasks} == {"tweet-mood"}
+    fixed = sorted(t["data"]["sample_id"] for t in tasks)[:2]
+    done = tmp_path / "export.json"
+    done.write_text(json.dumps(_annotate_label_studio(tasks, {sid: "down" for sid in fixed})))
+    assert main(["import", str(run_dir), str(done)]) == 0
+    predictions = [json.loads(x) for x in (run_dir / "tweet-mood.jsonl").read_text().splitlines()]
+    assert len(predictions) == 4
+    assert {str(p["tweet_id"]): p["prediction"] for p in predictions} == {
+        str(t["data"]["sample_id"]): ("down" if t["data"]["sample_id"] in fixed else "fine") for t in tasks
+    }
+    with (run_dir / "tweet-mood.csv").open(newline="") as handle:
+        annotated = {
+            row["tweet_id"]: row["prediction"] for row in csv.DictReader(handle) if row["prediction"]
+        }
+    assert annotated == {str(p["tweet_id"]): p["prediction"] for p in predictions}
+    snapshot = _snapshot(run_dir)
+    assert main(["import", str(run_dir), str(done)]) == 0
+    assert _snapshot(run_dir) == snapshot

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from longicl.data import TaskData, load_task
 from longicl.errors import UsageError
 from longicl.metrics import score
 from longicl.parse import parse_answer
-from longicl.review.items import Decision, run_tasks
+from longicl.review.items import Decision, data_dir, run_tasks
 from longicl.rundir import RunDir, atomic_write_bytes, jsonl_lines, read_jsonl, validate_predictions
+from longicl.runner import write_task_outputs
 from longicl.tasks import TaskSpec
 
 
@@ -107,26 +109,37 @@ def _task_of(decision: Decision, specs: dict[str, TaskSpec], records: dict[str, 
 
 
 def _rewrite_outputs(rundir: RunDir, specs: dict[str, TaskSpec], records: dict[str, dict]) -> list[str]:
-    """Prediction files from the records (in their own order), then the zip; only what changed."""
+    """Prediction files from the records (in their own order), then the zip; only what changed.
+    A declared task's annotated table (``<name>.csv``) is written again with its predictions."""
     written = []
     contents: dict[str, bytes] = {}
-    for name in specs:
+    for name, spec in specs.items():
         path = rundir.predictions_path(name)
         if not path.is_file():
             continue
         rows = list(read_jsonl(path))
+        task_data = None if spec.is_challenge else load_task(spec, data_dir(rundir.path))
+        id_key = task_data.id_key if task_data is not None else "test_sample_id"
+        sample_ids = _sample_ids(task_data, rows, path) if task_data is not None else [r[id_key] for r in rows]
         latest = records[name]
+        predictions = {
+            sample_id: _prediction(latest.get(sample_id), row["prediction"])
+            for sample_id, row in zip(sample_ids, rows, strict=True)
+        }
         new = jsonl_lines(
-            {
-                "test_sample_id": row["test_sample_id"],
-                "prediction": _prediction(latest.get(row["test_sample_id"]), row["prediction"]),
-            }
-            for row in rows
+            {id_key: row[id_key], "prediction": predictions[sample_id]}
+            for sample_id, row in zip(sample_ids, rows, strict=True)
         ).encode("utf-8")
         contents[path.name] = new
-        if new != path.read_bytes():
+        if new == path.read_bytes():
+            continue
+        if task_data is None:
             atomic_write_bytes(path, new)
-            written.append(path.name)
+        else:  # the same prediction file, and the input table with its prediction column
+            write_task_outputs(rundir, task_data, sample_ids, predictions)
+            if task_data.table is not None:
+                written.append(rundir.table_path(name).name)
+        written.append(path.name)
     if rundir.zip_path.is_file():
         with zipfile.ZipFile(rundir.zip_path) as archive:
             members = {n: archive.read(n) for n in archive.namelist()}
@@ -139,6 +152,20 @@ def _rewrite_outputs(rundir: RunDir, specs: dict[str, TaskSpec], records: dict[s
             rundir.write_zip(files, expected)
             written.append(rundir.zip_path.name)
     return written
+
+
+def _sample_ids(data: TaskData, rows: Sequence[dict[str, Any]], path: Path) -> list[str]:
+    """The sample ids of a declared task's prediction rows (which carry the table's own ids)."""
+    by_raw = {data.raw_id(e.id): e.id for e in (*data.examples, *data.test_samples)}
+    ids = []
+    for number, row in enumerate(rows, 1):
+        sample_id = by_raw.get(row.get(data.id_key))
+        if sample_id is None:
+            raise UsageError(
+                f"{path}: line {number}: {data.id_key}={row.get(data.id_key)!r} is not in {data.path}"
+            )
+        ids.append(sample_id)
+    return ids
 
 
 def _prediction(record: dict | None, current: str) -> str:

@@ -15,7 +15,7 @@ from longicl.errors import UsageError
 from longicl.parse import normalise
 from longicl.quality.confidence import of_record
 from longicl.rundir import RunDir
-from longicl.tasks import TaskSpec, get_task
+from longicl.tasks import TaskSpec, get_task, remember_run_tasks, task_order
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -49,14 +49,18 @@ class Decision:
 
 
 def run_tasks(run_dir: Path) -> list[TaskSpec]:
-    """The tasks a run dir holds records of, in id order."""
+    """The tasks a run dir holds records of: the challenge's in id order, then declared ones by
+    name (known from the task files ``run.json`` names)."""
     if not (run_dir / "records").is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no records/)")
-    names = sorted(p.name.removesuffix(".jsonl") for p in (run_dir / "records").glob("openseek-*.jsonl"))
+    remember_run_tasks(_run_json(run_dir).get("tasks") or {})
+    names = sorted(
+        (p.name.removesuffix(".jsonl") for p in (run_dir / "records").glob("*.jsonl")), key=task_order
+    )
     specs = [get_task(name) for name in names]
     if not specs:
         raise UsageError(f"{run_dir}: no records to review")
-    return sorted(specs, key=lambda s: s.id)
+    return specs
 
 
 def run_config(run_dir: Path) -> dict[str, Any]:
@@ -77,12 +81,16 @@ def data_dir(run_dir: Path) -> Path:
     return path
 
 
-def model_version(run_dir: Path) -> str:
+def _run_json(run_dir: Path) -> dict[str, Any]:
     try:
         run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        run = {}
-    engine = run.get("engine") or (run_config(run_dir).get("engine") or {})
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
+def model_version(run_dir: Path) -> str:
+    engine = _run_json(run_dir).get("engine") or (run_config(run_dir).get("engine") or {})
     return f"longicl/{engine.get('model') or engine.get('name') or 'unknown'}"
 
 
@@ -125,7 +133,10 @@ def load_items(
                     f"{version}/{record.get('method') or 'icl'}",
                 )
             )
-    return sorted(items, key=lambda i: (-1.0 if i.confidence is None else i.confidence, i.spec.id, i.index))
+    return sorted(
+        items,
+        key=lambda i: (-1.0 if i.confidence is None else i.confidence, task_order(i.spec.name), i.index),
+    )
 
 
 def stored_confidence(spec: TaskSpec, record: dict[str, Any]) -> tuple[float | None, str | None]:
@@ -145,7 +156,7 @@ def _inputs(spec: TaskSpec, directory: Path) -> dict[str, str]:
 
 def one_task(items: Sequence[ReviewItem], fmt: str) -> TaskSpec | None:
     """A tool project holds one task (one label set): refuse a mix."""
-    names = sorted({i.spec.name for i in items}, key=lambda n: int(n.split("-")[1]))
+    names = sorted({i.spec.name for i in items}, key=task_order)
     if len(names) > 1:
         raise UsageError(
             f"--format {fmt}: one project per task; pass --task NAME (this run has {', '.join(names)})"
