@@ -159,6 +159,62 @@ def test_a_failed_row_is_recorded_and_asked_again_on_resume(tmp_path, gold_answe
         assert again.missing == 0 and server.requests == []  # finished samples are never asked again
 
 
+def test_an_interrupted_run_resumes_without_asking_finished_samples_again(tmp_path, gold_answers):
+    """main.py with engine=ray in its own process (its own local Ray), stopped by SIGINT mid-run,
+    then the same command again: the finished samples are kept and never sent again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import DATA_DIR
+
+    out = tmp_path / "out"
+    with FakeServer(gold_answers, latency_s=0.3) as server:
+        command = [
+            sys.executable,
+            str(ROOT / "main.py"),
+            "progress=false",
+            f"data_dir={DATA_DIR}",
+            "task=[4,5]",
+            "split=dev",
+            "limit=10",
+            "engine=ray",
+            *FAST,
+            "engine.concurrency=2",
+            "+engine.ray.init.num_cpus=2",
+            f"engine.base_url={server.url}",
+            f"out_dir={out}",
+        ]
+        env = {**os.environ, "RAY_ADDRESS": ""}  # its own Ray, not this test process's
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        deadline = time.monotonic() + 180
+        while _lines(out) < 4:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no records within 180 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, stderr
+        assert "interrupted: finished samples are kept; run the same command again to resume" in stderr
+        finished = _lines(out)
+        assert 4 <= finished < 20
+        server.requests.clear()
+        rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        assert len(server.requests) == 20 - finished  # only the samples without a record
+    run_json = json.loads((out / "run.json").read_text())
+    for name in ("openseek-4", "openseek-5"):
+        assert run_json["tasks"][name]["accuracy"] == 1.0 and run_json["tasks"][name]["n"] == 10
+
+
+def _lines(out: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in (out / "records").glob("openseek-*.jsonl"))
+
+
 def test_vllm_mode_processor_config_carries_the_serving_settings():
     """Built, not run: no GPU and no vLLM here."""
     engine = RayEngine.from_config(
@@ -239,3 +295,37 @@ def test_a_rows_replies_reach_their_requests_and_a_short_reply_fails_them_all():
     for broken in ("[1]", "not json", "7"):
         outcomes = asyncio.run(resolve(broken))
         assert all(reply is None and why.startswith("unreadable reply") for reply, why in outcomes)
+
+
+def test_vllm_rows_carry_the_request_and_come_back_as_a_completion():
+    """The vLLM mode's pre/postprocess maps, on the row shapes its stages read and write (not run)."""
+    from longicl.engines.ray_engine import _vllm_reply, _vllm_row
+
+    engine = RayEngine.from_config(
+        ray={"mode": "vllm", "vllm": {"llm_config": str(ROOT / "llm_config.yaml")}}
+    )
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": "Input: 1\nOutput:"}], "sampling_params": {"max_tokens": 8}}
+    )
+    assert _vllm_row({"keys": [7], "payload": [body]}) == json.loads(body)
+    out = _vllm_reply(
+        {
+            "keys": [7],
+            "generated_text": "fine",
+            "finish_reason": "stop",
+            "num_input_tokens": 120,
+            "num_generated_tokens": 2,
+            "metrics": {"num_cached_tokens": 100},
+        }
+    )
+    assert out["keys"] == [7]
+    (reply,) = json.loads(out["reply"])
+    completion, error, retry = engine._read(reply)
+    assert error is None and completion.text == "fine" and completion.finish_reason == "stop"
+    assert completion.usage == {
+        "prompt_tokens": 120,
+        "completion_tokens": 2,
+        "prompt_tokens_details": {"cached_tokens": 100},
+    }
+    empty, error, retry = engine._read({**reply, "text": " "})
+    assert empty is None and error == "empty answer" and retry

@@ -3,16 +3,18 @@
 The annotator builds every request exactly as for the other engines (same prompts, byte for
 byte); this engine only changes how they travel. Each target (a server, or the vLLM replicas)
 gets one long-lived Ray Data execution, a stream: requests handed over by the runner's workers
-are put into a bounded Ray queue (``concurrency`` rows), read by a source that never ends on its
-own, sent by the processor's actors, and each reply is handed back to its request as it comes
-out. The fixed cost of an execution (actors started, plan built) is paid once per server, not
-once per batch of rows. Rows waiting together are queued in affinity order (task and
+are put into a bounded Ray queue (``concurrency`` requests), read by a source that never ends on
+its own, sent by the processor's actors, and each reply is handed back to its request as it
+comes out. The fixed cost of an execution (actors started, plan built) is paid once per server,
+not once per batch of rows. Requests waiting together are queued in affinity order (task and
 static-block variant), and each server's lane of the runner runs one task at a time:
 
 - ``ray.mode=http``: ``HttpRequestProcessorConfig`` against ``engine.base_url`` (one stream per
   server; tasks are spread over servers as by the ``openai`` engine, see
-  ``longicl.engines.servers``). The body is serialised here and carried through Ray Data as a
-  string, so that Arrow never reshapes it; replies come back the same way (`EnvelopeSession`).
+  ``longicl.engines.servers``). Up to ``ray.requests_per_row`` waiting requests of one static
+  block travel as one Ray Data row and are sent together, so Ray's cost per row is paid once per
+  row, not once per request. The bodies are serialised here and carried through Ray Data as
+  strings, so that Arrow never reshapes them; replies come back the same way (`EnvelopeSession`).
 - ``ray.mode=vllm``: ``vLLMEngineProcessorConfig`` with the serving settings of
   ``llm_config.yaml`` (YaRN through ``hf_overrides``, ``max_model_len``, prefix caching) and
   ``ray.vllm.replicas`` engine replicas. Not run in this repository (no GPU): see docs/serving.md.
