@@ -247,6 +247,7 @@ def test_a_declared_tasks_table_is_reviewed_and_its_annotated_csv_rewritten(tmp_
     from fake_server import FixedAnswer
 
     from longicl.paths import PROJECT_ROOT
+    from longicl.tasks import load_task_file
 
     run_dir = tmp_path / "run"
     with FakeServer(FixedAnswer("fine")) as server:
@@ -260,6 +261,18 @@ def test_a_declared_tasks_table_is_reviewed_and_its_annotated_csv_rewritten(tmp_
                 f"out_dir={run_dir}",
             )
         )
+    # another task file of the same name read since (a notebook, another test): the run's own
+    # task file still decides what the run's rows are
+    other = tmp_path / "other"
+    other.mkdir()
+    source = PROJECT_ROOT / "examples"
+    (other / "tweet-mood.yaml").write_text((source / "tweet-mood.yaml").read_text())
+    with (
+        (source / "tweet-mood.csv").open(newline="") as handle,
+        (other / "tweet-mood.csv").open("w", newline="") as out,
+    ):
+        csv.writer(out).writerows(list(csv.reader(handle))[:200])  # labelled rows only
+    load_task_file(other / "tweet-mood.yaml")
     exported = tmp_path / "review.json"
     assert main(["export", str(run_dir), "--format", "label-studio", "-o", str(exported)]) == 0
     tasks = json.loads(exported.read_text())

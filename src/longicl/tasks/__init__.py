@@ -161,6 +161,7 @@ def load_task_file(path: str | Path) -> TaskSpec:
     stat = path.stat()
     version = (path.resolve(), stat.st_mtime_ns, stat.st_size)
     if version in _LOADED:
+        _DECLARED[_LOADED[version].name] = _LOADED[version]  # the latest read, even from the cache
         return _LOADED[version]
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -401,15 +402,17 @@ def _expand(items: Iterable[object]) -> Iterable[TaskSpec]:
 
 def remember_run_tasks(tasks: Mapping[str, Mapping[str, Any]]) -> None:
     """Make the declared tasks of a finished run (its ``run.json`` ``tasks``) known to `get_task`
-    by name, for reports and notebooks: from the task file the run recorded, or, when that file
-    is gone, from what ``run.json`` says about the task."""
+    by name, for reports, notebooks and review: from the task file the run recorded (even when
+    another file of the same name was read before), or, when that file is gone and no task of
+    that name is known, from what ``run.json`` says about the task."""
     for name, entry in tasks.items():
-        if name in _DECLARED or task_order(name)[0] == 0 or not isinstance(entry, Mapping):
+        if task_order(name)[0] == 0 or not isinstance(entry, Mapping):
             continue
         path = entry.get("task_file")
         if path:
-            with contextlib.suppress(DataError):  # gone or changed: fall back to run.json below
-                load_task_file(task_file_path(path))
+            with contextlib.suppress(DataError):  # gone or changed: fall back below
+                if load_task_file(task_file_path(path)).name == name:
+                    continue
         if name not in _DECLARED or _DECLARED[name].name != name:
             try:
                 kind = AnswerKind(entry.get("answer_kind") or "text")
