@@ -490,10 +490,9 @@ class RayEngine(Engine):
         if stream is None or stream.ended is not None:
             from ray.util.queue import Queue
 
-            # Bounded: prompts waiting inside Ray are at most `concurrency` per target (an item
-            # is a row of up to `requests_per_row` requests in the HTTP mode).
-            per_item = self.requests_per_row if self.mode == "http" else 1
-            stream = _Stream(target, Queue(maxsize=max(1, self.concurrency // per_item)))
+            # Bounded: prompts waiting inside Ray are at most about `concurrency` per target (an
+            # item is a block of up to `requests_per_row` requests, in one row or a row each).
+            stream = _Stream(target, Queue(maxsize=max(1, self.concurrency // self.requests_per_row)))
             self._streams[target] = stream
             loop = asyncio.get_running_loop()
             dataset = self._dataset(stream)
