@@ -120,7 +120,9 @@ def _rewrite_outputs(rundir: RunDir, specs: dict[str, TaskSpec], records: dict[s
         rows = list(read_jsonl(path))
         task_data = None if spec.is_challenge else load_task(spec, data_dir(rundir.path))
         id_key = task_data.id_key if task_data is not None else "test_sample_id"
-        sample_ids = _sample_ids(task_data, rows, path) if task_data is not None else [r[id_key] for r in rows]
+        sample_ids = (
+            _sample_ids(task_data, rows, path) if task_data is not None else [r[id_key] for r in rows]
+        )
         latest = records[name]
         predictions = {
             sample_id: _prediction(latest.get(sample_id), row["prediction"])
