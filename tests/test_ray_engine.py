@@ -292,7 +292,7 @@ def test_a_rows_replies_reach_their_requests_and_a_short_reply_fails_them_all():
         resolve(json.dumps([{"status": 200, "text": "five"}, {"status": 200, "text": "four"}]))
     )
     assert answered == [({"status": 200, "text": "four"}, None), ({"status": 200, "text": "five"}, None)]
-    for broken in ("[1]", "not json", "7"):
+    for broken in ("[1]", "not json", "7", json.dumps({"four": 1, "five": 2})):
         outcomes = asyncio.run(resolve(broken))
         assert all(reply is None and why.startswith("unreadable reply") for reply, why in outcomes)
 

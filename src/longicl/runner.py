@@ -261,23 +261,21 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
     rundir = RunDir(settings.out_dir)
     rundir.check_writable()
     rundir.lock()  # one writer per out_dir; a busy one stops here, before anything is written
-    servers: list[ServerHandle | None] = []  # what serve.autostart started, stopped below
+    server: ServerHandle | None = None  # what serve.autostart started, stopped below
     try:
         engine.launch()  # engine=local starts its own server here (token counts may need it); stopped below
         try:
             if settings.tokenizer == "server":  # counting needs the server: start it first
-                servers.append(_autostart(settings))
+                server = _autostart(settings)
             counter = token_counter(settings, engine)
             task_runs = prepare_tasks(settings, counter)
             fingerprints = {t.spec.name: t.fingerprint for t in task_runs}
             rundir.check_resumable(fingerprints, settings.overwrite)
-            if not servers:  # otherwise only now, once the tasks are known to be fine
-                servers.append(_autostart(settings))
+            server = server or _autostart(settings)  # else only now, once the tasks are known to be fine
             return asyncio.run(_run(settings, task_runs, engine, rundir, fingerprints))
         finally:
-            for server in servers:
-                if server is not None:
-                    server.stop()
+            if server is not None:
+                server.stop()
             engine.shutdown()
     finally:
         rundir.unlock()

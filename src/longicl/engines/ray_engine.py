@@ -528,7 +528,6 @@ class RayEngine(Engine):
         as one Ray Data row, sent together by the HTTP actor: Ray's fixed cost per row (a block,
         a task, an object) is paid once per row, not once per request. Nothing waits to fill a
         row: a request alone goes alone."""
-        per_row = self.requests_per_row if self.mode == "http" else 1
         while True:
             await stream.wake.wait()
             stream.wake.clear()
@@ -537,13 +536,12 @@ class RayEngine(Engine):
             for _, group in itertools.groupby(waiting, key=lambda row: row[1]):
                 requests = list(group)
                 for start in range(0, len(requests), self.requests_per_row):
-                    chunk = requests[start : start + self.requests_per_row]
-                    rows = [
-                        {"keys": [key for key, _, _ in part], "payload": [body for _, _, body in part]}
-                        for part in (chunk[i : i + per_row] for i in range(0, len(chunk), per_row))
-                    ]
+                    block = requests[start : start + self.requests_per_row]
+                    # one row for the block (HTTP), or a row per request (vLLM batches them itself)
+                    parts = [block] if self.mode == "http" else [[request] for request in block]
+                    rows = [{"keys": [r[0] for r in part], "payload": [r[2] for r in part]} for part in parts]
                     await stream.queue.put_async(rows)
-                    stream.rows += len(chunk)
+                    stream.rows += len(block)
 
     def _read_replies(self, stream: _Stream, dataset: Any, loop: asyncio.AbstractEventLoop) -> None:
         """The stream's execution (in a thread): each reply to its request's future, as it comes."""
@@ -562,15 +560,18 @@ class RayEngine(Engine):
         """Hand a row's replies (a JSON list, one per request, in the row's order) to their requests."""
         try:
             replies = json.loads(reply)
-            outcomes = [(r, None) for r in replies] if len(replies) == len(keys) else None
-        except (ValueError, TypeError) as exc:
-            outcomes, why = None, f"unreadable reply: {one_line(exc, 200)}"
+        except ValueError as exc:
+            replies, why = None, f"unreadable reply: {one_line(exc, 200)}"
         else:
-            why = f"unreadable reply: {len(keys)} requests, {len(replies)} replies"
-        for index, key in enumerate(keys):
+            why = f"unreadable reply: {len(keys)} requests, not a list of as many replies"
+        if isinstance(replies, list) and len(replies) == len(keys):
+            outcomes = [(r, None) for r in replies]
+        else:
+            outcomes = [(None, why)] * len(keys)
+        for key, outcome in zip(keys, outcomes, strict=True):
             future = stream.pending.get(int(key))
             if future is not None and not future.done():
-                future.set_result(outcomes[index] if outcomes else (None, why))
+                future.set_result(outcome)
 
     def _ended(self, stream: _Stream, why: str) -> None:
         if stream.ended is None:

@@ -94,7 +94,7 @@ def start_server(
     env = {**os.environ, **spec.envs, MARKER_ENV: marker}
     log_path = out / LOG_FILE
     with log_path.open("ab") as log:
-        # the log and the state file are kept and shared: a key on the command line stays out
+        # the log is kept and shared: a key on the command line stays out of it
         log.write(
             f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {redact_command(shell_command(argv))}\n".encode()
         )
@@ -110,14 +110,15 @@ def start_server(
             )
         except OSError as exc:
             raise ServeError(f"cannot run {argv[0]}: {exc}") from None
-    handle = ServerHandle(spec.base_url, out, process.pid, marker, log_path, kind, redact_argv(argv), process)
+    recorded = redact_argv(argv)  # the state file is kept and shared: no key in it
+    handle = ServerHandle(spec.base_url, out, process.pid, marker, log_path, kind, recorded, process)
     write_state(
         out,
         {
             "pid": process.pid,
             "marker": marker,
             "launcher": kind,
-            "argv": redact_argv(argv),
+            "argv": recorded,
             "base_url": spec.base_url,
             "log": str(log_path),
             "config": str(spec.config_path),
