@@ -135,8 +135,14 @@ class Annotator:
         request_logger: RequestLogger | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> Annotator:
-        """The annotator of a run; subclasses read their own settings from the run ``config``."""
-        return cls(spec, builder, engine, method, request_logger=request_logger)
+        """The annotator of a run, with its own settings from the run ``config`` (`run_settings`)."""
+        own = cls.run_settings(config or {})
+        return cls(spec, builder, engine, method, request_logger=request_logger, **own)
+
+    @classmethod
+    def run_settings(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """This annotator's own constructor arguments, read from the run config (none here)."""
+        return {}
 
     # -- one sample ------------------------------------------------------------------------------
     async def annotate(self, sample: Example, index: int) -> dict[str, Any]:

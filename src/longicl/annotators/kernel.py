@@ -34,20 +34,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from longicl.annotators.base import Asked, RequestLogger, build_request, register
+from longicl.annotators.base import Asked, build_request, register
 from longicl.annotators.icl import IclAnnotator
-from longicl.annotators.settings import MethodSettings
 from longicl.code_extract import extract_code
 from longicl.config_values import as_int, load_defaults
 from longicl.data import Example
-from longicl.engines.base import ChatRequest, Completion, Engine
+from longicl.engines.base import ChatRequest, Completion
 from longicl.errors import UsageError
 from longicl.kernels.candidates import Candidate, clip, static_signature_failure, uses_triton, wrapper_phrase
 from longicl.kernels.check import FAILURE_KINDS, CheckResult, Stage, check_candidate
 from longicl.kernels.signature import WrapperSignature, parse_signature, parse_wrapper_info
 from longicl.methods.thinking import unfinished_thinking
 from longicl.paths import PROJECT_ROOT
-from longicl.prompt import ContextBuilder, PromptPlan, PromptTemplate
+from longicl.prompt import PromptPlan, PromptTemplate
 from longicl.records import ICL, NO_CONFIDENCE, MethodLabel, RequestLog, SampleRecord
 from longicl.rundir import atomic_write_json
 from longicl.tasks import TaskSpec
@@ -238,19 +237,9 @@ class KernelAnnotator(IclAnnotator):
             followup_texts(PromptTemplate.from_config(config.get("prompt") or {}, spec))
 
     @classmethod
-    def for_run(
-        cls,
-        spec: TaskSpec,
-        builder: ContextBuilder,
-        engine: Engine,
-        method: MethodSettings,
-        *,
-        request_logger: RequestLogger | None = None,
-        config: Mapping[str, Any] | None = None,
-    ) -> KernelAnnotator:
-        """The annotator of a run: kernel settings from the run config's ``kernels`` key."""
-        kernels = KernelSettings.from_config((config or {}).get("kernels"))
-        return cls(spec, builder, engine, method, request_logger=request_logger, kernels=kernels)
+    def run_settings(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The kernel settings, from the run config's ``kernels`` key."""
+        return {"kernels": KernelSettings.from_config(config.get("kernels"))}
 
     # -- requests --------------------------------------------------------------------------------
     def wrapper_signature(self, sample: Example) -> WrapperSignature | None:
