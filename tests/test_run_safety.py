@@ -112,11 +112,11 @@ def _declared_task(folder: Path, suffix: str) -> Path:
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-@pytest.mark.parametrize("where", ["same", "inside"])
+@pytest.mark.parametrize("where", ["same", "spelled-otherwise"])
 def test_out_dir_at_or_inside_a_tasks_data_folder_is_refused(tmp_path, capsys, suffix, where):
     task = _declared_task(tmp_path / "data", suffix)
     before = _snapshot(tmp_path / "data")
-    out = tmp_path / "data" if where == "same" else tmp_path / "data" / "run"
+    out = tmp_path / "data" if where == "same" else tmp_path / "data" / ".." / "data" / "."
     with FakeServer(FixedAnswer("fine")) as server:
         code = main(
             ["progress=false", f"task={task}", "split=test", "limit=3", "min_icl_tokens=100"]

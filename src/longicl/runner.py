@@ -31,9 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from longicl.annotators import ANNOTATORS, MethodSettings, annotator_for
-from longicl.config_values import as_int, plain, setting
+from longicl.config_values import as_int, check_types, plain, setting
 from longicl.credentials import redact, redact_command
-from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split
+from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split, task_path
 from longicl.engines import Engine, build_engine
 from longicl.engines.servers import NoServerLeft, ServerPool
 from longicl.errors import DataError, UsageError, one_line
@@ -141,6 +141,7 @@ class RunSettings:
 def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     """Validate a resolved config; every problem is one `UsageError` line naming the setting."""
     conf = plain(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
+    check_types(conf)  # every boolean and number has its YAML default's type (overwrite=no: refused)
 
     def top(key: str) -> Any:  # conf/config.yaml (and its groups) set every key
         return setting(conf, key, key, "conf/config.yaml")
@@ -197,7 +198,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         seed=as_int(top("seed"), "seed", minimum=0),
         data_dir=_project_path(top("data_dir")),
         out_dir=Path(str(top("out_dir"))),
-        overwrite=bool(top("overwrite")),
+        overwrite=top("overwrite"),
         max_prompt_tokens=max_prompt_tokens,
         max_model_len=max_model_len,
         tokenizer_path=setting(model, "tokenizer_path", "model.tokenizer_path", "conf/config.yaml") or None,
@@ -205,7 +206,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         prompt=dict(top("prompt") or {}),
         method=method,
         engine=engine,
-        progress=bool(top("progress")),
+        progress=top("progress"),
         config=conf,
         min_icl_tokens=floor,
         tokenizer=tokenizer,
@@ -259,6 +260,8 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
     settings = settings_from_config(cfg)
     engine = build_engine(settings.engine)  # validates engine settings before any heavy work
     rundir = RunDir(settings.out_dir)
+    rundir.check_owned()  # a new or empty folder, or a run directory; nothing else, before any write
+    check_apart_from_data(settings, rundir)
     rundir.check_writable()
     rundir.lock()  # one writer per out_dir; a busy one stops here, before anything is written
     server: ServerHandle | None = None  # what serve.autostart started, stopped below
@@ -279,6 +282,23 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
             engine.shutdown()
     finally:
         rundir.unlock()
+
+
+def check_apart_from_data(settings: RunSettings, rundir: RunDir) -> None:
+    """No output of the run is, or lies in the folder of, a task's own data or task file: one line,
+    before anything is written (``out_dir=/data`` once replaced the task's own table)."""
+    out = rundir.path.resolve()
+    outputs = {p.resolve() for p in rundir.run_outputs()}
+    for spec in settings.tasks:
+        outputs |= {p.resolve() for p in rundir.task_outputs(spec.name)}
+    for spec in settings.tasks:
+        data = task_path(settings.data_dir, spec).resolve()
+        own = [data, *([spec.task_file.resolve()] if spec.task_file else [])]
+        if out in {p.parent for p in own} or out in own or outputs & set(own):
+            raise UsageError(
+                f"out_dir={rundir.path} is the folder of {spec.name}'s own data ({data}): a run never "
+                "writes next to its input; choose another out_dir"
+            )
 
 
 def _autostart(settings: RunSettings) -> ServerHandle | None:
