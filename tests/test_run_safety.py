@@ -144,7 +144,12 @@ def test_a_users_folder_is_refused_before_any_write(tmp_path, capsys):
         line = _one_error_line(capsys.readouterr().err)
         assert code == 2 and "not a run directory" in line and str(folder) in line, line
     assert _snapshot(folder) == before
-    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "requests", "run.json", "submission.zip"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.yaml",
+        "requests",
+        "run.json",
+        "submission.zip",
+    ]
 
 
 @pytest.mark.parametrize("value", ["", ".", "./"])
@@ -191,7 +196,14 @@ class ScriptedFaults(FaultPlan):
         return self.script.pop(0) if self.script else None
 
 
-UNANSWERED_RUN = ("task=5", "split=dev", "limit=4", "engine.concurrency=1", "engine.max_retries=1", *FAST_BACKOFF)
+UNANSWERED_RUN = (
+    "task=5",
+    "split=dev",
+    "limit=4",
+    "engine.concurrency=1",
+    "engine.max_retries=1",
+    *FAST_BACKOFF,
+)
 
 
 def _record_lines(out: Path) -> list[dict]:
@@ -208,12 +220,19 @@ def test_cut_empty_and_failed_replies_are_unanswered_and_asked_again(tmp_path, g
     err = capsys.readouterr().err
     assert code == 1, err
     line = _one_error_line(err)
-    assert "3 samples unanswered" in line and "cut at max_tokens: 1" in line and "empty reply: 1" in line, line
+    assert "3 samples unanswered" in line and "cut at max_tokens: 1" in line and "empty reply: 1" in line, (
+        line
+    )
     summary = json.loads((out / "run.json").read_text())
     assert summary["unanswered"] == 3 and summary["tasks"]["openseek-5"]["unanswered"] == 3
     assert summary["tasks"]["openseek-5"]["parse_failures"] == 0
     first = _record_lines(out)
-    assert sorted(r.get("unanswered") or "" for r in first) == ["", "cut at max_tokens", "empty reply", "no reply"]
+    assert sorted(r.get("unanswered") or "" for r in first) == [
+        "",
+        "cut at max_tokens",
+        "empty reply",
+        "no reply",
+    ]
 
     with FakeServer(gold_answers) as server:  # healthy now: the same command asks the three again
         code = main([*args, f"engine.base_url={server.url}"])
@@ -230,7 +249,14 @@ def test_cut_empty_and_failed_replies_are_unanswered_and_asked_again(tmp_path, g
 
 def test_a_complete_but_unparseable_reply_is_a_parse_failure_not_asked_again(tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["progress=false", f"data_dir={DATA_DIR}", *UNANSWERED_RUN, f"out_dir={out}"]
+    args = [
+        "progress=false",
+        f"data_dir={DATA_DIR}",
+        *UNANSWERED_RUN,
+        "method.logprobs=null",
+        "method.structured_outputs=false",
+        f"out_dir={out}",
+    ]
     with FakeServer(FixedAnswer("I would rather not say.")) as server:
         assert main([*args, f"engine.base_url={server.url}"]) == 0
         asked = len(server.requests)
@@ -269,7 +295,9 @@ def _tasks_check(path: Path) -> int:
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
     lines = ['a0: &a0 ["xxxxxxxxxx","xxxxxxxxxx","xxxxxxxxxx","xxxxxxxxxx","xxxxxxxxxx"]']
     for level in range(1, 7):
-        lines.append(f"a{level}: &a{level} [*a{level - 1},*a{level - 1},*a{level - 1},*a{level - 1},*a{level - 1}]")
+        lines.append(
+            f"a{level}: &a{level} [*a{level - 1},*a{level - 1},*a{level - 1},*a{level - 1},*a{level - 1}]"
+        )
     lines.append("name: *a6")
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("\n".join(lines) + "\n")
@@ -385,12 +413,18 @@ def dev_run(tmp_path_factory, gold_answers):
 
 
 def _sample_ids(run_dir: Path) -> list[str]:
-    return [json.loads(x)["sample_id"] for x in (run_dir / "records" / "openseek-5.jsonl").read_text().splitlines()]
+    return [
+        json.loads(x)["sample_id"]
+        for x in (run_dir / "records" / "openseek-5.jsonl").read_text().splitlines()
+    ]
 
 
 def _ls_task(sample_id: str, value: object, task: object = "openseek-5") -> dict:
     region = {"from_name": "label", "to_name": "text", "type": "choices", "value": value}
-    return {"data": {"sample_id": sample_id, "text": "x", "task": task}, "annotations": [{"result": [region]}]}
+    return {
+        "data": {"sample_id": sample_id, "text": "x", "task": task},
+        "annotations": [{"result": [region]}],
+    }
 
 
 def _bad_review_files(ids: list[str]) -> dict[str, tuple[object, str]]:

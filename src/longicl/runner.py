@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from longicl.annotators import ANNOTATORS, MethodSettings, annotator_for
+from longicl.annotators.base import unanswered
 from longicl.config_values import as_int, check_types, plain, setting
 from longicl.credentials import redact, redact_command
 from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split, task_path
@@ -234,8 +235,9 @@ class TaskRun:
 class RunResult:
     out_dir: Path
     summary: dict[str, Any]
-    missing: int  # samples without a prediction (failed requests)
+    missing: int  # samples without a prediction (failed requests, unanswered)
     submission: Path | None = None
+    unanswered: dict[str, int] = field(default_factory=dict)  # why -> samples (of ``missing``)
 
 
 def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]:
@@ -401,6 +403,9 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
                 rundir.log_failure(f"{spec.name} sample {sample.id} (index {index})", exc)
                 record = failed_record(spec, sample, index, exc, annotator.settings.method_label(spec))
             record["compliant"] = settings.compliant(spec)
+            why = unanswered(record) if engine.answers else None
+            if why is not None:  # asked again on resume (rundir.is_complete); not a parse failure
+                record["unanswered"] = why
             rundir.append_record(spec.name, record)
             tally["done"] += 1
             tally["correct"] += int(bool(record.get("correct")))
@@ -554,12 +559,17 @@ def finish(
     tasks: dict[str, Any] = dict(previous)
     missing = 0
     uncached: list[int] = []
+    unanswered_all: Counter[str] = Counter()
     for task_run in task_runs:
         name = task_run.spec.name
         m = metrics[name]
-        missing += m.failed_requests if engine.answers else 0
-        missing += len(task_run.samples) - m.n
         records = rundir.all_records(name)
+        own = [records[s.id] for s in task_run.samples if s.id in records]
+        why = Counter(str(r["unanswered"]) for r in own if r.get("unanswered"))
+        unanswered_all += why
+        if engine.answers:
+            missing += sum(1 for r in own if r.get("error") or r.get("unanswered"))
+        missing += len(task_run.samples) - m.n
         uncached += [q["uncached_tokens"] for r in records.values() for q in r.get("requests", [])]
         served = Counter(q.get("server") for r in records.values() for q in r.get("requests", []))
         tasks[name] = {
@@ -579,7 +589,10 @@ def finish(
                 "name": settings.strategy_for(task_run.spec),
                 **settings.budget_for(task_run.spec).__dict__,
             },
-            "complete": m.n == len(task_run.samples) and m.failed_requests == 0,
+            "complete": m.n == len(task_run.samples) and m.failed_requests == 0 and not why,
+            # samples the model gave no answer (cut, empty, no reply; asked again on resume), by why
+            "unanswered": sum(why.values()),
+            "unanswered_reasons": dict(sorted(why.items())),
             **({} if task_run.spec.is_challenge else {"task_file": str(task_run.spec.task_file)}),
             "servers": {url: n for url, n in sorted(served.items()) if url},  # requests per server
             **task_report(task_run.spec, records, settings.method, rundir.path, settings.split),
@@ -608,6 +621,7 @@ def finish(
         else None,
         "uncached_prompt_tokens_median": float(statistics.median(uncached)) if uncached else None,
         "missing_predictions": missing,
+        "unanswered": sum(unanswered_all.values()),
         "compliant": all(settings.compliant(t.spec) for t in task_runs),
         "submission": None,
     }
@@ -621,7 +635,7 @@ def finish(
         submission = _write_submission(settings, task_runs, rundir)
         summary["submission"] = submission.name if submission else None
     atomic_write_json(rundir.run_json, summary)
-    return RunResult(rundir.path, summary, missing, submission)
+    return RunResult(rundir.path, summary, missing, submission, dict(sorted(unanswered_all.items())))
 
 
 def _write_submission(settings: RunSettings, task_runs: Sequence[TaskRun], rundir: RunDir) -> Path | None:
