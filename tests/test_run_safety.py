@@ -311,10 +311,14 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
 
 def test_a_large_value_in_a_task_file_is_not_formatted_whole(tmp_path, capsys):
     task = tmp_path / "big.yaml"
-    task.write_text("name: [" + ",".join(["abcdefghij"] * 20000) + "]\n")
+    task.write_text(
+        "name: [" + ",".join(["abcdefghij"] * 20000) + "]\n"
+        "data: x.csv\ndefinition: d\ninput: t\noutput_column: o\nanswer: label\n"
+    )
     assert _tasks_check(task) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert str(task) in line and "name" in line and len(line) < 600, line
+    # the value is shown bounded before it is formatted (not formatted whole, then cut)
+    assert str(task) in line and "name" in line and "...]" in line and len(line) < 400, line
 
 
 def _integer_task(folder: Path, outputs: list[object], suffix: str = ".jsonl") -> Path:

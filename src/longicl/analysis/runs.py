@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from longicl.errors import DataError
 from longicl.analysis.configs import main_command
 from longicl.analysis.engines import EngineTraits, engine_answers, engine_traits, engine_words
 from longicl.analysis.paths import DATA_DIR, PROJECT_ROOT, project_path
@@ -139,7 +140,12 @@ def load_run(path: str | Path) -> RunData:
             f"{path}: no run.json (not a finished run directory; make one with "
             "`python main.py out_dir=<dir> …`, e.g. `make demo` for outputs/demo)"
         )
-    summary = json.loads(run_json.read_text(encoding="utf-8"))
+    try:
+        summary = json.loads(run_json.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):
+        summary = None
+    if not isinstance(summary, dict) or not isinstance(summary.get("tasks") or {}, dict):
+        raise DataError(f"{run_json}: not a run summary (a JSON object with tasks); written by main.py")
     remember_run_tasks(summary.get("tasks") or {})  # declared tasks: get_task(name) finds them
     rundir = RunDir(path)
     records, static = {}, {}
