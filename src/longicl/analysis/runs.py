@@ -10,13 +10,13 @@ from typing import Any
 
 import pandas as pd
 
-from longicl.errors import DataError
 from longicl.analysis.configs import main_command
 from longicl.analysis.engines import EngineTraits, engine_answers, engine_traits, engine_words
 from longicl.analysis.paths import DATA_DIR, PROJECT_ROOT, project_path
 from longicl.analysis.stats import rounded
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.data import Example, load_task
+from longicl.errors import DataError
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task, remember_run_tasks
 
