@@ -49,11 +49,14 @@ def _execute(cfg: DictConfig) -> int:
         return EXIT_NO_SERVER
     print_summary(result.summary, result.out_dir)
     if result.missing:
-        print(
-            f"error: {result.missing} samples have no prediction (failed requests); "
-            "run the same command again to retry them",
-            file=sys.stderr,
-        )
+        unanswered = sum(result.unanswered.values())
+        parts = []
+        if result.missing > unanswered:
+            parts.append(f"{result.missing - unanswered} samples have no prediction (failed requests)")
+        if unanswered:
+            why = ", ".join(f"{reason}: {n}" for reason, n in result.unanswered.items())
+            parts.append(f"{unanswered} samples unanswered ({why})")
+        print(f"error: {'; '.join(parts)}; run the same command again to retry them", file=sys.stderr)
         return EXIT_MISSING
     return ExitCode.OK
 

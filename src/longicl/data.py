@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from longicl.errors import DataError, UsageError, one_line
-from longicl.tasks import AnswerKind, TaskSpec
+from longicl.tasks import AnswerKind, TaskSpec, shown
 
 #: Name of the column the outputs add to a table (replaced if the input table already has one).
 PREDICTION_COLUMN = "prediction"
@@ -181,6 +182,14 @@ def read_table(spec: TaskSpec, path: Path) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def is_nested(value: object) -> bool:
+    """A cell holding a list, an object or an array (JSONL, Parquet's nested columns)."""
+    return isinstance(value, list | dict | tuple | set) or getattr(value, "ndim", 0) > 0
+
+
 def is_empty(value: object) -> bool:
     """A missing cell: None, NaN/NA, or blank text."""
     if value is None or value is pd.NA:
@@ -248,8 +257,24 @@ def _load_table(spec: TaskSpec, path: Path) -> TaskData:
         raw_ids = list(range(len(frame)))
         ids = [str(i) for i in raw_ids]
 
+    for key, column in (("id_column", spec.id_column), ("output_column", spec.output_column)):
+        if column is None:
+            continue
+        for position, value in enumerate(frame[column]):
+            if is_nested(value):
+                raise DataError(
+                    f"{source}: {key}: row {ids[position]} of {path.name} has {column}={shown(value)}: "
+                    "a list or object, not one value"
+                )
     inputs = _inputs(spec, frame)
     outputs = [None if is_empty(v) else cell_text(v).strip() for v in frame[spec.output_column]]
+    if spec.answer_kind is AnswerKind.INTEGER:
+        for ident, output in zip(ids, outputs, strict=True):
+            if output is not None and not _INTEGER.fullmatch(output):
+                raise DataError(
+                    f"{source}: answer: integer, but row {ident} of {path.name} has "
+                    f"{spec.output_column}={shown(output)}; use answer: label (or text) for such answers"
+                )
     examples, samples = [], []
     for ident, text, output in zip(ids, inputs, outputs, strict=True):
         (examples if output is not None else samples).append(Example(ident, text, output))

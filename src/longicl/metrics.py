@@ -129,7 +129,9 @@ def aggregate(records: Iterable[dict], seconds: float, spec: TaskSpec | None = N
     return TaskMetrics(
         n=len(rows),
         accuracy=accuracy_of(rows),
-        parse_failures=sum(1 for r in rows if not r.get("error") and r.get("parsed_ok") is False),
+        parse_failures=sum(
+            1 for r in rows if not r.get("error") and not r.get("unanswered") and r.get("parsed_ok") is False
+        ),
         failed_requests=sum(1 for r in rows if r.get("error")),
         prompt_tokens=Spread.of([q["prompt_tokens"] for q in requests if q.get("prompt_tokens")]),
         icl_tokens=Spread.of([q["icl_tokens"] for q in requests if q.get("icl_tokens") is not None]),

@@ -142,15 +142,21 @@ def parse_parameter(text: str) -> tuple[str, Any]:
 def declared_parameters(path: Path) -> dict[str, dict[str, str]]:
     """``{name: {"default": source, "help": comment}}`` of a notebook's ``parameters`` cell.
 
-    Read with ``ast`` (papermill's own line-based reader skips lines with a second ``=``).
+    Read with ``json`` and ``ast`` (``--list`` works without the notebooks extra; papermill's own
+    line-based reader skips lines with a second ``=``).
     """
-    import nbformat
-
-    notebook = nbformat.read(str(path), as_version=4)
-    for cell in notebook.cells:
-        if cell.cell_type != "code" or "parameters" not in cell.metadata.get("tags", []):
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        cells = list(notebook["cells"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{path}: not a readable notebook") from None
+    for cell in cells:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        source = cell.source
+        if "parameters" not in (cell.get("metadata") or {}).get("tags", []):
+            continue
+        source = cell.get("source") or ""
+        source = "".join(source) if isinstance(source, list) else str(source)
         lines = source.splitlines()
         declared: dict[str, dict[str, str]] = {}
         for node in ast.parse(source).body:

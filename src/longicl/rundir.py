@@ -14,6 +14,12 @@ Layout under ``out_dir``::
     submission.zip                  test split only: the prediction files, flat, validated
     logs/run.log                    tracebacks of samples that failed with an unexpected error
     .lock                           the pid of the run writing here (see `RunDir.lock`)
+    .longicl-run                    the marker: this folder is a run directory (`RUN_MARKER`)
+
+A run directory is a thing the project owns: a run writes only into a new folder, an empty one or
+a run directory (one holding the marker), and refuses any other folder before writing a byte
+(`RunDir.check_owned`). ``overwrite=true`` deletes only the files a run writes, by name, inside a
+run directory (`RunDir.prepare`); a file the run did not write is never touched.
 
 Whole files are written atomically (temporary file in the same directory, then rename), so
 a crash never leaves half a file. Records are appended and flushed one sample at a time, so a
@@ -32,7 +38,7 @@ import datetime as dt
 import fcntl
 import json
 import os
-import shutil
+import re
 import tempfile
 import traceback
 import zipfile
@@ -41,10 +47,16 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from longicl.credentials import redact_secrets, redact_text
-from longicl.errors import UsageError
+from longicl.errors import DataError, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+#: the file that makes a folder a run directory (written when a run starts writing there)
+RUN_MARKER = ".longicl-run"
+#: a dry run's static block file: requests/static/<sha256>.txt
+_STATIC_BLOCK = re.compile(r"[0-9a-f]{64}\.txt")
 
 
 class RunDirBusy(UsageError):
@@ -79,14 +91,24 @@ def jsonl_lines(rows: Iterable[dict]) -> str:
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
-    """Rows of a JSONL file; a torn last line (from a killed process) is skipped."""
+    """Rows of a JSONL file; a torn last line (from a killed process) is skipped. A whole line
+    that is not a JSON object is a `DataError` naming the file and line."""
     with path.open(encoding="utf-8") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, 1):
             if not line.endswith("\n"):
                 return  # written half-way when the process died; the sample will be redone
             line = line.strip()
-            if line:
-                yield json.loads(line)
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                row = None
+            if not isinstance(row, dict):
+                raise DataError(
+                    f"{path}:{number}: not a JSON object (a damaged line; remove it to redo that sample)"
+                )
+            yield row
 
 
 class RunDir:
@@ -191,6 +213,25 @@ class RunDir:
         except OSError as exc:
             raise UsageError(f"out_dir={self.path}: cannot write in {existing} ({exc.strerror})") from None
 
+    def check_owned(self) -> None:
+        """Refuse, writing nothing, an ``out_dir`` that is not the project's: it must be new, empty
+        (a stale ``.lock`` aside) or a run directory (it holds `RUN_MARKER`)."""
+        if str(self.path) in ("", ".") or self.path == Path("."):
+            raise UsageError(
+                f"out_dir={str(self.path)!r}: a run needs its own folder, not the current directory; "
+                "set out_dir=<a new folder>"
+            )
+        if not self.path.is_dir() or (self.path / RUN_MARKER).is_file():
+            return
+        foreign = sorted(p.name for p in self.path.iterdir() if p.name != self.lock_path.name)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+            raise UsageError(
+                f"out_dir={self.path} is not a run directory (it holds {shown} and no {RUN_MARKER}); "
+                "choose a new or empty folder (a run directory of an older version: create an empty "
+                f"{RUN_MARKER} file in it)"
+            )
+
     def check_resumable(self, fingerprints: dict[str, dict], overwrite: bool) -> None:
         """Refuse to mix records made under other settings into this run (before writing anything)."""
         if overwrite:
@@ -210,19 +251,42 @@ class RunDir:
                     "use overwrite=true or another out_dir"
                 )
 
+    def task_outputs(self, task: str) -> list[Path]:
+        """Every file a run writes for ``task`` (what ``overwrite=true`` deletes)."""
+        return [
+            self.records_path(task),
+            self.meta_path(task),
+            self.path / "records" / f"{task}.static.json",
+            self.predictions_path(task),
+            self.table_path(task),
+            self.path / "requests" / f"{task}.jsonl",
+        ]
+
+    def run_outputs(self) -> list[Path]:
+        """The files a run writes whatever its tasks."""
+        return [self.run_json, self.zip_path, self.path / "config.yaml", self.log_path]
+
     def prepare(self, fingerprints: dict[str, dict], overwrite: bool) -> None:
-        if overwrite and self.path.exists():
+        """Make ``out_dir`` a run directory (the marker), after ``overwrite=true`` deleted the files
+        a run writes for these tasks, by name: nothing else (see `check_owned`)."""
+        if overwrite and (self.path / RUN_MARKER).is_file():
             for task in fingerprints:
-                for path in (
-                    self.records_path(task),
-                    self.meta_path(task),
-                    self.predictions_path(task),
-                    self.table_path(task),
-                ):
+                for path in self.task_outputs(task):
                     path.unlink(missing_ok=True)
             for leftover in (self.run_json, self.zip_path):
                 leftover.unlink(missing_ok=True)
-            shutil.rmtree(self.path / "requests", ignore_errors=True)
+            static = self.path / "requests" / "static"
+            if static.is_dir():
+                for block in static.iterdir():
+                    if _STATIC_BLOCK.fullmatch(block.name) and block.is_file():
+                        block.unlink()
+            for folder in (static, static.parent):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty: a file of the user's keeps it
+        self.path.mkdir(parents=True, exist_ok=True)
+        marker = self.path / RUN_MARKER
+        if not marker.is_file():
+            atomic_write_text(marker, "a run directory of longicl (python main.py); see README, Running\n")
         (self.path / "records").mkdir(parents=True, exist_ok=True)
         for task, fingerprint in fingerprints.items():
             atomic_write_json(self.meta_path(task), fingerprint)
@@ -234,24 +298,22 @@ class RunDir:
 
     # -- records -------------------------------------------------------------------------------
     def finished_records(self, task: str) -> dict[str, dict]:
-        """The latest successful record per sample id (failed attempts are redone on resume)."""
-        path = self.records_path(task)
-        done: dict[str, dict] = {}
-        if path.is_file():
-            for row in read_jsonl(path):
-                if row.get("error"):
-                    done.pop(row["sample_id"], None)
-                else:
-                    done[row["sample_id"]] = row
-        return done
+        """The latest complete record per sample id: failed and unanswered samples (`is_complete`)
+        have none, and are asked again on resume."""
+        return {k: v for k, v in self.all_records(task).items() if is_complete(v)}
 
     def all_records(self, task: str) -> dict[str, dict]:
-        """The latest record per sample id, failed or not."""
+        """Per sample id, the latest complete record, or, for a sample without one, its latest
+        record (failed or unanswered). Records are only appended: an earlier line stays as written."""
         path = self.records_path(task)
         latest: dict[str, dict] = {}
         if path.is_file():
-            for row in read_jsonl(path):
-                latest[row["sample_id"]] = row
+            for number, row in enumerate(read_jsonl(path), 1):
+                sample_id = row.get("sample_id")
+                if not isinstance(sample_id, str):
+                    raise DataError(f"{path}:{number}: no sample_id")
+                if is_complete(row) or not is_complete(latest.get(sample_id, {})):
+                    latest[sample_id] = row
         return latest
 
     def append_record(self, task: str, record: dict, *, sync: bool = True) -> None:
@@ -312,6 +374,12 @@ class RunDir:
                 os.unlink(tmp)
             raise
         return self.zip_path
+
+
+def is_complete(record: dict) -> bool:
+    """Whether a record holds the sample's final outcome: answered (parsed or not), not failed and
+    not unanswered (a reply cut, empty or missing; see `longicl.annotators.base.unanswered`)."""
+    return bool(record) and not record.get("error") and not record.get("unanswered")
 
 
 def validate_predictions(

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from longicl.annotators import ANNOTATORS, MethodSettings, annotator_for
-from longicl.config_values import as_int, plain, setting
+from longicl.annotators.base import unanswered
+from longicl.config_values import as_int, check_types, plain, setting
 from longicl.credentials import redact, redact_command
-from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split
+from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split, task_path
 from longicl.engines import Engine, build_engine
 from longicl.engines.servers import NoServerLeft, ServerPool
 from longicl.errors import DataError, UsageError, one_line
@@ -141,6 +142,7 @@ class RunSettings:
 def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     """Validate a resolved config; every problem is one `UsageError` line naming the setting."""
     conf = plain(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
+    check_types(conf)  # every boolean and number has its YAML default's type (overwrite=no: refused)
 
     def top(key: str) -> Any:  # conf/config.yaml (and its groups) set every key
         return setting(conf, key, key, "conf/config.yaml")
@@ -197,7 +199,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         seed=as_int(top("seed"), "seed", minimum=0),
         data_dir=_project_path(top("data_dir")),
         out_dir=Path(str(top("out_dir"))),
-        overwrite=bool(top("overwrite")),
+        overwrite=top("overwrite"),
         max_prompt_tokens=max_prompt_tokens,
         max_model_len=max_model_len,
         tokenizer_path=setting(model, "tokenizer_path", "model.tokenizer_path", "conf/config.yaml") or None,
@@ -205,7 +207,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         prompt=dict(top("prompt") or {}),
         method=method,
         engine=engine,
-        progress=bool(top("progress")),
+        progress=top("progress"),
         config=conf,
         min_icl_tokens=floor,
         tokenizer=tokenizer,
@@ -233,8 +235,9 @@ class TaskRun:
 class RunResult:
     out_dir: Path
     summary: dict[str, Any]
-    missing: int  # samples without a prediction (failed requests)
+    missing: int  # samples without a prediction (failed requests, unanswered)
     submission: Path | None = None
+    unanswered: dict[str, int] = field(default_factory=dict)  # why -> samples (of ``missing``)
 
 
 def prepare_tasks(settings: RunSettings, counter: TokenCounter) -> list[TaskRun]:
@@ -259,6 +262,8 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
     settings = settings_from_config(cfg)
     engine = build_engine(settings.engine)  # validates engine settings before any heavy work
     rundir = RunDir(settings.out_dir)
+    rundir.check_owned()  # a new or empty folder, or a run directory; nothing else, before any write
+    check_apart_from_data(settings, rundir)
     rundir.check_writable()
     rundir.lock()  # one writer per out_dir; a busy one stops here, before anything is written
     server: ServerHandle | None = None  # what serve.autostart started, stopped below
@@ -279,6 +284,23 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
             engine.shutdown()
     finally:
         rundir.unlock()
+
+
+def check_apart_from_data(settings: RunSettings, rundir: RunDir) -> None:
+    """No output of the run is, or lies in the folder of, a task's own data or task file: one line,
+    before anything is written (``out_dir=/data`` once replaced the task's own table)."""
+    out = rundir.path.resolve()
+    outputs = {p.resolve() for p in rundir.run_outputs()}
+    for spec in settings.tasks:
+        outputs |= {p.resolve() for p in rundir.task_outputs(spec.name)}
+    for spec in settings.tasks:
+        data = task_path(settings.data_dir, spec).resolve()
+        own = [data, *([spec.task_file.resolve()] if spec.task_file else [])]
+        if out in {p.parent for p in own} or out in own or outputs & set(own):
+            raise UsageError(
+                f"out_dir={rundir.path} is the folder of {spec.name}'s own data ({data}): a run never "
+                "writes next to its input; choose another out_dir"
+            )
 
 
 def _autostart(settings: RunSettings) -> ServerHandle | None:
@@ -381,6 +403,9 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
                 rundir.log_failure(f"{spec.name} sample {sample.id} (index {index})", exc)
                 record = failed_record(spec, sample, index, exc, annotator.settings.method_label(spec))
             record["compliant"] = settings.compliant(spec)
+            why = unanswered(record) if engine.answers else None
+            if why is not None:  # asked again on resume (rundir.is_complete); not a parse failure
+                record["unanswered"] = why
             rundir.append_record(spec.name, record)
             tally["done"] += 1
             tally["correct"] += int(bool(record.get("correct")))
@@ -534,12 +559,17 @@ def finish(
     tasks: dict[str, Any] = dict(previous)
     missing = 0
     uncached: list[int] = []
+    unanswered_all: Counter[str] = Counter()
     for task_run in task_runs:
         name = task_run.spec.name
         m = metrics[name]
-        missing += m.failed_requests if engine.answers else 0
-        missing += len(task_run.samples) - m.n
         records = rundir.all_records(name)
+        own = [records[s.id] for s in task_run.samples if s.id in records]
+        why = Counter(str(r["unanswered"]) for r in own if r.get("unanswered"))
+        unanswered_all += why
+        if engine.answers:
+            missing += sum(1 for r in own if r.get("error") or r.get("unanswered"))
+        missing += len(task_run.samples) - m.n
         uncached += [q["uncached_tokens"] for r in records.values() for q in r.get("requests", [])]
         served = Counter(q.get("server") for r in records.values() for q in r.get("requests", []))
         tasks[name] = {
@@ -559,7 +589,10 @@ def finish(
                 "name": settings.strategy_for(task_run.spec),
                 **settings.budget_for(task_run.spec).__dict__,
             },
-            "complete": m.n == len(task_run.samples) and m.failed_requests == 0,
+            "complete": m.n == len(task_run.samples) and m.failed_requests == 0 and not why,
+            # samples the model gave no answer (cut, empty, no reply; asked again on resume), by why
+            "unanswered": sum(why.values()),
+            "unanswered_reasons": dict(sorted(why.items())),
             **({} if task_run.spec.is_challenge else {"task_file": str(task_run.spec.task_file)}),
             "servers": {url: n for url, n in sorted(served.items()) if url},  # requests per server
             **task_report(task_run.spec, records, settings.method, rundir.path, settings.split),
@@ -588,6 +621,7 @@ def finish(
         else None,
         "uncached_prompt_tokens_median": float(statistics.median(uncached)) if uncached else None,
         "missing_predictions": missing,
+        "unanswered": sum(unanswered_all.values()),
         "compliant": all(settings.compliant(t.spec) for t in task_runs),
         "submission": None,
     }
@@ -601,7 +635,7 @@ def finish(
         submission = _write_submission(settings, task_runs, rundir)
         summary["submission"] = submission.name if submission else None
     atomic_write_json(rundir.run_json, summary)
-    return RunResult(rundir.path, summary, missing, submission)
+    return RunResult(rundir.path, summary, missing, submission, dict(sorted(unanswered_all.items())))
 
 
 def _write_submission(settings: RunSettings, task_runs: Sequence[TaskRun], rundir: RunDir) -> Path | None:

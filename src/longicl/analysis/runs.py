@@ -16,6 +16,7 @@ from longicl.analysis.paths import DATA_DIR, PROJECT_ROOT, project_path
 from longicl.analysis.stats import rounded
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.data import Example, load_task
+from longicl.errors import DataError
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task, remember_run_tasks
 
@@ -139,7 +140,12 @@ def load_run(path: str | Path) -> RunData:
             f"{path}: no run.json (not a finished run directory; make one with "
             "`python main.py out_dir=<dir> …`, e.g. `make demo` for outputs/demo)"
         )
-    summary = json.loads(run_json.read_text(encoding="utf-8"))
+    try:
+        summary = json.loads(run_json.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):
+        summary = None
+    if not isinstance(summary, dict) or not isinstance(summary.get("tasks") or {}, dict):
+        raise DataError(f"{run_json}: not a run summary (a JSON object with tasks); written by main.py")
     remember_run_tasks(summary.get("tasks") or {})  # declared tasks: get_task(name) finds them
     rundir = RunDir(path)
     records, static = {}, {}

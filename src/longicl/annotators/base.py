@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from longicl.annotators.settings import MethodSettings
 from longicl.data import Example
-from longicl.engines.base import ChatRequest, Completion, Engine
+from longicl.engines.base import CONTEXT_LENGTH_ERROR, ChatRequest, Completion, Engine
 from longicl.errors import UsageError
 from longicl.methods.structured import structured_outputs_for
 from longicl.methods.thinking import followup_request, merge, unfinished_thinking
@@ -31,6 +31,11 @@ PlanEdit = Callable[[PromptPlan], PromptPlan]
 #: what the static block shrinks by per step when the server finds a prompt too long
 SHRINK_FACTOR = 0.85
 DRY_RUN = "no answer (dry run)"
+
+#: why a sample is unanswered (the record's ``unanswered``): its last reply was cut by the length
+#: limit, empty, or never came (the engine gave up with an error). Such a sample is asked again when
+#: the run is resumed; a reply the model completed but that does not parse is a parse failure (final).
+CUT, EMPTY, NO_REPLY = "cut at max_tokens", "empty reply", "no reply"
 
 #: TaskSpec.annotator -> the class that annotates one sample of such a task (see `register`)
 ANNOTATORS: dict[str, type[Annotator]] = {}
@@ -93,6 +98,34 @@ def build_request(
         prompt_tokens=prompt_tokens,
         affinity=affinity or spec.name,
     )
+
+
+def unanswered(record: Mapping[str, Any]) -> str | None:
+    """Why the sample of ``record`` (as an annotator wrote it) got no answer from the model, or None
+    when it did: it has no prediction and the last reply of each prompt variant was cut at
+    ``max_tokens`` (``finish_reason=length``, also after the engine's retry with more), empty, or a
+    transport failure the engine returned as an error. A prompt too long even at the floor is a
+    failed sample, not an unanswered one (asking again cannot help)."""
+    if record.get("prediction") or not record.get("requests"):
+        return None
+    last: dict[Any, Mapping[str, Any]] = {}
+    for request in record["requests"]:
+        last[request.get("variant")] = request  # a variant's follow-ups come after it
+    reasons = [_no_answer(request) for request in last.values()]
+    if not reasons or any(reason is None for reason in reasons):
+        return None
+    return reasons[0]
+
+
+def _no_answer(request: Mapping[str, Any]) -> str | None:
+    error = request.get("error")
+    if error:
+        return None if str(error).startswith(CONTEXT_LENGTH_ERROR) else NO_REPLY
+    if request.get("finish_reason") == "length":
+        return CUT
+    if not str(request.get("raw_response") or "").strip():
+        return EMPTY
+    return None
 
 
 @dataclass

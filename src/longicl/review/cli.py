@@ -11,7 +11,7 @@ from pathlib import Path
 from longicl.errors import EXIT_USAGE, UsageError, one_line
 from longicl.review.apply import apply_decisions
 from longicl.review.formats import FORMATS
-from longicl.review.items import load_items, one_task
+from longicl.review.items import Decision, load_items, one_task
 from longicl.rundir import atomic_write_text
 
 
@@ -59,17 +59,37 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+#: a labelling tool's export is a list of flat records: deeper JSON is refused before it is parsed
+MAX_DEPTH = 32
+
+
 def _import(args: argparse.Namespace) -> int:
     try:
-        doc = json.loads(args.file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"{args.file}: cannot read it ({exc.strerror})") from None
-    except ValueError:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{args.file}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    if json_depth(text) > MAX_DEPTH:
+        raise UsageError(
+            f"{args.file}: JSON nested deeper than {MAX_DEPTH} levels; not a labelling tool's export"
+        )
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
         raise UsageError(f"{args.file}: not JSON") from None
     name = args.format or detect(doc)
     if name is None:
         raise UsageError(f"{args.file}: neither a Label Studio export nor Argilla records; pass --format")
     decisions = FORMATS[name].decisions(doc, str(args.file))
+    seen: dict[tuple[str, str], Decision] = {}
+    for decision in decisions:
+        key = (decision.task or "", decision.sample_id)
+        first = seen.setdefault(key, decision)
+        if first.answer != decision.answer:
+            a, b = (d.where.removeprefix(f"{args.file}: ") for d in (first, decision))
+            raise UsageError(
+                f"{args.file}: {a} and {b} decide sample {decision.sample_id} "
+                f"differently ({first.answer!r}, {decision.answer!r}); keep one and import again"
+            )
     result = apply_decisions(args.run_dir, decisions, tool=name)
     changed = sum(len(v) for v in result.changed.values())
     print(
@@ -77,6 +97,28 @@ def _import(args: argparse.Namespace) -> int:
         + (f"; rewrote {', '.join(result.files)}" if result.files else "")
     )
     return 0
+
+
+def json_depth(text: str) -> int:
+    """How deeply ``text``'s arrays and objects nest (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def detect(doc: object) -> str | None:

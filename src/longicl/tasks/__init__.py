@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import reprlib
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -149,6 +150,32 @@ OPTIONAL_KEYS = (
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TRAILING_PERIOD = ("strip", "keep_abbreviations")
 
+#: a task file is a page of settings: larger files, and YAML aliases (a few bytes can name millions
+#: of values), are refused before anything is built or formatted from them
+MAX_TASK_FILE_BYTES = 1_000_000
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 3, 80, 80
+_SHOWN.maxlist = _SHOWN.maxdict = _SHOWN.maxtuple = _SHOWN.maxset = 6
+
+
+def shown(value: object) -> str:
+    """A value of a task file as a message shows it: bounded in size and depth, whatever it is."""
+    return _SHOWN.repr(value)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing aliases (``*name``): a task file never needs them, and nested
+    aliases expand exponentially when the value is walked or formatted."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a task file", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 _LOADED: dict[tuple[Path, int, int], TaskSpec] = {}  # (resolved file, mtime, size) -> its spec
 _DECLARED: dict[str, TaskSpec] = {}  # name -> the latest spec of that name read in this process
 
@@ -163,8 +190,10 @@ def load_task_file(path: str | Path) -> TaskSpec:
     if version in _LOADED:
         _DECLARED[_LOADED[version].name] = _LOADED[version]  # the latest read, even from the cache
         return _LOADED[version]
+    if stat.st_size > MAX_TASK_FILE_BYTES:
+        raise DataError(f"{path}: {stat.st_size} bytes; a task file holds at most {MAX_TASK_FILE_BYTES}")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: unreadable ({exc})") from None
     except yaml.YAMLError as exc:
@@ -194,13 +223,13 @@ def _spec_from_document(path: Path, doc: object) -> TaskSpec:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise fail(key, f"must be a string, got {value!r}")
+            raise fail(key, f"must be a string, got {shown(value)}")
         return str(value)
 
     def flag(key: str) -> bool:
         value = doc.get(key, False)
         if not isinstance(value, bool):
-            raise fail(key, f"must be true or false, got {value!r}")
+            raise fail(key, f"must be true or false, got {shown(value)}")
         return value
 
     def count(key: str, default: int) -> int:
@@ -208,22 +237,24 @@ def _spec_from_document(path: Path, doc: object) -> TaskSpec:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise fail(key, f"must be a whole number >= 0, got {value!r}")
+            raise fail(key, f"must be a whole number >= 0, got {shown(value)}")
         return value
 
     name = text("name") or ""
     if not _NAME.fullmatch(name):
-        raise fail("name", f"{name!r} must be letters, digits, '.', '-' or '_' (it names the output files)")
+        raise fail(
+            "name", f"{shown(name)} must be letters, digits, '.', '-' or '_' (it names the output files)"
+        )
     try:
         answer_kind = AnswerKind(text("answer"))
     except ValueError:
         raise fail(
-            "answer", f"{doc['answer']!r} is not one of {', '.join(k.value for k in AnswerKind)}"
+            "answer", f"{shown(doc['answer'])} is not one of {', '.join(k.value for k in AnswerKind)}"
         ) from None
     data = text("data") or ""
     suffix = Path(data).suffix.lower()
     if suffix not in TABLE_SUFFIXES:
-        raise fail("data", f"{data!r} must end in one of {', '.join(TABLE_SUFFIXES)}")
+        raise fail("data", f"{shown(data)} must end in one of {', '.join(TABLE_SUFFIXES)}")
     is_table = suffix != ".json"
     definition = text("definition")
     if definition is not None and not definition.strip():
@@ -257,10 +288,10 @@ def _spec_from_document(path: Path, doc: object) -> TaskSpec:
         raise fail("metric", "macro_f1 needs answer: label")
     trailing = text("trailing_period", "strip") or "strip"
     if trailing not in _TRAILING_PERIOD:
-        raise fail("trailing_period", f"{trailing!r} is not one of {', '.join(_TRAILING_PERIOD)}")
+        raise fail("trailing_period", f"{shown(trailing)} is not one of {', '.join(_TRAILING_PERIOD)}")
     challenge_id = doc.get("challenge_id")
     if challenge_id is not None and (isinstance(challenge_id, bool) or not isinstance(challenge_id, int)):
-        raise fail("challenge_id", f"must be a whole number, got {challenge_id!r}")
+        raise fail("challenge_id", f"must be a whole number, got {shown(challenge_id)}")
     dev_size = count("dev_size", 200)
     if dev_size < 1:
         raise fail("dev_size", "must be at least 1")
@@ -301,9 +332,9 @@ def _labels(value: object, fail: Any) -> tuple[str, ...] | None:
         raise fail("labels", "must be a non-empty list, e.g. [down, fine]")
     labels = [_scalar_text(v) for v in value]
     if any(label is None or not label.strip() for label in labels):
-        raise fail("labels", f"every label must be a non-empty string (quote yes/no/on/off): {value!r}")
+        raise fail("labels", f"every label must be a non-empty string (quote yes/no/on/off): {shown(value)}")
     if len(set(labels)) != len(labels):
-        raise fail("labels", f"repeats a label: {value!r}")
+        raise fail("labels", f"repeats a label: {shown(value)}")
     return tuple(label for label in labels if label is not None)
 
 
@@ -314,7 +345,7 @@ def _aliases(value: object, fail: Any) -> tuple[tuple[str, str], ...]:
         raise fail("label_aliases", 'must map another spelling to a label, e.g. {"yes": "Y"}')
     pairs = [(_scalar_text(k), _scalar_text(v)) for k, v in value.items()]
     if any(k is None or v is None for k, v in pairs):
-        raise fail("label_aliases", f"keys and labels must be strings (quote yes/no/on/off): {value!r}")
+        raise fail("label_aliases", f"keys and labels must be strings (quote yes/no/on/off): {shown(value)}")
     return tuple((str(k), str(v)) for k, v in pairs)
 
 

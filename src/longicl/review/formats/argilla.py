@@ -66,8 +66,12 @@ class Argilla(ReviewFormat):
             if not isinstance(record, Mapping):
                 raise UsageError(f"{where} is not an object")
             metadata = record.get("metadata") or {}
+            if not isinstance(metadata, Mapping):
+                raise UsageError(f"{where}: metadata is not an object")
             sample_id = metadata.get("sample_id")
             task = metadata.get("task")
+            if task is not None and not isinstance(task, str):
+                raise UsageError(f"{where}: metadata.task is not a task name")
             if not sample_id and isinstance(record.get("id"), str) and ":" in record["id"]:
                 task, sample_id = record["id"].split(":", 1)
             if not isinstance(sample_id, str) or not sample_id:

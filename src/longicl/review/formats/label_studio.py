@@ -71,6 +71,8 @@ class LabelStudio(ReviewFormat):
                     answer, annotator = found, annotation.get("completed_by")
             if answer is not None:
                 task_name = task["data"].get("task")
+                if task_name is not None and not isinstance(task_name, str):
+                    raise UsageError(f"{where}: data.task is not a task name")
                 out.append(
                     Decision(
                         sample_id,
@@ -118,11 +120,17 @@ def _answer(result: Any, where: str) -> str | None:
     for region in result:
         if not isinstance(region, Mapping) or region.get("from_name") not in ("label", "answer"):
             continue
-        value = region.get("value") or {}
+        value = region.get("value")
+        if not isinstance(value, Mapping):
+            raise UsageError(f"{where}: the value of {region.get('from_name')} is not an object")
         for field in ("choices", "text"):
             chosen = value.get(field)
-            if isinstance(chosen, list) and chosen and isinstance(chosen[0], str):
-                return chosen[0]
+            if chosen is None:
+                continue
             if isinstance(chosen, str):
                 return chosen
+            if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+                raise UsageError(f"{where}: {field} is not a list of texts")
+            if chosen:
+                return chosen[0]
     return None
