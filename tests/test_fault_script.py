@@ -47,6 +47,10 @@ COMMON = [
     "engine.backoff_initial=0.05",
     "engine.backoff_max=0.2",
     "engine.concurrency=4",
+    # engine=local's window (8K tokens, conf/engine/local.yaml): the same short prompts for all three
+    "max_model_len=8192",
+    "max_prompt_tokens=7680",
+    "min_icl_tokens=1000",
 ]
 
 
@@ -119,10 +123,12 @@ def test_one_fault_script_gives_the_same_records_through_every_engine(tmp_path, 
             with FakeServer(
                 gold_answers, faults=PerSampleFaults(gold_answers, assigned), api_key=KEY, count_tokens=False
             ) as server:
-                if args is None:
+                if args is None:  # its server's URL is its own (the port, here the fake server's)
                     args = _local_client_path(monkeypatch, tmp_path, server.port)
+                else:
+                    args = [*args, f"engine.base_url={server.url}"]
                 out = tmp_path / name
-                result = run(compose(*COMMON, *args, f"engine.base_url={server.url}", f"out_dir={out}"))
+                result = run(compose(*COMMON, *args, f"out_dir={out}"))
                 served[name] = sorted(server.faults_injected)
                 assert server.rejected == 0, name  # the key from the environment went with every request
             assert result.missing == 1, name  # the sample whose 5xx outlasted the retries

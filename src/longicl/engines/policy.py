@@ -307,7 +307,8 @@ class PolicyEngine(Engine):
                 state.attempt -= 1
                 continue
             state.notes.append(f"attempt {state.attempt}: {state.last_error} ({state.target})")
-            if outcome.kind in (TIMEOUT, CONNECTION, LOST) and server is not None and self.pool is not None:
+            # A row lost inside Ray is the transport's fault, not the server's: it does not count.
+            if outcome.kind in (TIMEOUT, CONNECTION) and server is not None and self.pool is not None:
                 await self.pool.unreachable(server, state.last_error)
                 if not server.up:  # not this request's fault: go to the task's new server now
                     state.attempt -= 1

@@ -218,9 +218,19 @@ class Streams:
             # well after that was lost inside Ray (a crashed worker) and is asked again.
             return await asyncio.wait_for(asyncio.shield(future), self.reply_deadline)
         except TimeoutError:
-            return None, f"no reply from the Ray Data stream within {self.reply_deadline:g} s"
+            why = f"no reply from the Ray Data stream within {self.reply_deadline:g} s"
+            self.abandon(stream, why)
+            return None, why
         finally:
             stream.pending.pop(key, None)
+
+    def abandon(self, stream: _Stream, why: str) -> None:
+        """A stream that lost a row (e.g. with a node) is stuck or broken: its requests fail now
+        (the policy asks them again) and the next request starts a fresh execution."""
+        if self.current.get(stream.target) is stream:
+            del self.current[stream.target]
+        stream.closing = True
+        self._ended(stream, f"abandoned: {why}")
 
     async def feed(self, stream: _Stream) -> None:
         """Move waiting requests into the stream's queue, requests of one static block next to
