@@ -13,7 +13,7 @@ It also serves ``/v1/models`` (with ``max_model_len``), ``/health``, reports ``u
 simulated prefix cache (``prompt_tokens_details.cached_tokens``), honours ``structured_outputs``
 ``choice`` constraints, returns ``logprobs`` when asked, can add latency, and injects faults
 with a probability per request (HTTP 500/503/429, hangs, dropped connections, truncated JSON,
-empty answers, truncated answers). Every request body is kept in ``server.requests``.
+empty answers, truncated answers; scripted only: a refused unsupported parameter). Every request body is kept in ``server.requests``.
 
 Opt-in extras (defaults keep the behaviour above unchanged):
 
@@ -69,7 +69,21 @@ from pathlib import Path
 from typing import Any
 
 MODEL = "Qwen3-4B"
-FAULTS = ("http500", "http503", "http429", "hang", "drop", "truncated_json", "empty", "truncated_answer")
+FAULTS = (
+    "http500",
+    "http503",
+    "http429",
+    "hang",
+    "drop",
+    "truncated_json",
+    "empty",
+    "truncated_answer",
+)
+#: faults only a script asks for (never drawn at random): "unsupported" answers HTTP 400 naming a
+#: parameter the server does not take
+SCRIPTED_FAULTS = ("unsupported",)
+#: the refusal of the "unsupported" fault: names a parameter the server does not take (HTTP 400)
+UNSUPPORTED_MESSAGE = "Unsupported parameter: 'stop' is not supported by this server"
 
 _QUERY = re.compile(r"(?:^|\n)Input: (.*?)\nOutput:\s*$", re.S)
 
@@ -314,7 +328,7 @@ class FaultPlan:
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
-        unknown = set(self.kinds) - set(FAULTS)
+        unknown = set(self.kinds) - set(FAULTS) - set(SCRIPTED_FAULTS)
         if unknown:
             raise ValueError(f"unknown faults: {sorted(unknown)}")
         self.rng = random.Random(self.seed)
@@ -323,6 +337,10 @@ class FaultPlan:
         if self.rate <= 0 or self.rng.random() >= self.rate:
             return None
         return self.rng.choice(self.kinds)
+
+    def draw_for(self, body: dict) -> str | None:
+        """The fault for this request (a plan keyed by the request overrides it; default: `draw`)."""
+        return self.draw()
 
 
 class FakeServer:
@@ -490,7 +508,7 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 self._send(400, {"error": {"message": "body is not JSON"}})
                 return
-            fault = server.faults.draw()
+            fault = server.faults.draw_for(body)
             server.record(body, fault)
             if fault == "hang":
                 time.sleep(server.faults.hang_seconds)
@@ -499,6 +517,8 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 return self._drop()
             if fault in ("http500", "http503"):
                 return self._send(int(fault[4:]), {"error": {"message": "injected server error"}})
+            if fault == "unsupported":
+                return self._send(400, {"error": {"message": UNSUPPORTED_MESSAGE, "type": "BadRequestError"}})
             if fault == "http429":
                 return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0.2"})
             messages = body.get("messages") or []

@@ -258,7 +258,7 @@ def test_waiting_requests_travel_in_rows_of_one_static_block(mode):
     stream.waiting = [(key, "block-b" if key % 2 else "block-a", f"body-{key}") for key in range(8)]
 
     async def feed_once() -> None:
-        feeder = asyncio.ensure_future(engine._feed(stream))
+        feeder = asyncio.ensure_future(engine.streams.feed(stream))
         stream.wake.set()
         await asyncio.sleep(0.05)
         feeder.cancel()
@@ -279,13 +279,14 @@ def test_waiting_requests_travel_in_rows_of_one_static_block(mode):
 def test_a_rows_replies_reach_their_requests_and_a_short_reply_fails_them_all():
     import asyncio
 
-    from longicl.engines.ray_engine import _Stream
+    from longicl.engines.ray_stream import _Stream
+    from longicl.engines.ray_stream import resolve as resolve_row
 
     async def resolve(reply: str) -> list:
         loop = asyncio.get_running_loop()
         stream = _Stream("target", None)
         stream.pending = {key: loop.create_future() for key in (4, 5)}
-        RayEngine._resolve(stream, [5, 4], reply)
+        resolve_row(stream, [5, 4], reply)
         return [stream.pending[4].result(), stream.pending[5].result()]
 
     answered = asyncio.run(
@@ -299,7 +300,10 @@ def test_a_rows_replies_reach_their_requests_and_a_short_reply_fails_them_all():
 
 def test_vllm_rows_carry_the_request_and_come_back_as_a_completion():
     """The vLLM mode's pre/postprocess maps, on the row shapes its stages read and write (not run)."""
-    from longicl.engines.ray_engine import _vllm_reply, _vllm_row
+    from longicl.engines.policy import ANSWER
+    from longicl.engines.ray_transports import read_vllm_reply
+    from longicl.engines.ray_transports import vllm_reply as _vllm_reply
+    from longicl.engines.ray_transports import vllm_row as _vllm_row
 
     engine = RayEngine.from_config(
         ray={"mode": "vllm", "vllm": {"llm_config": str(ROOT / "llm_config.yaml")}}
@@ -320,12 +324,43 @@ def test_vllm_rows_carry_the_request_and_come_back_as_a_completion():
     )
     assert out["keys"] == [7]
     (reply,) = json.loads(out["reply"])
-    completion, error, retry = engine._read(reply)
-    assert error is None and completion.text == "fine" and completion.finish_reason == "stop"
+    outcome = read_vllm_reply(reply)
+    completion = outcome.completion
+    assert outcome.kind == ANSWER and completion.text == "fine" and completion.finish_reason == "stop"
     assert completion.usage == {
         "prompt_tokens": 120,
         "completion_tokens": 2,
         "prompt_tokens_details": {"cached_tokens": 100},
     }
-    empty, error, retry = engine._read({**reply, "text": " "})
-    assert empty is None and error == "empty answer" and retry
+    assert engine.model == "Qwen3-4B"
+    # an empty reply is a fact for the policy (asked again once, then the model's answer), and an
+    # inference error a server error (retried)
+    assert read_vllm_reply({**reply, "text": " "}).completion.text == " "
+    failed = read_vllm_reply({**reply, "error": "CUDA out of memory"})
+    assert failed.kind == "status" and failed.status == 500
+
+
+def test_an_execution_is_restarted_every_restart_rows_and_no_row_is_lost(tmp_path, gold_answers):
+    """The driver's state per execution grows with its rows: after ray.restart_rows requests a
+    fresh execution takes the new ones while the retired one finishes its own."""
+    with FakeServer(gold_answers) as server:
+        result = run(
+            compose(
+                "task=5",
+                "split=dev",
+                "limit=9",
+                "engine=ray",
+                *FAST,
+                "engine.concurrency=3",
+                "engine.ray.restart_rows=3",
+                f"engine.base_url={server.url}",
+                f"out_dir={tmp_path}",
+            )
+        )
+        sent = len(server.requests)
+    assert result.missing == 0 and sent == 9  # nothing lost or asked twice across the restarts
+    executions = json.loads((tmp_path / "run.json").read_text())["engine"]["executions"]
+    assert len(executions) >= 3 and sum(e["rows"] for e in executions) == sent
+    assert all(e["rows"] <= 3 + 2 for e in executions)  # a retired one takes what already waited
+    run_json = json.loads((tmp_path / "run.json").read_text())
+    assert run_json["tasks"]["openseek-5"]["accuracy"] == 1.0

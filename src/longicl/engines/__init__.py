@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,7 +30,20 @@ def build_engine(settings: Mapping[str, Any]) -> Engine:
         raise UsageError(f"engine={name!r} is not an engine: choose one of {', '.join(ENGINES)}")
     module_name, class_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**options)
+    try:
+        return cls(**options)
+    except TypeError as exc:  # a setting the engine does not have, or one it needs and lacks
+        unknown = _UNKNOWN.search(str(exc))
+        if unknown:
+            raise UsageError(f"engine.{unknown.group(1)} is not a setting of engine={name}") from None
+        missing = _MISSING.search(str(exc))
+        if missing:
+            raise UsageError(f"engine.{missing.group(1)} is not set (see conf/engine/{name}.yaml)") from None
+        raise
+
+
+_UNKNOWN = re.compile(r"unexpected keyword argument '(\w+)'")
+_MISSING = re.compile(r"missing \d+ required keyword-only argument[s]?: '(\w+)'")
 
 
 def check_available(settings: Mapping[str, Any], option: str) -> None:
