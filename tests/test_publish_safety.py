@@ -322,12 +322,11 @@ def test_a_hydra_multirun_writes_and_prints_no_key(tmp_path):
     assert KEY not in _files_text(tmp_path)
 
 
-def test_notebook_parameters_keep_the_key_out_of_notebooks_index_and_console(
-    tmp_path, monkeypatch, capsys
-):
+def test_notebook_parameters_keep_the_key_out_of_notebooks_index_and_console(tmp_path, monkeypatch, capsys):
     import papermill
 
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "")  # undone after the test: the key set here goes too
+    monkeypatch.delenv("OPENAI_API_KEY")
     seen = {}
 
     def execute_notebook(source, output, parameters=None, **kwargs):

@@ -28,11 +28,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-#: Characters that start Markdown constructs inside a line; each gets a backslash.
-_ACTIVE = re.compile(r"([\\`*_\[\]|~])")
+#: Characters that start Markdown constructs inside a line; each gets a backslash (an underscore
+#: between letters or digits starts nothing in CommonMark: ``int_list`` stays as it is).
+_ACTIVE = re.compile(r"([\\`*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n|\u2028|\u2029")
 _BACKTICKS = re.compile(r"`+")
+_LINE_FENCE = re.compile(r"^ {0,3}(`{3,})", re.M)  # what could close a fenced block
 #: What a spreadsheet reads as the start of a formula (OWASP), plus a line feed.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -85,9 +87,24 @@ def code_block(value: object, info: str = "") -> Markdown:
     """``value`` as a fenced code block (its lines as they are): the fence is longer than any run
     of backticks inside, so no line of the value can close it."""
     text = str(value).replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
-    longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
+    longest = max((len(run) for run in _LINE_FENCE.findall(text)), default=0)
     fence = "`" * max(3, longest + 1)
     return Markdown(f"{fence}{info}\n{text}\n{fence}")
+
+
+def backticked(value: object) -> Markdown:
+    """A text whose parts between backticks are code (``exact program `name` answers``): each
+    part escaped or made a code span, so whatever the parts hold stays text."""
+    parts = str(value).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: all of it is text
+        return escape(value)
+    return Markdown("").join(code(p) if i % 2 else escape(p) for i, p in enumerate(parts))
+
+
+def verbatim(value: object) -> Markdown:
+    """``value`` for a line inside a fenced code block, where it is shown as it is: only a line
+    break could end the block (a line starting with the fence), so line breaks become spaces."""
+    return Markdown(_LINE_BREAKS.sub(" ", str(value)))
 
 
 def md(template: str, *args: object, **kwargs: object) -> Markdown:
