@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from longicl.cli import compose_config, execute, user_error_exit
+from longicl.credentials import withhold_api_key
 from longicl.errors import ExitCode
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -35,6 +36,9 @@ def hydra_main(cfg: DictConfig) -> int:
 
 def main(argv: list[str]) -> int:
     if any(arg.startswith("-") for arg in argv):
+        # hydra writes and prints its overrides (multirun.yaml, .hydra/, the job lines): the key
+        # goes to $OPENAI_API_KEY instead, where the engine reads it (longicl.credentials)
+        sys.argv[1:] = withhold_api_key(argv)
         hydra_main()
         return 0
     try:

@@ -116,6 +116,30 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
     return shlex.split(redact_command(shlex.join(list(argv))))
 
 
+_KEY_OVERRIDE = re.compile(r"^[+~]{0,2}(?:[\w.]+\.)?api_key=(?P<value>.*)$", re.S)
+
+
+def withhold_api_key(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` without any ``…api_key=KEY``: the key goes to ``$OPENAI_API_KEY`` of this
+    process (and the processes it starts), where the engines read it (`resolve_api_key`).
+
+    For the writers that are not ours: hydra writes its overrides into ``multirun.yaml``,
+    ``.hydra/overrides.yaml`` and prints them; papermill writes a notebook's parameters into the
+    executed copy. A key they never see is a key they never write. An unset value (``EMPTY``, the
+    placeholder) is dropped the same way; the last key given wins, as on hydra's command line."""
+    kept = []
+    for override in overrides:
+        match = _KEY_OVERRIDE.match(str(override))
+        if match is None:
+            kept.append(override)
+            continue
+        value = match["value"].strip().strip("'\"")
+        if value not in _UNSET:
+            remember(value)
+            os.environ[ENV_KEY] = value
+    return kept
+
+
 def shell_override(override: str) -> str:
     """A hydra override as a shell word; the key's placeholder stays unquoted, for the shell to expand."""
     import shlex

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longicl.credentials import redact, redact_text, withhold_api_key
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.paths import PROJECT_ROOT
 from longicl.rundir import atomic_write_json
@@ -197,6 +198,20 @@ def parameters_for(
     return chosen
 
 
+def withhold_secrets(given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` without an API key: an ``…api_key=KEY`` in a list of hydra overrides goes to
+    ``$OPENAI_API_KEY`` of this process, which the kernels inherit and the engines read
+    (`longicl.credentials.withhold_api_key`). papermill writes parameters into the executed
+    notebook (its parameters cell and metadata), ``index.json`` keeps them and the console prints
+    them: a key must never be one."""
+    kept: dict[str, Any] = {}
+    for key, value in given.items():
+        if isinstance(value, list):
+            value = [item for item in value if not isinstance(item, str) or withhold_api_key([item])]
+        kept[key] = value
+    return kept
+
+
 # ------------------------------------------------------------------------------------------------
 # execution
 # ------------------------------------------------------------------------------------------------
@@ -229,7 +244,8 @@ def execute(
         name = path.stem
         chosen = parameters_for(name, declared[name], given, out_dir=out_dir, runs_dir=runs_dir)
         output = out_dir / f"{name}.ipynb"
-        print(f"[notebooks] {name}: {json.dumps(chosen, default=str)}", file=sys.stderr, flush=True)
+        shown = redact_text(json.dumps(chosen, default=str))
+        print(f"[notebooks] {name}: {shown}", file=sys.stderr, flush=True)
         started = time.monotonic()
         error = None
         try:
@@ -247,7 +263,7 @@ def execute(
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         except Exception as exc:  # noqa: BLE001 - papermill raises many types; keep going
-            error = _short_error(exc)
+            error = redact_text(_short_error(exc))
         seconds = time.monotonic() - started
         status = "ok" if error is None else f"FAILED: {error}"
         print(f"[notebooks] {name}: {status} in {seconds:.1f}s -> {output}", file=sys.stderr, flush=True)
@@ -281,7 +297,7 @@ def _write_index(out_dir: Path, done: Sequence[Execution], kernel_name: str) -> 
             "executed": item.finished,
             "output": item.output.name,
             "values": item.values.name if item.values.is_file() else None,
-            "parameters": item.parameters,
+            "parameters": redact(item.parameters),
             "seconds": round(item.seconds, 1),
             "ok": item.ok,
             "error": item.error,
@@ -330,9 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         names = [notebook_path(n).stem for n in args.names] if args.names else list(NOTEBOOKS)
-        given = dict(parse_parameter(p) for p in args.param)
+        given = withhold_secrets(dict(parse_parameter(p) for p in args.param))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(redact_text(str(exc))) from None
     if args.list:
         for name in names:
             print(name)

@@ -48,6 +48,7 @@ from typing import IO, TYPE_CHECKING
 
 from longicl.credentials import redact_secrets, redact_text
 from longicl.errors import DataError, UsageError
+from longicl.published import spreadsheet_cell
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -354,9 +355,14 @@ class RunDir:
     def write_annotated_table(
         self, task: str, frame: pd.DataFrame, predictions: Sequence[str], column: str = "prediction"
     ) -> Path:
-        """The input table, every column as read, with ``column`` set to ``predictions`` (row order)."""
+        """The input table, every column as read, with ``column`` set to ``predictions`` (row order).
+
+        A prediction a spreadsheet would read as a formula gets a leading ``'``
+        (`longicl.published.spreadsheet_cell`); the JSONL predictions keep the exact text, and the
+        input columns stay as the user's own file has them."""
         path = self.table_path(task)
-        atomic_write_text(path, frame.assign(**{column: list(predictions)}).to_csv(index=False))
+        cells = [spreadsheet_cell(p) for p in predictions]
+        atomic_write_text(path, frame.assign(**{column: cells}).to_csv(index=False))
         return path
 
     def write_zip(self, files: Sequence[Path], expected_ids: dict[str, Sequence[str]]) -> Path:

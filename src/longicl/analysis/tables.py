@@ -4,12 +4,16 @@ dtypes, their plain rows, cell text and Markdown."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
 
 import pandas as pd
+
+from longicl.published import Markdown
+from longicl.published import escape as markdown_text
 
 #: Nullable dtypes of analysis tables, by what a column holds. Explicit rather than inferred
 #: (``convert_dtypes`` would make an accuracy column of 1.0s integers and change its text).
@@ -91,12 +95,13 @@ class Table:
         return cls(list(columns), rows, title)
 
     def cells(self) -> list[list[str]]:
-        return [[fmt(row.get(c)) for c in self.columns] for row in self.rows]
+        return [[_cell(row.get(c)) for c in self.columns] for row in self.rows]
 
     def to_markdown(self) -> str:
-        def clean(text: str) -> str:
-            return text.replace("|", "\\|").replace("\n", " ")
+        """A Markdown table; every cell is text (``longicl.published.escape``: no markup, no line
+        break, ``|`` escaped) unless it is `Markdown` already."""
 
+        clean = markdown_text
         lines = ["| " + " | ".join(clean(c) for c in self.columns) + " |"]
         lines.append("|" + "|".join("---:" if self._numeric(c) else "---" for c in self.columns) + "|")
         lines += ["| " + " | ".join(clean(c) for c in cells) + " |" for cells in self.cells()]
@@ -117,6 +122,13 @@ class Table:
         values = [r.get(column) for r in self.rows if r.get(column) is not None]
         values = [v for v in values if v != "—"]
         return bool(values) and all(_is_number(v) for v in values)
+
+
+def _cell(value: Any) -> str:
+    """A cell's text; a `Markdown` cell (e.g. a code span) as it is, its pipes escaped for the table."""
+    if isinstance(value, Markdown):
+        return Markdown(re.sub(r"(?<!\\)\|", r"\\|", value.replace("\n", " ")))
+    return fmt(value)
 
 
 def _is_number(value: Any) -> bool:

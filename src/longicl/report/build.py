@@ -14,6 +14,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from longicl import analysis as an
+from longicl import published
 from longicl.credentials import redact_text
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.report import formatting
@@ -32,17 +33,29 @@ class Written:
 
 
 def templates() -> Environment:
-    """The report's Jinja2 templates (package data under ``templates/``); Markdown, not escaped."""
+    """The report's Jinja2 templates (package data under ``templates/``), writing Markdown.
+
+    Every ``{{ value }}`` is escaped for Markdown (`longicl.published.escape`) unless it is
+    `Markdown` already: the output of the ``table``, ``code``, ``code_block``, ``verbatim`` and ``md`` filters,
+    or a value a section built with them. Run data is text, never markup, in every template."""
     env = Environment(
         loader=PackageLoader("longicl.report", "templates"),
         autoescape=False,
+        finalize=published.escape,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
         undefined=StrictUndefined,
     )
     env.filters.update(
-        table=formatting.table, pct=formatting.pct, tokens=formatting.tokens, wrap=formatting.wrap
+        table=formatting.table,
+        pct=formatting.pct,
+        tokens=formatting.tokens,
+        wrap=formatting.wrap,
+        code=published.code,
+        code_block=published.code_block,
+        md=published.md,
+        verbatim=published.verbatim,
     )
     return env
 

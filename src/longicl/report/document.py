@@ -4,6 +4,7 @@ overview, and where figures go."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -76,14 +77,17 @@ class Report:
     def floor_phrase(self) -> str:
         return f.floor_phrase(self.floors)
 
-    def figure(self, name: str, fig: Any, caption: str) -> dict[str, str]:
-        """Save ``fig`` as ``figures/<name>.png``; its numbered caption and relative path."""
+    def figure(self, name: str, fig: Any, caption: str) -> dict[str, f.Markdown]:
+        """Save ``fig`` as ``figures/<name>.png``; its numbered caption (escaped unless `Markdown`)
+        and relative path."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ValueError(f"figure name {name!r}: letters, digits, - and _ only")
         self.figure_dir.mkdir(parents=True, exist_ok=True)
         path = self.figure_dir / f"{name}.png"
         fig.savefig(path, dpi=110)
         readable(path)
         self.figures.append(path)
         return {
-            "path": path.relative_to(self.out_dir).as_posix(),
-            "caption": f"Figure {len(self.figures)}: {caption}",
+            "path": f.Markdown(path.relative_to(self.out_dir).as_posix()),
+            "caption": f.md("Figure {}: {}", len(self.figures), caption),
         }

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from longicl import analysis as an
+from longicl.published import Markdown, backticked, code, escape, md
+
+__all__ = ["Markdown", "backticked", "code", "escape", "md"]  # sections build their Markdown through these
 
 
 def pct(value: float | None) -> str:
@@ -48,16 +52,19 @@ def wrap(text: str, indent: str = "", width: int = 100) -> str:
     )
 
 
-def table(rows: Any, css: str = "", caption: str = "", columns: Sequence[str] | None = None) -> str:
-    """A Markdown table of ``rows`` (dicts or a DataFrame); ``css`` becomes the HTML table's class
-    through a marker line that `longicl.report.html` consumes, ``caption`` an italic line above."""
+def table(rows: Any, css: str = "", caption: str = "", columns: Sequence[str] | None = None) -> Markdown:
+    """A Markdown table of ``rows`` (dicts or a DataFrame; every cell escaped unless it is
+    `Markdown`); ``css`` becomes the HTML table's class through a marker line that
+    `longicl.report.html` consumes, ``caption`` (escaped unless `Markdown`) an italic line above."""
     parts = []
     if caption:
-        parts.append(f"*{caption}*")
+        parts.append(f"*{escape(caption)}*")
     if css:
+        if not re.fullmatch(r"[\w-]+", css):
+            raise ValueError(f"table class {css!r}: letters, digits, - and _ only")
         parts.append(f"<!-- table: {css} -->")
     parts.append(an.Table.of(rows, columns).to_markdown())
-    return "\n\n".join(parts)
+    return Markdown("\n\n".join(parts))
 
 
 def task_list(ids: Iterable[int]) -> str:

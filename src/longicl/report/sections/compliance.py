@@ -30,7 +30,7 @@ def build(report: Report) -> dict[str, Any]:
                     "meets rule": "yes" if run.meets_floor(name) else "NO",
                     # min_icl_tokens below the rule, or counts in another model's tokens (run.json)
                     "compliant": "NO (experiment)" if task.get("compliant") is False else "yes",
-                    "programs / side models": an.side_models(run, name),
+                    "programs / side models": f.backticked(an.side_models(run, name)),
                     "thinking": "on" if an.task_thinking(run, name) else "off",
                 }
             )

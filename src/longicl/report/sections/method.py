@@ -113,7 +113,7 @@ def build(report: Report) -> dict[str, Any]:
     decoded = (report.model_runs or report.runs or [None])[0]
     return {
         "sizes": _hybrid_sizes(report),
-        "per_sample": per_sample_phrase(report, per_sample_budgets(report)),
+        "per_sample": f.Markdown(per_sample_phrase(report, per_sample_budgets(report))),  # numbers
         "first": first,
         "context_rows": _context_rows(first) if first else [],
         "used": sorted({str((r.config.get("selection") or {}).get("name")) for r in report.runs}),

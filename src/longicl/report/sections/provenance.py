@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from longicl.report import formatting as f
 from longicl.report.document import Report
 
 
@@ -21,10 +22,10 @@ def build(report: Report) -> dict[str, Any]:
         }
         for run in report.runs
     ]
-    engines: dict[str, list[str]] = {}
+    engines: dict[str, list[f.Markdown]] = {}
     for run in report.runs:
         if not run.language_model:
-            engines.setdefault(run.engine, []).append(f"`{run.name}`")
+            engines.setdefault(run.engine, []).append(f.code(run.name))
     model_runs = [
         {
             "name": run.name,
@@ -34,4 +35,8 @@ def build(report: Report) -> dict[str, Any]:
         }
         for run in report.model_runs
     ]
-    return {"rows": rows, "model_runs": model_runs, "other_engines": engines}
+    return {
+        "rows": rows,
+        "model_runs": model_runs,
+        "other_engines": {e: f.Markdown(", ").join(names) for e, names in engines.items()},
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from longicl import analysis as an
+from longicl.report import formatting as f
 from longicl.report.document import Report
 
 
@@ -20,7 +21,7 @@ def build(report: Report) -> dict[str, Any] | None:
                 report.figure(
                     f"confidence_{number}",
                     an.figure_confidence_histogram(run),
-                    f"confidence per sample, per task ({run.label}).",
+                    f.md("confidence per sample, per task ({}).", run.label),
                 )
             )
             if run.split == "dev":
@@ -28,14 +29,17 @@ def build(report: Report) -> dict[str, Any] | None:
                     report.figure(
                         f"reliability_{number}",
                         an.figure_reliability(run),
-                        f"reliability diagrams: accuracy per confidence bin, raw and calibrated ({run.label}).",
+                        f.md(
+                            "reliability diagrams: accuracy per confidence bin, raw and calibrated ({}).",
+                            run.label,
+                        ),
                     )
                 )
                 figures.append(
                     report.figure(
                         f"coverage_{number}",
                         an.figure_coverage_accuracy(run),
-                        f"accuracy of the most confident answers against their share ({run.label}).",
+                        f.md("accuracy of the most confident answers against their share ({}).", run.label),
                     )
                 )
         sections.append(

@@ -30,6 +30,11 @@ def _per_task(run: an.RunData) -> list[dict[str, Any]]:
     ]
 
 
+def _system(run: an.RunData) -> f.Markdown:
+    """The run's row name in the comparison (`RunData.system`, its directory as code)."""
+    return f.md("{}: {}", an.engine_words(run.engine).system.format(model=run.model), f.code(run.name))
+
+
 def _comparison(report: Report) -> list[dict[str, Any]]:
     ids = sorted(TASKS)
     comparable = sorted(an.BEST_PUBLIC_ACCURACY)
@@ -39,7 +44,7 @@ def _comparison(report: Report) -> list[dict[str, Any]]:
         values = {i: run.tasks.get(TASKS[i].name, {}).get("accuracy") for i in ids}
         if all(v is None for v in values.values()):
             continue
-        row: dict[str, Any] = {"system": run.system}
+        row: dict[str, Any] = {"system": _system(run)}
         row.update({f"task {i}": f.pct(values[i]) for i in ids})
         kept = [values[i] for i in comparable if values[i] is not None]
         row[mean_column] = f.pct(sum(kept) / len(kept) if len(kept) == len(comparable) else None)
@@ -66,7 +71,7 @@ def build(report: Report) -> dict[str, Any]:
             report.figure(
                 "accuracy",
                 an.figure_accuracy(scored),
-                f"dev accuracy per task; black marks: {an.BEST_PUBLIC_SOURCE}.",
+                f.md("dev accuracy per task; black marks: {}.", an.BEST_PUBLIC_SOURCE),
             )
         )
     if report.runs:
@@ -75,14 +80,18 @@ def build(report: Report) -> dict[str, Any]:
             report.figure(
                 "tokens",
                 an.figure_tokens(run),
-                f"prompt tokens and uncached prefill per request, median per task (`{run.name}`).",
+                f.md(
+                    "prompt tokens and uncached prefill per request, median per task ({}).", f.code(run.name)
+                ),
             )
         )
         figures.append(
             report.figure(
                 "icl_floor",
                 an.figure_icl_floor(run),
-                f"demonstration tokens of every request against the rule's minimum (`{run.name}`).",
+                f.md(
+                    "demonstration tokens of every request against the rule's minimum ({}).", f.code(run.name)
+                ),
             )
         )
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from longicl import analysis as an
+from longicl.report import formatting as f
 from longicl.report.document import Report
 
 
@@ -22,7 +23,9 @@ def build(report: Report) -> dict[str, Any] | None:
             report.figure(
                 "strategy_cost",
                 an.figure_sweep_cost(points),
-                f"prompt tokens and prefill per sample by strategy and budget (engine `{engine}`).",
+                f.md(
+                    "prompt tokens and prefill per sample by strategy and budget (engine {}).", f.code(engine)
+                ),
             )
         )
         if prompt_reading and any(p.accuracy is not None for p in points):
@@ -30,7 +33,9 @@ def build(report: Report) -> dict[str, Any] | None:
                 report.figure(
                     "strategy_accuracy",
                     an.figure_sweep_accuracy(points),
-                    f"dev accuracy against demonstration tokens per strategy (engine `{engine}`).",
+                    f.md(
+                        "dev accuracy against demonstration tokens per strategy (engine {}).", f.code(engine)
+                    ),
                 )
             )
     return {
