@@ -1,9 +1,11 @@
 """Check a generated Triton module by running it: does it import, expose the wrapper, run, agree?
 
 :func:`check_candidate` never raises for anything the candidate does; every outcome is a
-:class:`CheckResult`. The candidate runs in a separate process (see ``sandbox.py``/``_runner.py``)
-with a wall-clock timeout, a memory limit, no network, writes confined to a fresh temporary
-directory, and (on a CPU) ``TRITON_INTERPRET=1`` so Triton kernels run in Triton's interpreter.
+:class:`CheckResult`. The candidate runs in an OS sandbox (``sandbox.py``: bubblewrap or unshare;
+namespaces, read-only filesystem, no network, an allow-listed environment, rlimits) with a
+wall-clock timeout and a memory limit, and (on a CPU) ``TRITON_INTERPRET=1`` so Triton kernels run in
+Triton's interpreter. ``_runner.py`` adds Python-level guards as defence in depth and to name what
+a candidate tried (``network``, ``filesystem``, ``process``); the sandbox holds without them.
 
 Stages, in order (``CheckResult.stage`` is the first one that failed, or ``passed``):
 
@@ -21,9 +23,10 @@ Stages, in order (``CheckResult.stage`` is the first one that failed, or ``passe
 CLI::
 
     python -m longicl.kernels.check CANDIDATE.py --task-input SAMPLE.txt [--reference REF.py]
-        [--timeout S] [--memory-mb M] [--device auto|cpu|cuda]
+        [--timeout S] [--memory-mb M] [--device auto|cpu|cuda] [--sandbox auto|bwrap|unshare|none]
 
-prints one JSON object (the result) on stdout; exit 0 whenever the check ran, 2 on bad arguments.
+prints one JSON object (the result) on stdout; exit 0 whenever the check ran, 2 on bad arguments
+or when no OS sandbox is available (one line naming what to install).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any
 
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.kernels.extract import extract_code
-from longicl.kernels.sandbox import SandboxLimits, run_job
+from longicl.kernels.sandbox import ISOLATIONS, SandboxLimits, run_job
 from longicl.kernels.signature import (
     WrapperSignature,
     input_plans,
@@ -96,8 +99,8 @@ FAILURE_KINDS = {
     "signature": "the wrapper is missing or does not accept the task's parameters",
     "output": "no tensor returned, wrong shape/count, or non-finite values",
     "mismatch": "outputs differ from the reference",
-    "crash": "the child process died without a report (signal, os._exit, interpreter crash)",
-    "environment": "torch/triton could not be imported in the child",
+    "crash": "the child process died without a report (signal, os._exit, interpreter crash, oversize result)",
+    "environment": "torch/triton could not be imported in the child, or the sandbox could not be set up",
 }
 
 
@@ -122,6 +125,7 @@ class CheckResult:
     setup_seconds: float | None = None  # child start + torch/triton import
     run_seconds: float | None = None
     peak_rss_mb: float | None = None
+    isolation: str | None = None  # the OS sandbox it ran in: bwrap, unshare, or none (opted out)
     log: str = ""  # tail of the candidate's stdout/stderr
 
     @property
@@ -166,6 +170,8 @@ def check_candidate(
     atol: float = 1e-3,
     seed: int = 0,
     cuda_shim: bool = True,
+    sandbox: str = "auto",
+    python_guards: bool = True,
 ) -> CheckResult:
     """Run ``code`` (a full module) against the task described by ``task_input``.
 
@@ -173,6 +179,9 @@ def check_candidate(
     child. ``signature`` overrides the one read from ``task_input``. ``device="cpu"`` hides GPUs;
     ``"auto"`` uses CUDA when torch sees it. ``cuda_shim`` (CPU only) maps ``device="cuda"``,
     ``.cuda()``, ``x.is_cuda`` and a few ``torch.cuda`` calls to the CPU so GPU-minded code can run.
+    ``sandbox``: ``auto`` | ``bwrap`` | ``unshare`` | ``none`` (`sandbox.resolve_isolation`; a
+    `UsageError` when no OS sandbox works and ``none`` was not chosen). ``python_guards=False``
+    drops the runner's Python-level guards (the tests show the OS sandbox holds without them).
     """
     start = time.monotonic()
 
@@ -201,9 +210,9 @@ def check_candidate(
     files = {"candidate": code}
     if reference:
         files["reference"] = reference
-    limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb, device=device)
+    limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb, device=device, isolation=sandbox)
     try:
-        outcome = run_job(job, files, limits)
+        outcome = run_job(job, files, limits, python_guards=python_guards)
     except OSError as exc:  # could not even start the child
         return finish(CheckResult(Stage.IMPORT, kind="environment", error=f"cannot start the checker: {exc}"))
 
@@ -215,6 +224,11 @@ def check_candidate(
         )
     elif outcome.memory_killed:
         res = CheckResult(Stage(last), kind="memory", error=f"killed above {memory_mb} MB resident memory")
+    elif outcome.processes_killed:
+        res = CheckResult(Stage(last), kind="process", error="killed: it started too many processes")
+    elif outcome.oversize or (outcome.error and not raw):
+        kind = "crash" if outcome.oversize else "environment"
+        res = CheckResult(Stage(last), kind=kind, error=outcome.error)
     elif not raw:
         code_text = (
             f"signal {-outcome.returncode}" if (outcome.returncode or 0) < 0 else f"exit {outcome.returncode}"
@@ -243,6 +257,7 @@ def check_candidate(
     res.setup_seconds = raw.get("setup_seconds")
     res.run_seconds = raw.get("run_seconds")
     res.peak_rss_mb = outcome.peak_rss_mb
+    res.isolation = outcome.isolation
     res.log = outcome.log
     if res.passed:
         res.kind = None
@@ -360,6 +375,9 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--no-cuda-shim", action="store_true", help="on a CPU, do not map CUDA calls to CPU")
+    parser.add_argument(
+        "--sandbox", choices=ISOLATIONS, default="auto", help="OS isolation (none: run unisolated)"
+    )
     args = parser.parse_args(argv)
     if args.timeout <= 0 or args.memory_mb <= 0:
         parser.error("--timeout and --memory-mb must be positive")
@@ -374,6 +392,7 @@ def _main(argv: Sequence[str] | None) -> int:
         memory_mb=args.memory_mb,
         device=args.device,
         cuda_shim=not args.no_cuda_shim,
+        sandbox=args.sandbox,
     )
     print(json.dumps(result.to_dict(), ensure_ascii=False))
     return ExitCode.OK
