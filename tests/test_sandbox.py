@@ -271,6 +271,68 @@ def test_killing_the_parent_or_everything_still_gets_a_report(backend) -> None:
         bystander.wait()
 
 
+def descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            found.add(kid)
+            todo.append(kid)
+    return found
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_the_sandbox_dies_with_its_parent(backend, tmp_path) -> None:
+    """The checker's process is killed (SIGKILL: no clean-up runs): the sandboxed code goes too."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "from longicl.kernels.sandbox import SandboxLimits, run_python\n"
+        "print('started', flush=True)\n"
+        "run_python('import os, time\\nos.fork()\\ntime.sleep(120)\\n',"
+        f" SandboxLimits(timeout_s=300, device='cpu', isolation={backend!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert parent.stdout.readline().strip() == "started"
+        scripts: set[int] = set()
+        for _ in range(300):  # until the sandboxed script and its fork run (at most ~30 s)
+            scripts = {p for p in descendants(parent.pid) if cmdline(p).endswith(b"/main.py\0")}
+            if len(scripts) >= 2:
+                break
+            threading.Event().wait(0.1)
+        assert len(scripts) == 2, scripts
+    finally:
+        parent.kill()
+        parent.wait()
+    for _ in range(100):  # the kernel takes the namespace down (at most ~10 s)
+        scripts = {p for p in scripts if running(p)}
+        if not scripts:
+            break
+        threading.Event().wait(0.1)
+    assert scripts == set()
+
+
 def test_a_fork_bomb_is_contained(backend) -> None:
     outcome = run(
         backend,
@@ -483,3 +545,52 @@ def test_the_cli_reports_no_secret_of_its_environment(tmp_path) -> None:
     data = json.loads(proc.stdout)
     assert data["stage"] == "passed" and "ENV" in data["log"], data
     assert SECRET not in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# the setting: refused without a sandbox, an explicit opt-out recorded in run.json and the report
+# ------------------------------------------------------------------------------------------------
+def run_main(argv: list[str]) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("longicl_main_py", ROOT / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+TASK8 = ["progress=false", f"data_dir={ROOT / 'data' / 'openseek'}", "task=8", "split=test", "limit=1"]
+TASK8 += ["kernels.reference=false", "kernels.repair_rounds=0", "kernels.check.timeout=60"]
+
+
+def test_a_task8_run_without_an_os_sandbox_is_refused_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sandbox, "probe", lambda name: f"{name} is not installed")
+    out = tmp_path / "run"
+    code = run_main([*TASK8, "engine.base_url=http://127.0.0.1:9/v1", f"out_dir={out}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "bubblewrap" in err and "kernels.sandbox=none" in err and "Traceback" not in err
+    assert not out.exists()
+    with pytest.raises(UsageError, match="kernels.sandbox"):
+        from longicl.annotators.kernel import KernelSettings
+
+        KernelSettings.from_config({"sandbox": "chroot"}, fill_missing=True)
+
+
+def test_kernels_sandbox_none_is_recorded_in_run_json_and_stated_in_the_report(tmp_path, monkeypatch) -> None:
+    from fake_server import FakeServer
+
+    from longicl.report import main as report_main
+
+    monkeypatch.setattr(sandbox, "probe", lambda name: f"{name} is not installed")
+    reply = "```python\nimport torch\n\ndef nothing(x):\n    return x\n```"
+    out, pages = tmp_path / "run", tmp_path / "report"
+    with FakeServer(lambda body: reply, count_tokens=False) as server:
+        argv = [*TASK8, "kernels.sandbox=none", f"engine.base_url={server.url}", f"out_dir={out}"]
+        monkeypatch.setattr(sys, "argv", ["main.py", *argv])
+        assert run_main(argv) in (0, 1)
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["config"]["kernels"]["sandbox"] == "none"
+    assert report_main([str(out), "-o", str(pages)]) == 0
+    text = (pages / "technical_report.md").read_text()
+    assert "without an OS sandbox (`kernels.sandbox=none`)" in text
