@@ -24,8 +24,8 @@ import ctypes
 import json
 import os
 import resource
-import select
 import sys
+import threading
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -146,21 +146,21 @@ def init(cfg: dict) -> None:
         os.close(watch)
         exec_command(cfg)
     drop_capabilities()
-    status = 0
+
+    def parent_gone() -> None:  # EOF: the parent's end closed (it finished, or it died)
+        while os.read(watch, 1):
+            pass
+        os._exit(137)  # PID 1 exits and the kernel kills the rest of the namespace
+
+    threading.Thread(target=parent_gone, daemon=True).start()
     while True:
-        ready, _, _ = select.select([watch], [], [], 0.5)
-        if ready and not os.read(watch, 1):
-            os._exit(137)  # the parent is gone: PID 1 exits and the kernel kills the rest
-        while True:
-            try:
-                pid, code = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                os._exit(status)
-            if pid == 0:
-                break
-            if pid == child:
-                status = os.waitstatus_to_exitcode(code)
-                os._exit(status if status >= 0 else 128 - status)
+        try:
+            pid, code = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            status = os.waitstatus_to_exitcode(code)
+            os._exit(status if status >= 0 else 128 - status)
 
 
 def main() -> None:
