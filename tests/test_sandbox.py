@@ -412,6 +412,24 @@ def test_limits_and_namespaces_are_in_place(backend) -> None:
     assert int(cap_eff, 16) == 0 and int(cap_bnd, 16) == 0, outcome.log  # no capability, even inside
 
 
+def test_kernel_settings_cannot_be_written(backend) -> None:
+    """Run by root, the sandbox's uid 0 is the host's: /proc/sys would be writable by mode alone."""
+    outcome = run(
+        backend,
+        """
+        for path in ("/proc/sys/kernel/printk_ratelimit", "/proc/sys/vm/overcommit_ratio"):
+            value = open(path).read()
+            try:
+                with open(path, "w") as fh:
+                    fh.write(value)  # the same value: harmless even if it went through
+                print("WROTE", path, file=sys.stderr)
+            except OSError as exc:
+                print("REFUSED", path, exc.errno, file=sys.stderr)
+        """,
+    )
+    assert outcome.log.count("REFUSED") == 2 and "WROTE" not in outcome.log, outcome.log
+
+
 def test_the_python_hooks_are_not_what_holds() -> None:
     """`run_python` has no Python-level guard: the scripts above ran without any."""
     assert not hasattr(sandbox, "_audit") and "addaudithook" not in sandbox.BOOT

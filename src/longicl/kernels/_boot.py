@@ -90,7 +90,8 @@ def build_root(cfg: dict) -> None:
     for path in cfg["dev_binds"]:
         _bind(path, new + path, writable=True, device=True)
     _makedirs(new + "/proc")
-    _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # read-only: as the host's root (unshare -r run by root) the sandbox could write sysctls
+    _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
     _tmpfs(new + "/tmp", cfg["scratch_mb"])
     _tmpfs(new + "/dev/shm", cfg["shm_mb"])
     work = cfg["work"]

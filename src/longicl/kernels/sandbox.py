@@ -239,7 +239,9 @@ def bwrap_argv(
         for lib in gpu.libraries:
             if not any(lib.startswith(b.rstrip("/") + "/") or lib == b for b in binds):
                 argv += ["--ro-bind", lib, lib]
-    argv += ["--remount-ro", "/dev", "--size", str(scratch_mb << 20), "--tmpfs", work]
+    # /proc read-only: the sandbox's uid 0 is the host's when root runs the checker, and the
+    # kernel lets that uid write sysctls (/proc/sys) by file mode alone, capabilities or not.
+    argv += ["--remount-ro", "/proc", "--remount-ro", "/dev", "--size", str(scratch_mb << 20), "--tmpfs", work]
     for name in inputs:
         argv += ["--ro-bind", f"{work}/{name}", f"{work}/{name}"]
     argv += ["--remount-ro", "/", "--chdir", work, "--", *command]
