@@ -612,3 +612,23 @@ def test_kernels_sandbox_none_is_recorded_in_run_json_and_stated_in_the_report(t
     assert report_main([str(out), "-o", str(pages)]) == 0
     text = (pages / "technical_report.md").read_text()
     assert "without an OS sandbox (`kernels.sandbox=none`)" in text
+
+
+def test_a_forged_result_from_the_child_is_a_failed_check_not_an_exception(monkeypatch) -> None:
+    """The child's result is untrusted data: bad stage, kind or types never raise in the parent."""
+    from longicl.kernels import check
+
+    forged = [
+        {"event": "result", "stage": "bogus", "kind": "exception"},
+        {"event": "result", "stage": "run", "kind": "pwned", "outputs": "x", "notes": [1, {"a": 2}]},
+        {"event": "result", "stage": ["passed"], "callable": "yes"},
+        {"event": "result", "stage": "output", "kind": ["x"], "setup_seconds": "1", "error": 7},
+        {"event": "result", "stage": "agree", "kind": "mismatch", "outputs": [{"shape": ["a", 2]}, 5]},
+    ]
+    for raw in forged:
+        outcome = sandbox.ChildOutcome(result=raw, last_stage="nonsense", returncode=0)
+        monkeypatch.setattr(check, "run_job", lambda *_a, outcome=outcome, **_k: outcome)
+        result = check.check_candidate("def div(x):\n    return x\n", "", sandbox="none")
+        assert not result.passed and result.kind in check.FAILURE_KINDS, result
+        json.dumps(result.to_dict())
+    assert result.outputs == [{"shape": [2], "dtype": None}]

@@ -216,19 +216,16 @@ def check_candidate(
     except OSError as exc:  # could not even start the child
         return finish(CheckResult(Stage.IMPORT, kind="environment", error=f"cannot start the checker: {exc}"))
 
-    raw = outcome.result or {}
-    last = outcome.last_stage or "import"
+    raw = _child_result(outcome.result or {})
+    last = _stage(outcome.last_stage, Stage.IMPORT)
     if outcome.timed_out:
-        res = CheckResult(
-            Stage(last), kind="timeout", error=f"timed out after {timeout_s:g} s in stage {last}"
-        )
+        res = CheckResult(last, kind="timeout", error=f"timed out after {timeout_s:g} s in stage {last}")
     elif outcome.memory_killed:
-        res = CheckResult(Stage(last), kind="memory", error=f"killed above {memory_mb} MB resident memory")
+        res = CheckResult(last, kind="memory", error=f"killed above {memory_mb} MB resident memory")
     elif outcome.processes_killed:
-        res = CheckResult(Stage(last), kind="process", error="killed: it started too many processes")
+        res = CheckResult(last, kind="process", error="killed: it started too many processes")
     elif outcome.oversize or (outcome.error and not raw):
-        kind = "crash" if outcome.oversize else "environment"
-        res = CheckResult(Stage(last), kind=kind, error=outcome.error)
+        res = CheckResult(last, kind="crash" if outcome.oversize else "environment", error=outcome.error)
     elif not raw:
         code_text = (
             f"signal {-outcome.returncode}" if (outcome.returncode or 0) < 0 else f"exit {outcome.returncode}"
@@ -236,17 +233,16 @@ def check_candidate(
         tail = outcome.log.strip().splitlines()[-3:]
         kind = "memory" if any("memory" in t.lower() or "bad_alloc" in t for t in tail) else "crash"
         res = CheckResult(
-            Stage(last), kind=kind, error=f"the checker process died ({code_text}): " + " | ".join(tail)
+            last, kind=kind, error=f"the checker process died ({code_text}): " + " | ".join(tail)
         )
     else:
         res = CheckResult(
-            Stage(raw.get("stage", last)),
-            callable=bool(raw.get("callable")),
+            _stage(raw.get("stage"), last),
             agrees=raw.get("agrees"),
             error=raw.get("error"),
             kind=raw.get("kind"),
         )
-    res.callable = bool(raw.get("callable", res.callable))
+    res.callable = bool(raw.get("callable"))
     res.wrapper = raw.get("wrapper")
     res.plan = raw.get("plan")
     res.device = raw.get("device")
@@ -262,6 +258,52 @@ def check_candidate(
     if res.passed:
         res.kind = None
     return finish(res)
+
+
+def _stage(value: Any, default: Stage) -> Stage:
+    return Stage(value) if isinstance(value, str) and value in Stage._value2member_map_ else default
+
+
+def _text(value: Any, limit: int = 4000) -> str | None:
+    return value[-limit:] if isinstance(value, str) else None
+
+
+def _child_result(raw: dict[str, Any]) -> dict[str, Any]:
+    """The child's result with every field of the expected type and size; anything else dropped.
+
+    The child runs model-written code in the same process, so its report is data from an
+    untrusted source: a forged stage, kind or type becomes a failed check, never an exception."""
+    if not raw:
+        return {}
+    stage = raw.get("stage")
+    valid = isinstance(stage, str) and stage in Stage._value2member_map_
+    out: dict[str, Any] = {"stage": stage if valid else None}
+    if not valid:
+        return {**out, "kind": "crash", "error": "the checker's child sent a malformed result"}
+    kind = raw.get("kind")
+    out["kind"] = kind if kind is None or (isinstance(kind, str) and kind in FAILURE_KINDS) else "crash"
+    out["callable"] = raw.get("callable") is True
+    out["agrees"] = raw.get("agrees") if isinstance(raw.get("agrees"), bool) else None
+    out["error"] = _text(raw.get("error"))
+    for key in ("wrapper", "plan", "device"):
+        out[key] = _text(raw.get(key), 200)
+    for key in ("outputs", "reference_outputs"):
+        items = raw.get(key) if isinstance(raw.get(key), list) else []
+        out[key] = [
+            {
+                "shape": [d for d in item.get("shape", []) if isinstance(d, int)][:16],
+                "dtype": _text(item.get("dtype"), 40),
+            }
+            for item in items[:64]
+            if isinstance(item, dict) and isinstance(item.get("shape", []), list)
+        ]
+    notes = raw.get("notes") if isinstance(raw.get("notes"), list) else []
+    out["notes"] = [n[:1000] for n in notes[:20] if isinstance(n, str)]
+    out["cuda_shim_used"] = raw.get("cuda_shim_used") is True
+    for key in ("setup_seconds", "run_seconds"):
+        value = raw.get(key)
+        out[key] = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return out
 
 
 def check_answer(answer: str, task_input: str, reference: str | None = None, **kwargs: Any) -> CheckResult:
