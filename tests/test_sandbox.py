@@ -632,3 +632,12 @@ def test_a_forged_result_from_the_child_is_a_failed_check_not_an_exception(monke
         assert not result.passed and result.kind in check.FAILURE_KINDS, result
         json.dumps(result.to_dict())
     assert result.outputs == [{"shape": [2], "dtype": None}]
+
+
+def test_a_child_that_never_reads_its_input_cannot_block_the_parent(backend) -> None:
+    outcome = run_python(
+        "import time\ntime.sleep(60)\n",
+        SandboxLimits(timeout_s=5, memory_mb=1024, device="cpu", isolation=backend),
+        stdin=b"x" * (4 << 20),  # far more than a pipe holds
+    )
+    assert outcome.timed_out and outcome.returncode != 0

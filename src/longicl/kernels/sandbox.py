@@ -241,7 +241,16 @@ def bwrap_argv(
                 argv += ["--ro-bind", lib, lib]
     # /proc read-only: the sandbox's uid 0 is the host's when root runs the checker, and the
     # kernel lets that uid write sysctls (/proc/sys) by file mode alone, capabilities or not.
-    argv += ["--remount-ro", "/proc", "--remount-ro", "/dev", "--size", str(scratch_mb << 20), "--tmpfs", work]
+    argv += [
+        "--remount-ro",
+        "/proc",
+        "--remount-ro",
+        "/dev",
+        "--size",
+        str(scratch_mb << 20),
+        "--tmpfs",
+        work,
+    ]
     for name in inputs:
         argv += ["--ro-bind", f"{work}/{name}", f"{work}/{name}"]
     argv += ["--remount-ro", "/", "--chdir", work, "--", *command]
@@ -498,9 +507,13 @@ def _supervise(
     out.start()
     err.start()
     state = {"peak": 0.0, "memory_killed": False, "oversize": False, "processes_killed": False}
-    with contextlib.suppress(BrokenPipeError, OSError):
-        proc.stdin.write(stdin)  # type: ignore[union-attr]
-        proc.stdin.close()  # type: ignore[union-attr]
+
+    def feed() -> None:  # in a thread: a child that never reads its stdin cannot block the parent
+        with contextlib.suppress(OSError, ValueError):
+            proc.stdin.write(stdin)  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+
+    threading.Thread(target=feed, daemon=True).start()
     deadline = start + limits.timeout_s
     timed_out = False
     while proc.poll() is None:
