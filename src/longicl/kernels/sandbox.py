@@ -344,9 +344,11 @@ def probe(isolation: str) -> str | None:
         )
     except OSError as exc:
         return f"{tool} cannot start: {exc}"
+    tail = outcome.log.strip().splitlines()[-1:] or [f"exit {outcome.returncode}"]
     if outcome.returncode != 0:
-        tail = outcome.log.strip().splitlines()[-1:] or [f"exit {outcome.returncode}"]
         return f"{tool} cannot isolate here: {tail[0][:200]}"
+    if not (tail[0].isdigit() and int(tail[0]) <= 5):  # a fresh PID namespace shows only itself
+        return f"{tool} ran but did not isolate (it saw {tail[0][:20]} processes)"
     return None
 
 
