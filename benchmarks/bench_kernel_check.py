@@ -1,6 +1,7 @@
 """Time the sandboxed kernel checker: per-check wall time, child setup (torch/triton import) and run.
 
     python benchmarks/bench_kernel_check.py [--repeat 5] [--workers 1] [--device cpu]
+        [--sandbox auto|bwrap|unshare|none]
 
 Runs the hand-written candidates of ``tests/kernel_candidates`` (correct Triton against the PyTorch
 reference) and prints one JSON line per check plus a summary; needs the ``[kernels]`` extra.
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--sandbox", default="auto", help="the OS isolation (kernels.sandbox)")
     args = parser.parse_args()
     jobs = [pair for _ in range(args.repeat) for pair in PAIRS]
 
@@ -37,9 +39,10 @@ def main() -> None:
             (CANDIDATES / f"{task}_task.txt").read_text(),
             (CANDIDATES / f"{ref}.py").read_text(),
             device=args.device,
+            sandbox=args.sandbox,
         )
         row = {"candidate": cand, "stage": res.stage.value, "seconds": res.seconds,
-               "setup_seconds": res.setup_seconds, "run_seconds": res.run_seconds, "peak_rss_mb": res.peak_rss_mb}  # fmt: skip
+               "isolation": res.isolation, "setup_seconds": res.setup_seconds, "run_seconds": res.run_seconds, "peak_rss_mb": res.peak_rss_mb}  # fmt: skip
         print(json.dumps(row), flush=True)
         return row
 

@@ -43,6 +43,7 @@ from longicl.engines.base import ChatRequest, Completion
 from longicl.errors import UsageError
 from longicl.kernels.candidates import Candidate, clip, static_signature_failure, uses_triton, wrapper_phrase
 from longicl.kernels.check import FAILURE_KINDS, CheckResult, Stage, check_candidate
+from longicl.kernels.sandbox import ISOLATIONS, resolve_isolation
 from longicl.kernels.signature import WrapperSignature, parse_signature, parse_wrapper_info
 from longicl.methods.thinking import unfinished_thinking
 from longicl.paths import PROJECT_ROOT
@@ -83,6 +84,7 @@ class KernelSettings:
     timeout_s: float  # checker wall clock per check (torch/triton import included)
     memory_mb: int
     device: str  # auto | cpu | cuda
+    sandbox: str  # auto | bwrap | unshare | none (longicl.kernels.sandbox.ISOLATIONS)
     rtol: float
     atol: float
     max_parallel_checks: int  # checker processes at once, over all samples in flight
@@ -142,6 +144,10 @@ class KernelSettings:
             if raw["device"] not in ("auto", "cpu", "cuda"):
                 raise UsageError(f"kernels.device={raw['device']!r} is not one of: auto, cpu, cuda")
             out["device"] = raw["device"]
+        if "sandbox" in raw:
+            if raw["sandbox"] not in ISOLATIONS:
+                raise UsageError(f"kernels.sandbox={raw['sandbox']!r} is not one of: {', '.join(ISOLATIONS)}")
+            out["sandbox"] = raw["sandbox"]
         if "fallback" in raw:
             tiers = _strings(raw["fallback"], "kernels.fallback")
             bad = [t for t in tiers if t not in FALLBACK_TIERS]
@@ -172,6 +178,7 @@ class KernelSettings:
             "timeout_s": self.timeout_s,
             "memory_mb": self.memory_mb,
             "device": self.device,
+            "sandbox": self.sandbox,
             "rtol": self.rtol,
             "atol": self.atol,
         }
@@ -232,9 +239,11 @@ class KernelAnnotator(IclAnnotator):
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], specs: Sequence[TaskSpec]) -> None:
-        KernelSettings.from_config(config.get("kernels"))
+        kernels = KernelSettings.from_config(config.get("kernels"))
         for spec in specs:
             followup_texts(PromptTemplate.from_config(config.get("prompt") or {}, spec))
+        if specs and (config.get("engine") or {}).get("name") != "dryrun":
+            resolve_isolation(kernels.sandbox)  # no OS sandbox: refused before any output, one line
 
     @classmethod
     def run_settings(cls, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,19 +1,21 @@
 """Child-process side of the kernel checker. Not a public API; run only by ``sandbox.py``.
 
-Started as ``python -I -B _runner.py`` in a fresh temporary directory, it reads one JSON job from
+Started as ``python -I -B _runner.py`` inside the OS sandbox (``sandbox.py``, which also sets the
+rlimits), in its private work dir, it reads one JSON job from
 stdin and writes JSON lines to the file descriptor that was stdout when it started (the candidate's
 own prints go to stderr): ``{"event": "stage", "stage": …}`` when a stage starts, and one
 ``{"event": "result", …}`` at the end. It imports only the standard library at module level so that
 it runs under ``-I`` without the ``longicl`` package being installed.
 
-Guards (against accidents, not a security boundary; ``ctypes`` or a subprocess could escape them):
+Guards (``job["guards"]``, on unless a test turns them off): defence in depth and a name for what
+a candidate tried; not the security boundary (``ctypes`` or a subprocess bypass them; the OS
+sandbox is what holds):
 
 * network: ``socket`` connect/resolve functions are replaced and an audit hook refuses
   ``socket.connect``/``socket.getaddrinfo``/… events;
 * filesystem: after torch and triton are imported, an audit hook refuses opening files for
   writing and removing/renaming/creating paths outside the working directory;
 * processes: the audit hook refuses spawning programs other than the toolchain Triton uses on a GPU;
-* memory: ``RLIMIT_AS`` (CPU only; CUDA needs a huge address space, the parent watches RSS there);
 * every guard that fires sets a flag, so a candidate that swallows the exception still fails.
 """
 
@@ -24,7 +26,6 @@ import json
 import math
 import os
 import re
-import resource
 import socket
 import sys
 import time
@@ -461,10 +462,6 @@ def _setup(job: dict[str, Any], result: dict[str, Any]) -> tuple[Any, str]:
         raise StageFailure("import", "environment", f"cannot import triton: {exc}") from None
     if device == "cpu" and job.get("cuda_shim", True):
         _install_cuda_shim(torch)
-    memory_mb = job.get("memory_mb")
-    if device == "cpu" and memory_mb:
-        limit = int(memory_mb) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     result["setup_seconds"] = round(time.monotonic() - t0, 3)
     _STATE["fs_armed"] = True
     return torch, device
@@ -670,11 +667,9 @@ def main() -> None:
     job = json.loads(sys.stdin.read())
     _STATE["work_dir"] = os.path.realpath(job["work_dir"])
     os.chdir(_STATE["work_dir"])
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    fsize = int(job.get("max_file_mb", 256)) * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    _install_network_guard()
-    sys.addaudithook(_audit)
+    if job.get("guards", True):
+        _install_network_guard()
+        sys.addaudithook(_audit)
     result: dict[str, Any] = {
         "event": "result",
         "stage": "import",

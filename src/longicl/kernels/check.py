@@ -1,9 +1,11 @@
 """Check a generated Triton module by running it: does it import, expose the wrapper, run, agree?
 
 :func:`check_candidate` never raises for anything the candidate does; every outcome is a
-:class:`CheckResult`. The candidate runs in a separate process (see ``sandbox.py``/``_runner.py``)
-with a wall-clock timeout, a memory limit, no network, writes confined to a fresh temporary
-directory, and (on a CPU) ``TRITON_INTERPRET=1`` so Triton kernels run in Triton's interpreter.
+:class:`CheckResult`. The candidate runs in an OS sandbox (``sandbox.py``: bubblewrap or unshare;
+namespaces, read-only filesystem, no network, an allow-listed environment, rlimits) with a
+wall-clock timeout and a memory limit, and (on a CPU) ``TRITON_INTERPRET=1`` so Triton kernels run in
+Triton's interpreter. ``_runner.py`` adds Python-level guards as defence in depth and to name what
+a candidate tried (``network``, ``filesystem``, ``process``); the sandbox holds without them.
 
 Stages, in order (``CheckResult.stage`` is the first one that failed, or ``passed``):
 
@@ -21,9 +23,10 @@ Stages, in order (``CheckResult.stage`` is the first one that failed, or ``passe
 CLI::
 
     python -m longicl.kernels.check CANDIDATE.py --task-input SAMPLE.txt [--reference REF.py]
-        [--timeout S] [--memory-mb M] [--device auto|cpu|cuda]
+        [--timeout S] [--memory-mb M] [--device auto|cpu|cuda] [--sandbox auto|bwrap|unshare|none]
 
-prints one JSON object (the result) on stdout; exit 0 whenever the check ran, 2 on bad arguments.
+prints one JSON object (the result) on stdout; exit 0 whenever the check ran, 2 on bad arguments
+or when no OS sandbox is available (one line naming what to install).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any
 
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.kernels.extract import extract_code
-from longicl.kernels.sandbox import SandboxLimits, run_job
+from longicl.kernels.sandbox import ISOLATIONS, SandboxLimits, run_job
 from longicl.kernels.signature import (
     WrapperSignature,
     input_plans,
@@ -96,8 +99,8 @@ FAILURE_KINDS = {
     "signature": "the wrapper is missing or does not accept the task's parameters",
     "output": "no tensor returned, wrong shape/count, or non-finite values",
     "mismatch": "outputs differ from the reference",
-    "crash": "the child process died without a report (signal, os._exit, interpreter crash)",
-    "environment": "torch/triton could not be imported in the child",
+    "crash": "the child process died without a report (signal, os._exit, interpreter crash, oversize result)",
+    "environment": "torch/triton could not be imported in the child, or the sandbox could not be set up",
 }
 
 
@@ -122,6 +125,7 @@ class CheckResult:
     setup_seconds: float | None = None  # child start + torch/triton import
     run_seconds: float | None = None
     peak_rss_mb: float | None = None
+    isolation: str | None = None  # the OS sandbox it ran in: bwrap, unshare, or none (opted out)
     log: str = ""  # tail of the candidate's stdout/stderr
 
     @property
@@ -166,6 +170,8 @@ def check_candidate(
     atol: float = 1e-3,
     seed: int = 0,
     cuda_shim: bool = True,
+    sandbox: str = "auto",
+    python_guards: bool = True,
 ) -> CheckResult:
     """Run ``code`` (a full module) against the task described by ``task_input``.
 
@@ -173,6 +179,9 @@ def check_candidate(
     child. ``signature`` overrides the one read from ``task_input``. ``device="cpu"`` hides GPUs;
     ``"auto"`` uses CUDA when torch sees it. ``cuda_shim`` (CPU only) maps ``device="cuda"``,
     ``.cuda()``, ``x.is_cuda`` and a few ``torch.cuda`` calls to the CPU so GPU-minded code can run.
+    ``sandbox``: ``auto`` | ``bwrap`` | ``unshare`` | ``none`` (`sandbox.resolve_isolation`; a
+    `UsageError` when no OS sandbox works and ``none`` was not chosen). ``python_guards=False``
+    drops the runner's Python-level guards (the tests show the OS sandbox holds without them).
     """
     start = time.monotonic()
 
@@ -201,20 +210,22 @@ def check_candidate(
     files = {"candidate": code}
     if reference:
         files["reference"] = reference
-    limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb, device=device)
+    limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb, device=device, isolation=sandbox)
     try:
-        outcome = run_job(job, files, limits)
+        outcome = run_job(job, files, limits, python_guards=python_guards)
     except OSError as exc:  # could not even start the child
         return finish(CheckResult(Stage.IMPORT, kind="environment", error=f"cannot start the checker: {exc}"))
 
-    raw = outcome.result or {}
-    last = outcome.last_stage or "import"
+    raw = _child_result(outcome.result or {})
+    last = _stage(outcome.last_stage, Stage.IMPORT)
     if outcome.timed_out:
-        res = CheckResult(
-            Stage(last), kind="timeout", error=f"timed out after {timeout_s:g} s in stage {last}"
-        )
+        res = CheckResult(last, kind="timeout", error=f"timed out after {timeout_s:g} s in stage {last}")
     elif outcome.memory_killed:
-        res = CheckResult(Stage(last), kind="memory", error=f"killed above {memory_mb} MB resident memory")
+        res = CheckResult(last, kind="memory", error=f"killed above {memory_mb} MB resident memory")
+    elif outcome.processes_killed:
+        res = CheckResult(last, kind="process", error="killed: it started too many processes")
+    elif outcome.oversize or (outcome.error and not raw):
+        res = CheckResult(last, kind="crash" if outcome.oversize else "environment", error=outcome.error)
     elif not raw:
         code_text = (
             f"signal {-outcome.returncode}" if (outcome.returncode or 0) < 0 else f"exit {outcome.returncode}"
@@ -222,17 +233,16 @@ def check_candidate(
         tail = outcome.log.strip().splitlines()[-3:]
         kind = "memory" if any("memory" in t.lower() or "bad_alloc" in t for t in tail) else "crash"
         res = CheckResult(
-            Stage(last), kind=kind, error=f"the checker process died ({code_text}): " + " | ".join(tail)
+            last, kind=kind, error=f"the checker process died ({code_text}): " + " | ".join(tail)
         )
     else:
         res = CheckResult(
-            Stage(raw.get("stage", last)),
-            callable=bool(raw.get("callable")),
+            _stage(raw.get("stage"), last),
             agrees=raw.get("agrees"),
             error=raw.get("error"),
             kind=raw.get("kind"),
         )
-    res.callable = bool(raw.get("callable", res.callable))
+    res.callable = bool(raw.get("callable"))
     res.wrapper = raw.get("wrapper")
     res.plan = raw.get("plan")
     res.device = raw.get("device")
@@ -243,10 +253,57 @@ def check_candidate(
     res.setup_seconds = raw.get("setup_seconds")
     res.run_seconds = raw.get("run_seconds")
     res.peak_rss_mb = outcome.peak_rss_mb
+    res.isolation = outcome.isolation
     res.log = outcome.log
     if res.passed:
         res.kind = None
     return finish(res)
+
+
+def _stage(value: Any, default: Stage) -> Stage:
+    return Stage(value) if isinstance(value, str) and value in Stage._value2member_map_ else default
+
+
+def _text(value: Any, limit: int = 4000) -> str | None:
+    return value[-limit:] if isinstance(value, str) else None
+
+
+def _child_result(raw: dict[str, Any]) -> dict[str, Any]:
+    """The child's result with every field of the expected type and size; anything else dropped.
+
+    The child runs model-written code in the same process, so its report is data from an
+    untrusted source: a forged stage, kind or type becomes a failed check, never an exception."""
+    if not raw:
+        return {}
+    stage = raw.get("stage")
+    valid = isinstance(stage, str) and stage in Stage._value2member_map_
+    out: dict[str, Any] = {"stage": stage if valid else None}
+    if not valid:
+        return {**out, "kind": "crash", "error": "the checker's child sent a malformed result"}
+    kind = raw.get("kind")
+    out["kind"] = kind if kind is None or (isinstance(kind, str) and kind in FAILURE_KINDS) else "crash"
+    out["callable"] = raw.get("callable") is True
+    out["agrees"] = raw.get("agrees") if isinstance(raw.get("agrees"), bool) else None
+    out["error"] = _text(raw.get("error"))
+    for key in ("wrapper", "plan", "device"):
+        out[key] = _text(raw.get(key), 200)
+    for key in ("outputs", "reference_outputs"):
+        items = raw.get(key) if isinstance(raw.get(key), list) else []
+        out[key] = [
+            {
+                "shape": [d for d in item.get("shape", []) if isinstance(d, int)][:16],
+                "dtype": _text(item.get("dtype"), 40),
+            }
+            for item in items[:64]
+            if isinstance(item, dict) and isinstance(item.get("shape", []), list)
+        ]
+    notes = raw.get("notes") if isinstance(raw.get("notes"), list) else []
+    out["notes"] = [n[:1000] for n in notes[:20] if isinstance(n, str)]
+    out["cuda_shim_used"] = raw.get("cuda_shim_used") is True
+    for key in ("setup_seconds", "run_seconds"):
+        value = raw.get(key)
+        out[key] = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return out
 
 
 def check_answer(answer: str, task_input: str, reference: str | None = None, **kwargs: Any) -> CheckResult:
@@ -360,6 +417,9 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--no-cuda-shim", action="store_true", help="on a CPU, do not map CUDA calls to CPU")
+    parser.add_argument(
+        "--sandbox", choices=ISOLATIONS, default="auto", help="OS isolation (none: run unisolated)"
+    )
     args = parser.parse_args(argv)
     if args.timeout <= 0 or args.memory_mb <= 0:
         parser.error("--timeout and --memory-mb must be positive")
@@ -374,6 +434,7 @@ def _main(argv: Sequence[str] | None) -> int:
         memory_mb=args.memory_mb,
         device=args.device,
         cuda_shim=not args.no_cuda_shim,
+        sandbox=args.sandbox,
     )
     print(json.dumps(result.to_dict(), ensure_ascii=False))
     return ExitCode.OK

@@ -22,7 +22,14 @@ def build(report: Report) -> dict[str, Any]:
     span = None
     if sizes:
         span = f"{sizes[0]:,}" if sizes[0] == sizes[-1] else f"{sizes[0]:,}–{sizes[-1]:,}"
+    unsandboxed = sum(  # task-8 checks run with kernels.sandbox=none (model-written code unisolated)
+        1
+        for r in report.runs
+        if (r.config.get("kernels") or {}).get("sandbox") == "none"
+        and any("kernels" in t for t in r.tasks.values())
+    )
     return {
+        "unsandboxed": unsandboxed,
         "model_runs": bool(report.model_runs),
         "sweep_engine": sweep_engine
         if sweep_engine and not an.engine_traits(str(sweep_engine)).language_model
