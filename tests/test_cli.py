@@ -105,3 +105,60 @@ def test_dry_run_from_another_directory(tmp_path):
     done = main("engine=dryrun", "task=1", "split=dev", "limit=2", f"out_dir={tmp_path / 'o'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "openseek-1" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["engin=classical"], "did you mean engine"),
+        (["selection.nme=bm25"], "did you mean selection.name"),
+        (["selection=bm2"], "did you mean bm25"),
+        (["method=best"], "python -m longicl.sweep select"),
+    ],
+)
+def test_typos_get_a_did_you_mean_and_method_best_says_a_sweep_comes_first(tmp_path, overrides, words):
+    out = tmp_path / "out"
+    done = main(f"out_dir={out}", *overrides)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], done.stderr
+    assert "+engin" not in lines[0] and "Could not" not in lines[0]
+    assert not out.exists()
+
+
+def test_main_help_lists_the_settings_with_their_defaults():
+    done = main("--help")
+    assert done.returncode == 0, done.stderr
+    for words in ("task", "split", "engine.base_url", "classical, dryrun, local, openai", "README.md"):
+        assert words in done.stdout
+    assert "Powered by Hydra" not in done.stdout
+
+
+def test_the_longicl_command_dispatches_to_each_tool():
+    from longicl import console
+
+    done = subprocess.run(
+        [sys.executable, "-m", "longicl", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0 and all(name in done.stdout for name in console.COMMANDS)
+    for name in console.COMMANDS:
+        assert callable(console.entry(name))
+    done = subprocess.run(
+        [sys.executable, "-m", "longicl", "tasks", "check", str(ROOT / "examples" / "tweet-mood.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("ok"), done.stderr
+    typo = subprocess.run(
+        [sys.executable, "-m", "longicl", "reprt"], capture_output=True, text=True, timeout=120
+    )
+    assert typo.returncode == 2 and "did you mean report" in typo.stderr
+
+
+def test_pyproject_declares_the_longicl_console_script():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"longicl": "longicl.console:main"}
