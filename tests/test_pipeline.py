@@ -239,3 +239,15 @@ def test_budgets_hold_in_the_served_models_tokens(tmp_path):
     assert result.summary["tasks"]["openseek-5"]["icl_tokens"]["min"] >= 2000
     # Counted in the server's tokens, which are fewer characters each than Qwen's: fewer demonstrations.
     assert json.loads((tmp_path / "run.json").read_text())["config"]["model"]["tokenizer"] == "server"
+
+
+def test_the_bar_says_the_shared_block_is_prefilling_and_cached_tokens_is_a_note(tmp_path, capsys):
+    """Against a slow CPU server the bar sits at 0% during the first prefill: it says so. A server
+    without cached_tokens gets a note worded as a fact, not a warning."""
+    with FakeServer(FixedAnswer("Sad"), report_cached_tokens=False) as server:
+        overrides = ("task=5", "split=test", "limit=2", "progress=true", f"engine.base_url={server.url}")
+        run(compose(*overrides, f"out_dir={tmp_path}"))
+    err = capsys.readouterr().err
+    static = json.loads((tmp_path / "run.json").read_text())["tasks"]["openseek-5"]["static_block"]["tokens"]
+    assert f"prefilling the shared block ({static:,} tokens)" in err
+    assert "warning" not in err and "does not report cached_tokens" in err

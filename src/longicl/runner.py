@@ -399,6 +399,10 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
     )
     tally = {"done": 0, "correct": 0, "failed": 0}
     pending = iter(todo)
+    if todo and engine.answers and engine.reads_prompts:  # a model reads the prompts: say why 0% lasts
+        bar.set_postfix_str(
+            f"prefilling the shared block ({_static_tokens(task_run):,} tokens)", refresh=True
+        )
 
     async def worker() -> None:
         for index, sample in pending:
@@ -420,6 +424,8 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
                 bar.set_postfix(
                     acc=f"{tally['correct'] / tally['done']:.3f}", failed=tally["failed"], refresh=False
                 )
+            elif tally["done"] == 1:
+                bar.set_postfix_str("", refresh=False)  # the shared block is prefilled by now
             bar.update(1)
 
     try:
@@ -654,6 +660,11 @@ def _write_submission(
     if not files:
         return None
     return rundir.write_zip(files, expected, rundir.zip_path if entry else rundir.not_an_entry_zip_path)
+
+
+def _static_tokens(task_run: TaskRun) -> int:
+    """The prompt tokens every request of the task shares (its static block), prefilled once."""
+    return task_run.builder.static_block(0).tokens
 
 
 def _static_summary(builder: ContextBuilder) -> dict[str, Any]:
