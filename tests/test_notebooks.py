@@ -82,6 +82,21 @@ def test_parameters_and_kernel_helpers(tmp_path):
     assert not notebooks._runs_this_python(["/opt/other/bin/python", "-m", "ipykernel_launcher"])
 
 
+def test_make_notebooks_leaves_the_projects_report_alone(tmp_path):
+    """Notebook 04 writes a report; `make notebooks` must not overwrite reports/technical_report.*
+    (make demo's): the executed copy's report goes under the notebooks' own output directory."""
+    path = ROOT / "notebooks" / "04_submission.ipynb"
+    declared = notebooks.declared_parameters(path)
+    chosen = notebooks.parameters_for("04_submission", declared, {}, out_dir=tmp_path / "nb", runs_dir=None)
+    assert chosen["report_dir"] == str(tmp_path / "nb" / "report")
+    given = notebooks.parameters_for(
+        "04_submission", declared, {"report_dir": "x"}, out_dir=tmp_path / "nb", runs_dir=None
+    )
+    assert given["report_dir"] == "x"
+    default = declared["report_dir"]["default"]  # JupyterLab's run, outside make notebooks
+    assert default != '"reports"' and default.startswith('"reports/notebooks/'), default
+
+
 def test_a_private_kernel_spec_runs_this_python(monkeypatch, tmp_path):
     from jupyter_client.kernelspec import KernelSpecManager
 
