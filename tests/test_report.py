@@ -120,7 +120,8 @@ def test_html_is_self_contained_with_the_per_task_table(dry_report):
 def test_the_report_says_where_numbers_come_from(dry_report, dry_dir):
     written, _ = dry_report
     markdown = written.markdown.read_text(encoding="utf-8")
-    assert "No GPU run was made for this report" in markdown
+    assert "no number in it comes from Qwen3-4B" in markdown
+    assert markdown.startswith("# Long-context in-context annotation: technical report")
     assert "dry run" in markdown
     assert an.BEST_PUBLIC_SOURCE in markdown
     for task_id, value in an.BEST_PUBLIC_ACCURACY.items():
@@ -180,7 +181,8 @@ def test_a_model_run_and_notebook_values(gold_dir, dry_dir, tmp_path):
     )
     written = report.build_report([gold_dir, dry_dir], tmp_path / "out", notebook_values=values)
     markdown = written.markdown.read_text(encoding="utf-8")
-    assert "No GPU run was made" not in markdown  # the fake server plays a served Qwen3-4B here
+    assert "no number in it comes from Qwen3-4B" not in markdown  # the fake server plays Qwen3-4B here
+    assert markdown.startswith("# Long-context in-context annotation with Qwen3-4B")
     assert "Qwen3-4B (this work)" in markdown and "100.0%" in markdown
     assert "## Context strategies: cost and accuracy" in markdown
     assert "accuracy.png" in markdown and "strategy_cost.png" in markdown
@@ -208,3 +210,35 @@ def test_confidence_intervals():
     assert high == 100.0 and 97.0 < low < 99.0
     low, high = map(float, report._ci95(0.5, 100).split("–"))
     assert 39 < low < 41 and 59 < high < 61
+
+
+def test_a_small_model_run_is_named_and_no_qwen_title(gold_dir, dry_dir, tmp_path):
+    """A run answered by another model (engine=local's SmolLM2) is a model run, but no number comes
+    from Qwen3-4B: the title says no Qwen3-4B and the report names the model of every run."""
+    small = tmp_path / "small"
+    shutil.copytree(gold_dir, small)
+    summary = json.loads((small / "run.json").read_text())
+    summary["engine"]["model"] = "SmolLM2-135M-Instruct"
+    (small / "run.json").write_text(json.dumps(summary))
+    markdown = report.build_report([small, dry_dir], tmp_path / "out").markdown.read_text(encoding="utf-8")
+    flat = " ".join(markdown.split())
+    assert markdown.startswith("# Long-context in-context annotation: technical report")
+    assert "no number in it comes from Qwen3-4B" in flat and "No Qwen3-4B numbers" in flat
+    assert "SmolLM2-135M-Instruct for `" in flat and "model: SmolLM2-135M-Instruct" in flat
+    html = (tmp_path / "out" / "technical_report.html").read_text(encoding="utf-8")
+    assert "with Qwen3-4B" not in html.split("</title>")[0]
+
+
+def test_a_declared_task_is_named_with_its_metric(tmp_path):
+    """No ``None`` task name, the metric named, and no "eight task files" for one declared task."""
+    from conftest import ROOT
+
+    out = tmp_path / "mood"
+    task = ROOT / "examples" / "tweet-mood.yaml"
+    run(compose("engine=classical", f"task={task}", "split=dev", "limit=12", f"out_dir={out}"))
+    markdown = report.build_report([out], tmp_path / "r").markdown.read_text(encoding="utf-8")
+    summary = markdown.split("## Summary")[1].split("\n## ")[0]
+    flat = " ".join(summary.split())
+    assert "None" not in flat and "tweet-mood: " in flat and "scored by macro F1 0." in flat
+    data = " ".join(markdown.split("## Tasks and data")[1].split("\n## ")[0].split())
+    assert "eight task files" not in data and data.startswith("The declared task tweet-mood")

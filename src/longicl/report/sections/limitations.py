@@ -23,7 +23,8 @@ def build(report: Report) -> dict[str, Any]:
     if sizes:
         span = f"{sizes[0]:,}" if sizes[0] == sizes[-1] else f"{sizes[0]:,}–{sizes[-1]:,}"
     return {
-        "model_runs": bool(report.model_runs),
+        "qwen": bool(report.qwen_runs),
+        "answered_by": report.answered_by,
         "sweep_engine": sweep_engine
         if sweep_engine and not an.engine_traits(str(sweep_engine)).language_model
         else None,

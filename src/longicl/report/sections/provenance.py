@@ -34,4 +34,10 @@ def build(report: Report) -> dict[str, Any]:
         }
         for run in report.model_runs
     ]
-    return {"rows": rows, "model_runs": model_runs, "other_engines": engines}
+    return {
+        "rows": rows,
+        "model_runs": model_runs,
+        "other_engines": engines,
+        "qwen": bool(report.qwen_runs),
+        "answered_by": report.answered_by,
+    }
