@@ -7,7 +7,6 @@ from typing import Any
 from longicl import analysis as an
 from longicl.report.document import Report
 
-
 METRIC_WORDS = {"macro_f1": "macro F1"}
 
 
