@@ -11,6 +11,7 @@ from fake_server import FakeServer
 
 from longicl import analysis as an
 from longicl import report
+from longicl.analysis.figures import title_rooms
 from longicl.runner import run
 
 
@@ -114,6 +115,9 @@ def test_html_is_self_contained_with_the_per_task_table(dry_report):
             assert value.startswith("#"), (tag, attribute, value)  # in-page links only
     assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
     html = written.html.read_text(encoding="utf-8")
+    style = html.split("<style>")[1].split("</style>")[0]
+    pre = style.split("pre {")[1].split("}")[0]  # long prompt blocks and commands wrap, never run off
+    assert "white-space: pre-wrap" in pre and "overflow-wrap: anywhere" in pre
     assert "@import" not in html and not re.search(r"url\(\s*['\"]?(https?:)?//", html)
 
 
@@ -242,3 +246,74 @@ def test_a_declared_task_is_named_with_its_metric(tmp_path):
     assert "None" not in flat and "tweet-mood: " in flat and "scored by macro F1 0." in flat
     data = " ".join(markdown.split("## Tasks and data")[1].split("\n## ")[0].split())
     assert "eight task files" not in data and data.startswith("The declared task tweet-mood")
+
+
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not hasattr(fig.canvas, "get_renderer"):
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def _layout_problems(name, fig):
+    """Titles wider than the figure (cut at its edges) and legends over bars."""
+    renderer = _drawn(fig)
+    width = fig.bbox.width
+    problems = []
+    for text, _ in title_rooms(fig):
+        if not text.get_text():
+            continue
+        box = text.get_window_extent(renderer)
+        if box.x0 < 0 or box.x1 > width:
+            problems.append(
+                f"{name}: title {text.get_text()!r} spans {box.x0:.0f}..{box.x1:.0f} of {width:.0f}"
+            )
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None or not ax.get_visible():
+            continue
+        area = legend.get_window_extent(renderer)
+        for bar in ax.patches:
+            box = bar.get_window_extent(renderer)
+            if box.width > 0 and box.height > 0 and area.overlaps(box):
+                problems.append(f"{name}: the legend covers a bar")
+                break
+    for ax in fig.axes:
+        for text in ax.texts:  # labels over bars stay readable: drawn above them on a background
+            if text.get_text().startswith("median"):
+                assert text.get_bbox_patch() is not None and text.get_zorder() > 2, name
+    return problems
+
+
+def test_every_title_fits_its_figure_and_no_legend_covers_bars(gold_dir, tmp_path, monkeypatch, gold_answers):
+    """One-task runs make the narrowest figures (one panel), where long titles were cut at both ends
+    ("lence per sample (SmolLM2-..."); bar charts had their legends over the bars."""
+    from longicl.report.document import Report
+
+    narrow = tmp_path / "narrow-run-with-a-long-directory-name-so-that-its-label-is-long"
+    with FakeServer(gold_answers) as server:
+        overrides = ("task=5", "split=dev", "limit=6", f"engine.base_url={server.url}", f"out_dir={narrow}")
+        run(compose(*overrides))
+    captured = []
+    save = Report.figure
+
+    def spy(self, name, fig, caption):
+        captured.append((name, fig))
+        return save(self, name, fig, caption)
+
+    monkeypatch.setattr(Report, "figure", spy)
+    report.build_report([narrow], tmp_path / "one")
+    report.build_report([gold_dir, narrow], tmp_path / "two")
+    names = {name for name, _ in captured}
+    assert {"confidence", "accuracy", "tokens"} <= {n.split("_")[0] for n in names} | names, names
+    one = an.load_run(narrow)
+    others = [
+        ("confusions", an.figure_confusions(one)),
+        ("label_bias", an.figure_label_bias(one)),
+        ("answer_lengths", an.figure_answer_lengths(one)),
+        ("fits", an.figure_fits(an.data_overview([5]))),
+    ]
+    problems = [p for name, fig in [*captured, *others] for p in _layout_problems(name, fig)]
+    assert not problems, problems
