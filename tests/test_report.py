@@ -317,3 +317,17 @@ def test_every_title_fits_its_figure_and_no_legend_covers_bars(gold_dir, tmp_pat
     ]
     problems = [p for name, fig in [*captured, *others] for p in _layout_problems(name, fig)]
     assert not problems, problems
+
+
+def test_the_pool_audit_says_when_the_model_is_too_weak_for_it(tmp_path):
+    """A model no better than always answering one label contradicts gold by its own errors: the
+    report says the audit means little there instead of presenting candidate label errors."""
+    from fake_server import FixedAnswer
+
+    out = tmp_path / "weak"
+    with FakeServer(FixedAnswer("Sad")) as server:
+        run(compose("task=5", "split=dev", "limit=12", f"engine.base_url={server.url}", f"out_dir={out}"))
+    markdown = report.build_report([out], tmp_path / "r").markdown.read_text(encoding="utf-8")
+    flat = " ".join(markdown.split())
+    assert "The demo-pool audit below means little for openseek-5 (dev accuracy" in flat
+    assert "always answering" in flat
