@@ -162,3 +162,20 @@ def test_pyproject_declares_the_longicl_console_script():
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"longicl": "longicl.console:main"}
+
+
+def test_the_readme_uses_one_form_of_command():
+    """The README states once how to use the venv, then every command is `longicl SUBCOMMAND` (or a
+    make target); no mix of `python -m longicl.x`, `python main.py` and `.venv/bin/python`."""
+    import re
+
+    from longicl import console
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "source .venv/bin/activate" in readme.split("## What this is")[0]
+    assert ".venv/bin/python" not in readme
+    assert not re.search(r"python main\.py \w", readme)
+    modules = set(re.findall(r"python -m (longicl[\w.]*)", readme))
+    assert modules <= {"longicl.kernels.check"}, modules  # the checker is a tool of task 8's extra
+    used = set(re.findall(r"(?<!from )\blongicl ([a-z]\w*)", readme))
+    assert {"run", "tasks", "review", "report"} <= used <= set(console.COMMANDS), used - set(console.COMMANDS)
