@@ -170,3 +170,25 @@ def test_all_notebooks_execute_with_cpu_parameters(tmp_path):
     assert Path(submission["dev_run"]).is_relative_to(runs) and Path(submission["test_run"]).is_relative_to(
         runs
     )
+
+
+def test_notebook_03_shows_no_empty_confidence_panels_on_its_cpu_default(tmp_path):
+    """The default CPU engine (classical) gives no confidences: the three confidence cells say so
+    and why, instead of drawing "no confidences" placeholder panels."""
+    from conftest import compose
+    from IPython.display import Markdown
+
+    from longicl import analysis as an
+    from longicl.runner import run
+
+    out = tmp_path / "classical"
+    run(compose("engine=classical", "task=5", "split=dev", "limit=4", f"out_dir={out}"))
+    loaded = an.load_run(out)
+    assert not an.has_quality(loaded)
+    nb = nbformat.read(str(ROOT / "notebooks" / "03_error_analysis.ipynb"), as_version=4)
+    kinds = ("figure_confidence_histogram", "figure_reliability", "figure_coverage_accuracy")
+    cells = [c.source for c in nb.cells if c.cell_type == "code" and any(k in c.source for k in kinds)]
+    assert len(cells) == 3
+    for source in cells:
+        shown = eval(source, {"an": an, "Markdown": Markdown, "run": loaded})  # noqa: S307 - our notebook
+        assert isinstance(shown, Markdown) and "No confidences" in shown.data, source

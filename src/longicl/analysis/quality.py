@@ -189,6 +189,16 @@ def figure_coverage_accuracy(run: RunData):
     return fig
 
 
+def no_confidence_note(run: RunData) -> str:
+    """Why a run has no confidence figures (shown instead of empty panels)."""
+    return (
+        f"No confidences in `{run.name}` ({run.engine}): its answers carry no label scores. A language "
+        "model gives them, from the log-probabilities of the answer label or the agreement of "
+        "self-consistency variants (docs/quality.md); run with `engine=local` (SmolLM2 on this CPU) or "
+        "a served model for these figures."
+    )
+
+
 def has_quality(run: RunData) -> bool:
     return any((q.get("confidence") or {}).get("with_confidence") for q in quality_of(run).values())
 
