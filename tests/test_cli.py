@@ -179,3 +179,35 @@ def test_the_readme_uses_one_form_of_command():
     assert modules <= {"longicl.kernels.check"}, modules  # the checker is a tool of task 8's extra
     used = set(re.findall(r"(?<!from )\blongicl ([a-z]\w*)", readme))
     assert {"run", "tasks", "review", "report"} <= used <= set(console.COMMANDS), used - set(console.COMMANDS)
+
+
+def _make_n(target: str, tmp_path) -> str:
+    """The commands `make TARGET` would run in a fresh clone (a venv that does not exist yet)."""
+    done = subprocess.run(
+        ["make", "-n", target, f"VENV={tmp_path / 'venv'}", f"OUT={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_targets_install_what_they_need_and_keep_the_report(tmp_path):
+    import os
+
+    demo = _make_n("demo", tmp_path)
+    assert "pip install --quiet -e ." in demo
+    assert not any(extra in demo for extra in ("[kernels]", "[ray]", "[dev", "torch", "triton"))
+    lines = demo.splitlines()
+    mood = next(i for i, line in enumerate(lines) if "tweet-mood.yaml" in line)
+    report_line = next(i for i, line in enumerate(lines) if "longicl report" in line)
+    assert mood < report_line and "demo-tweet-mood" in lines[report_line]  # the example is in the report
+    test = _make_n("test", tmp_path)
+    assert all(extra in test for extra in ("[dev,notebooks]", "[kernels]", "[ray]"))
+    lab = _make_n("lab", tmp_path)
+    assert "root_dir=reports/notebooks" in lab  # the executed copies
+    assert ("--allow-root" in lab) == (os.getuid() == 0)
+    assert "technical_report" not in _make_n("notebooks", tmp_path)
