@@ -259,6 +259,8 @@ def _drawn(fig):
 
 def _layout_problems(name, fig):
     """Titles wider than the figure (cut at its edges) and legends over bars."""
+    from matplotlib.transforms import Bbox
+
     renderer = _drawn(fig)
     width = fig.bbox.width
     problems = []
@@ -270,16 +272,20 @@ def _layout_problems(name, fig):
             problems.append(
                 f"{name}: title {text.get_text()!r} spans {box.x0:.0f}..{box.x1:.0f} of {width:.0f}"
             )
-    for ax in fig.axes:
-        legend = ax.get_legend()
-        if legend is None or not ax.get_visible():
-            continue
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    legends = [(ax, ax.get_legend()) for ax in visible if ax.get_legend()] + [(None, g) for g in fig.legends]
+    for owner, legend in legends:
         area = legend.get_window_extent(renderer)
-        for bar in ax.patches:
-            box = bar.get_window_extent(renderer)
-            if box.width > 0 and box.height > 0 and area.overlaps(box):
+        bars = [(ax, bar) for ax in ([owner] if owner else visible) for bar in ax.patches]
+        for ax, bar in bars:  # the visible part of a bar (a log axis sends a bar's foot to -inf)
+            box = Bbox.intersection(bar.get_window_extent(renderer), ax.bbox)
+            if box is not None and box.width > 0 and box.height > 0 and area.overlaps(box):
                 problems.append(f"{name}: the legend covers a bar")
                 break
+    for ax in visible:  # no tick label hides its neighbour
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        if any(a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False)):
+            problems.append(f"{name}: x tick labels overlap")
     for ax in fig.axes:
         for text in ax.texts:  # labels over bars stay readable: drawn above them on a background
             if text.get_text().startswith("median"):

@@ -82,12 +82,6 @@ class RunSettings:
     def rule_floor(self, spec: TaskSpec) -> int:
         return self.rule_floors.get(spec.name, spec.min_icl_tokens)
 
-    def compliant(self, spec: TaskSpec) -> bool:
-        """Whether ``spec``'s requests keep the challenge's floor, counted in Qwen tokens: a run with
-        ``min_icl_tokens`` below it, or counted in another model's tokens (``model.tokenizer=server``),
-        is an experiment and gets no submission."""
-        return spec.min_icl_tokens >= self.rule_floor(spec) and self.tokenizer != "server"
-
     def floor_problem(self, spec: TaskSpec) -> str | None:
         """Why ``spec``'s floor does not meet the rule, or None."""
         if self.tokenizer == "server":
@@ -634,6 +628,7 @@ def finish(
     problems = sorted({p for t in task_runs for p in tasks[t.spec.name]["not_compliant_because"] or ()})
     if problems:
         summary["submission_refused"] = "not compliant: " + "; ".join(problems)
+        rundir.zip_path.unlink(missing_ok=True)  # an earlier invocation's entry no longer stands
     if (
         settings.split == "test"
         and engine.answers

@@ -68,8 +68,13 @@ def fitted(make: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _outside_legend(ax: Any, **kwargs: Any) -> None:
-    """A legend to the right of the axes, never over its bars (constrained layout makes room)."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+    """The legend under the figure, never over the bars (constrained layout makes room), and task
+    names on the x axis slanted so that none hides another."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.figure.legend(handles, labels, loc="outside lower center", ncol=min(3, max(1, len(labels))), **kwargs)
+    for label in ax.get_xticklabels():
+        label.set_rotation(25)
+        label.set_horizontalalignment("right")
 
 
 def _figure(width: float, height: float):
