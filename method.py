@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import sys
 from collections.abc import Sequence
 from functools import lru_cache
@@ -30,11 +31,11 @@ from typing import Any
 from longicl.annotate import build_request
 from longicl.cli import compose_config
 from longicl.data import Example, load_task, split
-from longicl.engines import build_engine
+from longicl.engines import Engine, build_engine
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.parse import parse_answer
 from longicl.prompt import ContextBuilder, build_context
-from longicl.runner import RunSettings, settings_from_config
+from longicl.runner import RunSettings, settings_from_config, token_counter
 from longicl.tasks import TASKS, TaskSpec
 from longicl.tokens import TokenCounter
 
@@ -47,8 +48,25 @@ def settings() -> RunSettings:
     return settings_from_config(compose_config(ROOT / "conf", OVERRIDES))
 
 
+_ENGINE: list[tuple[RunSettings, Engine]] = []  # the engine of the current settings, once launched
+
+
+def engine() -> Engine:
+    """The configured engine, launched once per settings (``engine=local`` starts its llama.cpp
+    server here and stops it when the process exits)."""
+    if not _ENGINE or _ENGINE[0][0] is not settings():
+        built = build_engine(settings().engine)
+        built.launch()
+        atexit.register(built.shutdown)
+        _ENGINE[:] = [(settings(), built)]
+    return _ENGINE[0][1]
+
+
 @lru_cache(maxsize=1)
 def counter() -> TokenCounter:
+    """Qwen's token counts, or the served model's (``model.tokenizer=server``), as the runner counts."""
+    if settings().tokenizer == "server":
+        return token_counter(settings(), engine())
     return TokenCounter(settings().tokenizer_path)
 
 
@@ -106,17 +124,17 @@ def build_prompt(task_description: str, text2annotate: str) -> list[dict[str, st
 def annotate(input_prompt: list[dict[str, str]]) -> str:
     """Send the messages to the configured server and return the parsed annotation."""
     spec = task_for(input_prompt[0]["content"].split("\n\n")[0])
-    engine = build_engine(settings().engine)
+    served = engine()
 
     async def ask() -> str | None:
-        await engine.start()
+        await served.start()
         try:
             query = Example("query", input_prompt[-1]["content"])
             request = build_request(spec, settings().method, input_prompt, query)
-            completion = await engine.complete(request)
+            completion = await served.complete(request)
             return completion.text
         finally:
-            await engine.aclose()
+            await served.aclose()
 
     return parse_answer(spec, asyncio.run(ask())).value
 
@@ -142,11 +160,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--task", type=int, required=True, choices=sorted(TASKS))
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument(
-        "overrides", nargs="*", help="hydra overrides, e.g. engine.base_url=http://host:2026/v1"
+        "overrides",
+        nargs="*",
+        help="settings as for main.py (longicl run --help), e.g. engine.base_url=http://host:2026/v1 or "
+        "engine=local min_icl_tokens=3000 model.tokenizer=server",
     )
     args = parser.parse_args(argv)
-    OVERRIDES.extend(args.overrides)
+    OVERRIDES.extend(command_overrides(args.task, args.overrides))
     return run_command(lambda: _report(args.task, args.limit))
+
+
+def command_overrides(task_id: int, overrides: Sequence[str]) -> list[str]:
+    """The overrides of ``--task N key=value ...``: the run's settings are those of ``main.py
+    task=N``, so that only task N's limits apply (task 8's longer answers need no room in a
+    small window such as engine=local's)."""
+    given = any(o.split("=", 1)[0].lstrip("+~") == "task" for o in overrides)
+    return [*([] if given else [f"task={task_id}"]), *overrides]
 
 
 def _report(task_id: int, limit: int) -> int:

@@ -1,4 +1,5 @@
-"""How long building every request of the test split takes (engine=dryrun, 3,666 requests).
+"""How long building every request of the test split takes (engine=dryrun: 3,666 test samples,
+3,832 requests, since task 8 sends two per sample: the module and a plain PyTorch reference).
 
     python benchmarks/bench_dryrun.py [extra hydra overrides]
 
@@ -30,8 +31,11 @@ def main(argv: list[str]) -> None:
         seconds = time.perf_counter() - started
     tasks = result.summary["tasks"]
     requests = sum(t["requests"] for t in tasks.values())
+    samples = sum(int(t["n"]) for t in tasks.values())
     print(
-        f"dry run, split=test, all tasks: {requests} requests in {seconds:.1f} s ({requests / seconds:.0f} req/s)"
+        f"dry run, split=test, all tasks: {samples} samples, {requests} requests in {seconds:.1f} s "
+        f"({requests / seconds:.0f} req/s; more requests than samples: task 8 sends a reference request "
+        "per sample too)"
     )
     for name, task in tasks.items():
         p, u = task["prompt_tokens"], task["uncached_prompt_tokens"]

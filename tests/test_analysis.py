@@ -328,9 +328,13 @@ def test_sweep_and_cost_rows(tmp_path):
 
 
 def test_check_submission(tmp_path):
+    from fake_server import FakeServer, FixedAnswer
+
     out = tmp_path / "test"
-    result = run(compose("engine=classical", "task=1", "split=test", "limit=3", f"out_dir={out}"))
-    assert result.submission is not None
+    with FakeServer(FixedAnswer("7")) as server:
+        overrides = ("task=1", "split=test", "limit=3", f"engine.base_url={server.url}", f"out_dir={out}")
+        result = run(compose(*overrides))
+    assert result.submission is not None and result.submission.name == "submission.zip"
     check = an.check_submission(an.load_run(out))
     assert check.rows == {"openseek-1": 3} and check.empty == {"openseek-1": 0}
     assert len(check.problems) == 1 and "partial submission" in check.problems[0]
@@ -382,3 +386,23 @@ def test_figures_render(dry_run, gold_run, tmp_path):
     ]
     assert _renders(an.figure_sweep_accuracy(points)) and _renders(an.figure_sweep_cost(points))
     json.dumps(an.jsonable(points))
+
+
+def test_a_classical_test_run_is_no_entry_and_its_optional_zip_says_so(tmp_path):
+    """Compliance means the rules: floor, pure ICL and a served language model. Classical answers
+    keep the floor but are none of the others: no submission.zip; not_an_entry_zip=true writes
+    one under a name that cannot pass for an entry, and the check says why."""
+    out = tmp_path / "classical"
+    result = run(compose("engine=classical", "task=1", "split=test", "limit=3", f"out_dir={out}"))
+    assert result.submission is None and not (out / "submission.zip").exists()
+    assert result.summary["compliant"] is False
+    assert "without a language model" in result.summary["submission_refused"]
+    assert "No submission.zip" in an.submission_markdown(an.check_submission(an.load_run(out)))
+    optional = tmp_path / "optional"
+    overrides = ("engine=classical", "task=1", "split=test", "limit=3", "not_an_entry_zip=true")
+    result = run(compose(*overrides, f"out_dir={optional}"))
+    assert result.submission == optional / "not-an-entry-submission.zip"
+    assert not (optional / "submission.zip").exists()
+    check = an.check_submission(an.load_run(optional))
+    assert check.path.name == "not-an-entry-submission.zip" and check.rows == {"openseek-1": 3}
+    assert any("not an entry" in p for p in check.problems)

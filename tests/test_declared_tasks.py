@@ -319,3 +319,19 @@ def test_check_command_exits_2_from_the_shell(tmp_path):
 def test_loader_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match=r"tweet-mood\.yaml: answer:"):
         load_task_file(mood_task(tmp_path, answer="mood"))
+
+
+def test_a_small_table_without_dev_size_keeps_most_rows_as_demonstrations(tmp_path, capsys):
+    """300 labelled rows and no dev_size: a dev run holds out a fifth (60), not 200, and `tasks
+    check` says what a dev run keeps; an explicit dev_size stands."""
+    path = mood_task(tmp_path, labelled=300, unlabelled=5, dev_size=None, min_icl_tokens=2000)
+    data = load_task(load_task_file(path))
+    assert data.spec.default_dev_size == 60
+    dev = split(data, "dev")
+    assert len(dev.samples) == 60 and len(dev.pool) >= 230
+    assert tasks_main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "split=dev: holds out 60 labelled rows" in out and "the other 240 are its demonstrations" in out
+    (tmp_path / "explicit").mkdir()
+    explicit = mood_task(tmp_path / "explicit", labelled=300, unlabelled=5, dev_size=100)
+    assert load_task(load_task_file(explicit)).spec.default_dev_size == 100

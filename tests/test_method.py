@@ -71,3 +71,18 @@ def test_unknown_description_is_a_usage_error(method):
 
     with pytest.raises(UsageError):
         method.task_for("Translate French to German.")
+
+
+def test_task_option_sets_the_task_so_a_small_window_works_as_in_main(method, monkeypatch):
+    """``method.py --task 5 engine=local …`` ran with task=all, so task 8's long answers did not fit
+    engine=local's 8,192-token window ("lower max_prompt_tokens to at most 0"); main.py task=5 ran."""
+    small = ["max_model_len=8192", "max_prompt_tokens=7680", "min_icl_tokens=3000"]
+    assert method.command_overrides(5, small) == ["task=5", *small]
+    assert method.command_overrides(5, ["task=6", *small]) == ["task=6", *small]
+    monkeypatch.setattr(method, "OVERRIDES", method.command_overrides(5, small))
+    method.settings.cache_clear()
+    try:
+        assert [spec.id for spec in method.settings().tasks] == [5]
+        assert method.settings().max_prompt_tokens == 7680
+    finally:
+        method.settings.cache_clear()

@@ -82,6 +82,21 @@ def test_parameters_and_kernel_helpers(tmp_path):
     assert not notebooks._runs_this_python(["/opt/other/bin/python", "-m", "ipykernel_launcher"])
 
 
+def test_make_notebooks_leaves_the_projects_report_alone(tmp_path):
+    """Notebook 04 writes a report; `make notebooks` must not overwrite reports/technical_report.*
+    (make demo's): the executed copy's report goes under the notebooks' own output directory."""
+    path = ROOT / "notebooks" / "04_submission.ipynb"
+    declared = notebooks.declared_parameters(path)
+    chosen = notebooks.parameters_for("04_submission", declared, {}, out_dir=tmp_path / "nb", runs_dir=None)
+    assert chosen["report_dir"] == str(tmp_path / "nb" / "report")
+    given = notebooks.parameters_for(
+        "04_submission", declared, {"report_dir": "x"}, out_dir=tmp_path / "nb", runs_dir=None
+    )
+    assert given["report_dir"] == "x"
+    default = declared["report_dir"]["default"]  # JupyterLab's run, outside make notebooks
+    assert default != '"reports"' and default.startswith('"reports/notebooks/'), default
+
+
 def test_a_private_kernel_spec_runs_this_python(monkeypatch, tmp_path):
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -155,3 +170,25 @@ def test_all_notebooks_execute_with_cpu_parameters(tmp_path):
     assert Path(submission["dev_run"]).is_relative_to(runs) and Path(submission["test_run"]).is_relative_to(
         runs
     )
+
+
+def test_notebook_03_shows_no_empty_confidence_panels_on_its_cpu_default(tmp_path):
+    """The default CPU engine (classical) gives no confidences: the three confidence cells say so
+    and why, instead of drawing "no confidences" placeholder panels."""
+    from conftest import compose
+    from IPython.display import Markdown
+
+    from longicl import analysis as an
+    from longicl.runner import run
+
+    out = tmp_path / "classical"
+    run(compose("engine=classical", "task=5", "split=dev", "limit=4", f"out_dir={out}"))
+    loaded = an.load_run(out)
+    assert not an.has_quality(loaded)
+    nb = nbformat.read(str(ROOT / "notebooks" / "03_error_analysis.ipynb"), as_version=4)
+    kinds = ("figure_confidence_histogram", "figure_reliability", "figure_coverage_accuracy")
+    cells = [c.source for c in nb.cells if c.cell_type == "code" and any(k in c.source for k in kinds)]
+    assert len(cells) == 3
+    for source in cells:
+        shown = eval(source, {"an": an, "Markdown": Markdown, "run": loaded})  # noqa: S307 - our notebook
+        assert isinstance(shown, Markdown) and "No confidences" in shown.data, source

@@ -179,6 +179,53 @@ def test_a_floor_below_the_rule_is_an_experiment_without_submission(tmp_path):
     assert all(1000 <= n < 30_000 for n in icl)  # the context curve's small end really is small
 
 
+def test_compliance_needs_the_floor_pure_icl_and_a_served_language_model(tmp_path):
+    """A classical run keeps the floor but no language model answers; icl_programs is not pure ICL."""
+    classical = run(
+        compose("engine=classical", "task=5", "split=test", "limit=2", f"out_dir={tmp_path / 'c'}")
+    )
+    task = classical.summary["tasks"]["openseek-5"]
+    assert (classical.summary["compliant"], task["compliant"], classical.submission) == (False, False, None)
+    assert "engine=classical answers without a language model" in task["not_compliant_because"]
+    records = [
+        json.loads(x) for x in (tmp_path / "c" / "records" / "openseek-5.jsonl").read_text().splitlines()
+    ]
+    assert [r["compliant"] for r in records] == [False, False]
+    with FakeServer(FixedAnswer("7")) as server:
+        overrides = (
+            "task=1",
+            "split=test",
+            "limit=2",
+            "method=icl_programs",
+            f"engine.base_url={server.url}",
+        )
+        programs = run(compose(*overrides, f"out_dir={tmp_path / 'p'}"))
+    assert programs.summary["compliant"] is False and programs.submission is None
+    assert "not pure in-context learning" in programs.summary["submission_refused"]
+
+
+def test_run_files_are_as_readable_as_the_records(tmp_path):
+    """mkstemp makes 0600 files; run.json, config.yaml, predictions and the zip follow the umask."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with FakeServer(FixedAnswer("Sad")) as server:
+            run(
+                compose(
+                    "task=5", "split=test", "limit=2", f"engine.base_url={server.url}", f"out_dir={tmp_path}"
+                )
+            )
+    finally:
+        os.umask(old)
+    modes = {
+        p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"
+    }
+    assert {"run.json", "config.yaml", "openseek-5.jsonl", "submission.zip"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
+    assert (tmp_path / "records" / "openseek-5.jsonl").stat().st_mode & 0o777 == 0o644
+
+
 def test_budgets_hold_in_the_served_models_tokens(tmp_path):
     """model.tokenizer=server: the fake server's tokenizer (3 characters a token) counts; Qwen's does not."""
     with FakeServer(FixedAnswer("Sad")) as server:
@@ -192,3 +239,15 @@ def test_budgets_hold_in_the_served_models_tokens(tmp_path):
     assert result.summary["tasks"]["openseek-5"]["icl_tokens"]["min"] >= 2000
     # Counted in the server's tokens, which are fewer characters each than Qwen's: fewer demonstrations.
     assert json.loads((tmp_path / "run.json").read_text())["config"]["model"]["tokenizer"] == "server"
+
+
+def test_the_bar_says_the_shared_block_is_prefilling_and_cached_tokens_is_a_note(tmp_path, capsys):
+    """Against a slow CPU server the bar sits at 0% during the first prefill: it says so. A server
+    without cached_tokens gets a note worded as a fact, not a warning."""
+    with FakeServer(FixedAnswer("Sad"), report_cached_tokens=False) as server:
+        overrides = ("task=5", "split=test", "limit=2", "progress=true", f"engine.base_url={server.url}")
+        run(compose(*overrides, f"out_dir={tmp_path}"))
+    err = capsys.readouterr().err
+    static = json.loads((tmp_path / "run.json").read_text())["tasks"]["openseek-5"]["static_block"]["tokens"]
+    assert f"prefilling the shared block ({static:,} tokens)" in err
+    assert "warning" not in err and "does not report cached_tokens" in err

@@ -11,6 +11,7 @@ from fake_server import FakeServer
 
 from longicl import analysis as an
 from longicl import report
+from longicl.analysis.figures import title_rooms
 from longicl.runner import run
 
 
@@ -114,13 +115,17 @@ def test_html_is_self_contained_with_the_per_task_table(dry_report):
             assert value.startswith("#"), (tag, attribute, value)  # in-page links only
     assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
     html = written.html.read_text(encoding="utf-8")
+    style = html.split("<style>")[1].split("</style>")[0]
+    pre = style.split("pre {")[1].split("}")[0]  # long prompt blocks and commands wrap, never run off
+    assert "white-space: pre-wrap" in pre and "overflow-wrap: anywhere" in pre
     assert "@import" not in html and not re.search(r"url\(\s*['\"]?(https?:)?//", html)
 
 
 def test_the_report_says_where_numbers_come_from(dry_report, dry_dir):
     written, _ = dry_report
     markdown = written.markdown.read_text(encoding="utf-8")
-    assert "No GPU run was made for this report" in markdown
+    assert "no number in it comes from Qwen3-4B" in markdown
+    assert markdown.startswith("# Long-context in-context annotation: technical report")
     assert "dry run" in markdown
     assert an.BEST_PUBLIC_SOURCE in markdown
     for task_id, value in an.BEST_PUBLIC_ACCURACY.items():
@@ -180,7 +185,8 @@ def test_a_model_run_and_notebook_values(gold_dir, dry_dir, tmp_path):
     )
     written = report.build_report([gold_dir, dry_dir], tmp_path / "out", notebook_values=values)
     markdown = written.markdown.read_text(encoding="utf-8")
-    assert "No GPU run was made" not in markdown  # the fake server plays a served Qwen3-4B here
+    assert "no number in it comes from Qwen3-4B" not in markdown  # the fake server plays Qwen3-4B here
+    assert markdown.startswith("# Long-context in-context annotation with Qwen3-4B")
     assert "Qwen3-4B (this work)" in markdown and "100.0%" in markdown
     assert "## Context strategies: cost and accuracy" in markdown
     assert "accuracy.png" in markdown and "strategy_cost.png" in markdown
@@ -208,3 +214,126 @@ def test_confidence_intervals():
     assert high == 100.0 and 97.0 < low < 99.0
     low, high = map(float, report._ci95(0.5, 100).split("–"))
     assert 39 < low < 41 and 59 < high < 61
+
+
+def test_a_small_model_run_is_named_and_no_qwen_title(gold_dir, dry_dir, tmp_path):
+    """A run answered by another model (engine=local's SmolLM2) is a model run, but no number comes
+    from Qwen3-4B: the title says no Qwen3-4B and the report names the model of every run."""
+    small = tmp_path / "small"
+    shutil.copytree(gold_dir, small)
+    summary = json.loads((small / "run.json").read_text())
+    summary["engine"]["model"] = "SmolLM2-135M-Instruct"
+    (small / "run.json").write_text(json.dumps(summary))
+    markdown = report.build_report([small, dry_dir], tmp_path / "out").markdown.read_text(encoding="utf-8")
+    flat = " ".join(markdown.split())
+    assert markdown.startswith("# Long-context in-context annotation: technical report")
+    assert "no number in it comes from Qwen3-4B" in flat and "No Qwen3-4B numbers" in flat
+    assert "SmolLM2-135M-Instruct for `" in flat and "model: SmolLM2-135M-Instruct" in flat
+    html = (tmp_path / "out" / "technical_report.html").read_text(encoding="utf-8")
+    assert "with Qwen3-4B" not in html.split("</title>")[0]
+
+
+def test_a_declared_task_is_named_with_its_metric(tmp_path):
+    """No ``None`` task name, the metric named, and no "eight task files" for one declared task."""
+    from conftest import ROOT
+
+    out = tmp_path / "mood"
+    task = ROOT / "examples" / "tweet-mood.yaml"
+    run(compose("engine=classical", f"task={task}", "split=dev", "limit=12", f"out_dir={out}"))
+    markdown = report.build_report([out], tmp_path / "r").markdown.read_text(encoding="utf-8")
+    summary = markdown.split("## Summary")[1].split("\n## ")[0]
+    flat = " ".join(summary.split())
+    assert "None" not in flat and "tweet-mood: " in flat and "scored by macro F1 0." in flat
+    data = " ".join(markdown.split("## Tasks and data")[1].split("\n## ")[0].split())
+    assert "eight task files" not in data and data.startswith("The declared task tweet-mood")
+
+
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not hasattr(fig.canvas, "get_renderer"):
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def _layout_problems(name, fig):
+    """Titles wider than the figure (cut at its edges) and legends over bars."""
+    from matplotlib.transforms import Bbox
+
+    renderer = _drawn(fig)
+    width = fig.bbox.width
+    problems = []
+    for text, _ in title_rooms(fig):
+        if not text.get_text():
+            continue
+        box = text.get_window_extent(renderer)
+        if box.x0 < 0 or box.x1 > width:
+            problems.append(
+                f"{name}: title {text.get_text()!r} spans {box.x0:.0f}..{box.x1:.0f} of {width:.0f}"
+            )
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    legends = [(ax, ax.get_legend()) for ax in visible if ax.get_legend()] + [(None, g) for g in fig.legends]
+    for owner, legend in legends:
+        area = legend.get_window_extent(renderer)
+        bars = [(ax, bar) for ax in ([owner] if owner else visible) for bar in ax.patches]
+        for ax, bar in bars:  # the visible part of a bar (a log axis sends a bar's foot to -inf)
+            box = Bbox.intersection(bar.get_window_extent(renderer), ax.bbox)
+            if box is not None and box.width > 0 and box.height > 0 and area.overlaps(box):
+                problems.append(f"{name}: the legend covers a bar")
+                break
+    for ax in visible:  # no tick label hides its neighbour
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        if any(a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False)):
+            problems.append(f"{name}: x tick labels overlap")
+    for ax in fig.axes:
+        for text in ax.texts:  # labels over bars stay readable: drawn above them on a background
+            if text.get_text().startswith("median"):
+                assert text.get_bbox_patch() is not None and text.get_zorder() > 2, name
+    return problems
+
+
+def test_every_title_fits_its_figure_and_no_legend_covers_bars(gold_dir, tmp_path, monkeypatch, gold_answers):
+    """One-task runs make the narrowest figures (one panel), where long titles were cut at both ends
+    ("lence per sample (SmolLM2-..."); bar charts had their legends over the bars."""
+    from longicl.report.document import Report
+
+    narrow = tmp_path / "narrow-run-with-a-long-directory-name-so-that-its-label-is-long"
+    with FakeServer(gold_answers) as server:
+        overrides = ("task=5", "split=dev", "limit=6", f"engine.base_url={server.url}", f"out_dir={narrow}")
+        run(compose(*overrides))
+    captured = []
+    save = Report.figure
+
+    def spy(self, name, fig, caption):
+        captured.append((name, fig))
+        return save(self, name, fig, caption)
+
+    monkeypatch.setattr(Report, "figure", spy)
+    report.build_report([narrow], tmp_path / "one")
+    report.build_report([gold_dir, narrow], tmp_path / "two")
+    names = {name for name, _ in captured}
+    assert {"confidence", "accuracy", "tokens"} <= {n.split("_")[0] for n in names} | names, names
+    one = an.load_run(narrow)
+    others = [
+        ("confusions", an.figure_confusions(one)),
+        ("label_bias", an.figure_label_bias(one)),
+        ("answer_lengths", an.figure_answer_lengths(one)),
+        ("fits", an.figure_fits(an.data_overview([5]))),
+    ]
+    problems = [p for name, fig in [*captured, *others] for p in _layout_problems(name, fig)]
+    assert not problems, problems
+
+
+def test_the_pool_audit_says_when_the_model_is_too_weak_for_it(tmp_path):
+    """A model no better than always answering one label contradicts gold by its own errors: the
+    report says the audit means little there instead of presenting candidate label errors."""
+    from fake_server import FixedAnswer
+
+    out = tmp_path / "weak"
+    with FakeServer(FixedAnswer("Sad")) as server:
+        run(compose("task=5", "split=dev", "limit=12", f"engine.base_url={server.url}", f"out_dir={out}"))
+    markdown = report.build_report([out], tmp_path / "r").markdown.read_text(encoding="utf-8")
+    flat = " ".join(markdown.split())
+    assert "The demo-pool audit below means little for openseek-5 (dev accuracy" in flat
+    assert "always answering" in flat

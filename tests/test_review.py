@@ -294,3 +294,32 @@ def test_a_declared_tasks_table_is_reviewed_and_its_annotated_csv_rewritten(tmp_
     snapshot = _snapshot(run_dir)
     assert main(["import", str(run_dir), str(done)]) == 0
     assert _snapshot(run_dir) == snapshot
+
+
+def test_decisions_typed_into_predictions_are_not_applied_and_the_import_says_where_they_go(
+    runs, tmp_path, capsys
+):
+    """Without Label Studio, the natural edit is the exported "predictions": that is the model's
+    answer, not a decision; the import changes nothing and says where decisions go."""
+    run_dir = _copy(runs["dev"], tmp_path / "run")
+    exported = tmp_path / "review.json"
+    main(["export", str(run_dir), "--format", "label-studio", "--task", "5", "-o", str(exported)])
+    tasks = json.loads(exported.read_text())
+    for task in tasks:
+        for region in task["predictions"][0]["result"]:
+            region["value"]["choices"] = ["Sad"]
+    exported.write_text(json.dumps(tasks))
+    snapshot = _snapshot(run_dir)
+    capsys.readouterr()
+    assert main(["import", str(run_dir), str(exported)]) == 0
+    captured = capsys.readouterr()
+    assert "0 decisions" in captured.out and '"annotations"' in captured.err
+    assert "predictions" in captured.err and _snapshot(run_dir) == snapshot
+
+
+def test_review_help_explains_both_verbs(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "see the package docstring" not in text
+    assert "--below" in text and "annotations" in text and "Argilla" in text

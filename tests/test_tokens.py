@@ -49,3 +49,18 @@ def test_a_server_without_tokenize_is_one_clear_error():
         UsageError, match="model.tokenizer=server: the server at http://127.0.0.1:9 counts no tokens"
     ):
         ServerTokenizer("http://127.0.0.1:9/v1", timeout=1.0)
+
+
+def test_the_vocab_only_loads_c_logging_is_silenced(capfd):
+    """llama.cpp logs straight to file descriptor 2 ("n_ctx_seq (512) > n_ctx_train (0)" for a
+    vocabulary-only load); the GGUF tokenizer's load silences that descriptor, and only then."""
+    import os
+    import sys
+
+    from longicl.tokens import _quiet_stderr
+
+    with _quiet_stderr():
+        os.write(2, b"llama_context: n_ctx_seq (512) > n_ctx_train (0)\n")
+    print("after", file=sys.stderr, flush=True)
+    err = capfd.readouterr().err
+    assert "n_ctx_seq" not in err and "after" in err

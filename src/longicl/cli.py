@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from longicl.errors import ExitCode, one_line, run_command
+from longicl.credentials import withhold_api_key
+from longicl.errors import ExitCode, UsageError, one_line, run_command
 
 EXIT_MISSING = ExitCode.FAILED  # the run finished, but some samples have no prediction (failed requests)
 EXIT_NO_SERVER = ExitCode.NOT_ANSWERING  # every server stopped answering mid-run; finished samples are kept
@@ -21,10 +22,125 @@ def compose_config(conf_dir: Path, overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    except Exception as exc:  # noqa: BLE001 - hydra's many types; the known ones get a plainer line
+        explained = explain_override_error(str(exc), conf_dir)
+        if explained is None:
+            raise
+        raise UsageError(explained) from exc
     OmegaConf.resolve(cfg)
     return cfg
+
+
+SETTINGS_HELP = 'README.md, "Running", lists the settings; python main.py --cfg job prints them all'
+
+
+def group_options(conf_dir: Path) -> dict[str, list[str]]:
+    """The config groups under ``conf_dir`` and their options (``engine`` -> classical, dryrun, …)."""
+    return {
+        group.name: sorted(p.stem for p in group.glob("*.yaml"))
+        for group in sorted(conf_dir.iterdir())
+        if group.is_dir()
+    }
+
+
+def known_keys(conf_dir: Path) -> list[str]:
+    """Every dotted key of the default config, and every group name."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="config"), resolve=False)
+    keys: list[str] = []
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                dotted = f"{prefix}{key}"
+                keys.append(dotted)
+                walk(value, dotted + ".")
+
+    walk(cfg, "")
+    return sorted(set(keys) | set(group_options(conf_dir)))
+
+
+#: the settings ``--help`` shows first, in this order (every other key: ``--cfg job``)
+HELP_KEYS = (
+    "task",
+    "split",
+    "limit",
+    "dev_size",
+    "engine",
+    "engine.base_url",
+    "engine.model",
+    "selection",
+    "method",
+    "min_icl_tokens",
+    "max_prompt_tokens",
+    "out_dir",
+    "overwrite",
+    "not_an_entry_zip",
+)
+
+
+def main_help(conf_dir: Path, usage: str) -> str:
+    """``--help``: the usage, the main settings with their defaults (from conf/), every group's
+    options, and where the rest is explained."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name="config")
+    groups = group_options(conf_dir)
+    rows = []
+    for key in HELP_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if key in groups:
+            value = f"{OmegaConf.select(cfg, key + '.name') or ''}".strip() or "default"
+            value = f"{value}   (one of: {', '.join(groups[key])})"
+        rows.append((key, "null" if value is None else str(value)))
+    width = max(len(k) for k, _ in rows)
+    lines = [usage.strip(), "", "settings (key=value; defaults from conf/):"]
+    lines += [f"  {key.ljust(width)}  {value}" for key, value in rows]
+    lines += [
+        "",
+        'Every setting and its meaning: README.md, "Running". python main.py --cfg job prints the whole',
+        'composed config; -m runs a hydra sweep (docs/methods.md, "Sweeps"); --hydra-help: hydra\'s own flags.',
+    ]
+    return "\n".join(lines)
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def explain_override_error(message: str, conf_dir: Path) -> str | None:
+    """A plainer line for hydra's errors about a setting name or a group option (None: not one)."""
+    import re
+
+    if found := re.search(r"Could not override '([^']+)'", message):
+        key = found.group(1)
+        hint = _did_you_mean(key, known_keys(conf_dir))
+        if hint:
+            return f"{key} is not a setting{hint} ({SETTINGS_HELP})"
+        return f"{key} is not a setting ({SETTINGS_HELP}; a new key is added with +{key}=…)"
+    if found := re.search(r"Could not (?:find|load) '([^'/]+)/([^']+)'", message):
+        group, name = found.groups()
+        if group == "method" and name == "best":
+            return (
+                "method=best needs a sweep selected first: python -m longicl.sweep select <run dirs…> "
+                '-o conf/method/best.yaml writes it (docs/methods.md, "Sweeps")'
+            )
+        options = group_options(conf_dir).get(group, [])
+        return f"{group}={name} is not one of: {', '.join(options)}{_did_you_mean(name, options)}"
+    return None
 
 
 def user_error_exit(exc: BaseException) -> int:
@@ -104,3 +220,65 @@ def print_summary(summary: dict, out_dir: Path) -> None:
         f"outputs: {out_dir}"
         + (f" (submission: {out_dir / summary['submission']})" if summary.get("submission") else "")
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# python main.py / longicl run
+# ------------------------------------------------------------------------------------------------
+RUN_USAGE = """\
+usage: longicl run [key=value ...]      (the same as: python main.py [key=value ...])
+
+Annotate the challenge's tasks (or your own task files) by long-context in-context learning:
+  longicl run task=all split=test                       the submission run (needs a served model)
+  longicl run task=5 split=dev limit=50                 score on held-out labelled examples
+  longicl run engine=classical split=dev                CPU annotators, no model
+  longicl run engine=dryrun task=all                    build and save every request, call nothing
+  longicl run -m selection=hybrid,bm25 split=dev        a hydra sweep
+
+Mistakes in settings or data: one line on stderr, exit 2, nothing written. Exit 1: some samples
+have no prediction; 3: every server stopped answering; 130: interrupted. The same command resumes.
+"""
+
+
+def run_main(argv: list[str] | None = None, conf_dir: Path | None = None) -> int:
+    """``python main.py`` and ``longicl run``: compose ``conf/`` with ``argv``'s overrides and run.
+    ``--help`` prints the settings; other flags (``-m``, ``--cfg job``, ``--hydra-help``) go to hydra."""
+    from longicl.paths import CONF_DIR
+
+    conf_dir = conf_dir or CONF_DIR
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(main_help(conf_dir, RUN_USAGE))
+        return ExitCode.OK
+    if any(arg.startswith("-") for arg in argv):
+        return _hydra_main(conf_dir, argv)
+    try:
+        cfg = compose_config(conf_dir, argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - hydra/omegaconf raise many types for bad overrides
+        return user_error_exit(exc)
+    return execute(cfg)
+
+
+def _hydra_main(conf_dir: Path, argv: list[str]) -> int:
+    """Hydra's own entry point, for multirun sweeps (-m) and hydra's flags (--cfg, --hydra-help)."""
+    import hydra
+
+    @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
+    def hydra_main(cfg: DictConfig) -> int:
+        code = execute(cfg)
+        if code == ExitCode.USAGE:
+            raise SystemExit(code)
+        return code
+
+    original = sys.argv
+    # hydra writes and prints its overrides (multirun.yaml, .hydra/, the job lines): the key goes to
+    # $OPENAI_API_KEY instead, where the engine reads it (longicl.credentials)
+    sys.argv = [original[0] if original else "longicl", *withhold_api_key(argv)]  # hydra parses sys.argv
+    try:
+        hydra_main()
+    finally:
+        sys.argv = original
+    return ExitCode.OK

@@ -105,9 +105,27 @@ def load_task(spec: TaskSpec, data_dir: str | Path | None = None) -> TaskData:
     if not path.is_file():
         where = f"{spec.source}: data: " if not spec.is_challenge else ""
         raise DataError(f"{where}{path}: {'task file' if spec.is_challenge else 'data file'} not found")
-    if path.suffix.lower() == ".json":
-        return _load_challenge_json(spec, path)
-    return _load_table(spec, path)
+    data = _load_challenge_json(spec, path) if path.suffix.lower() == ".json" else _load_table(spec, path)
+    return _with_dev_size(data)
+
+
+#: a task file without dev_size holds out at most this share of its labelled rows on split=dev
+DEV_SHARE_DIVISOR = 5
+
+
+def dev_size_for(spec: TaskSpec, labelled: int) -> int:
+    """The rows a dev run holds out by default: the task file's ``dev_size``, or, when it sets
+    none, ``default_dev_size`` (200) but at most a fifth of the labelled rows."""
+    if not spec.dev_size_from_table:
+        return spec.default_dev_size
+    return max(1, min(spec.default_dev_size, labelled // DEV_SHARE_DIVISOR))
+
+
+def _with_dev_size(data: TaskData) -> TaskData:
+    size = dev_size_for(data.spec, len(data.examples))
+    if size == data.spec.default_dev_size:
+        return data
+    return replace(data, spec=replace(data.spec, default_dev_size=size))
 
 
 def _load_challenge_json(spec: TaskSpec, path: Path) -> TaskData:

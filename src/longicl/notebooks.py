@@ -193,6 +193,8 @@ def parameters_for(
         chosen["values_path"] = str(out_dir / f"{name}.values.json")
     if "notebook_values" in declared and "notebook_values" not in given:
         chosen["notebook_values"] = str(out_dir)
+    if "report_dir" in declared and "report_dir" not in given:  # never make demo's reports/technical_report
+        chosen["report_dir"] = str(out_dir / "report")
     if runs_dir is not None and "out_dir" in declared and "out_dir" not in given:
         chosen["out_dir"] = str(runs_dir / name)
     return chosen

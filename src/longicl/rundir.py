@@ -11,7 +11,9 @@ Layout under ``out_dir``::
     records/openseek-<id>.meta.json fingerprint of the settings that produced the records
     requests/openseek-<id>.jsonl    dry runs only: every request body (static block by reference)
     requests/static/<sha256>.txt    dry runs only: each static block, once
-    submission.zip                  test split only: the prediction files, flat, validated
+    submission.zip                  test split only: the prediction files, flat, validated; only a
+                                    compliant run (the floor, pure ICL, a served language model)
+    not-an-entry-submission.zip     the same for a non-compliant run, only with not_an_entry_zip=true
     logs/run.log                    tracebacks of samples that failed with an unexpected error
     .lock                           the pid of the run writing here (see `RunDir.lock`)
     .longicl-run                    the marker: this folder is a run directory (`RUN_MARKER`)
@@ -50,6 +52,9 @@ from longicl.credentials import redact_secrets, redact_text
 from longicl.errors import DataError, UsageError
 from longicl.published import spreadsheet_cell
 
+#: a non-compliant test run's zip (``not_an_entry_zip=true``); never ``submission.zip``
+NOT_AN_ENTRY_ZIP = "not-an-entry-submission.zip"
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -64,10 +69,29 @@ class RunDirBusy(UsageError):
     """Another live process holds the lock of ``out_dir``."""
 
 
+def _current_umask() -> int:
+    try:  # Linux reports it without changing it (os.umask sets it, for a moment, process-wide)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shared_mode(fd: int) -> None:
+    """Give a file made by `tempfile.mkstemp` (always 0600) the mode a plain ``open`` would give it
+    (0666 less the umask: 0644 usually), like the records: run folders are meant to be shared."""
+    os.fchmod(fd, 0o666 & ~_current_umask())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        shared_mode(fd)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -138,6 +162,11 @@ class RunDir:
     @property
     def zip_path(self) -> Path:
         return self.path / "submission.zip"
+
+    @property
+    def not_an_entry_zip_path(self) -> Path:
+        """A non-compliant test run's zip (``not_an_entry_zip=true``): named so it cannot pass for an entry."""
+        return self.path / NOT_AN_ENTRY_ZIP
 
     @property
     def lock_path(self) -> Path:
@@ -265,7 +294,13 @@ class RunDir:
 
     def run_outputs(self) -> list[Path]:
         """The files a run writes whatever its tasks."""
-        return [self.run_json, self.zip_path, self.path / "config.yaml", self.log_path]
+        return [
+            self.run_json,
+            self.zip_path,
+            self.not_an_entry_zip_path,
+            self.path / "config.yaml",
+            self.log_path,
+        ]
 
     def prepare(self, fingerprints: dict[str, dict], overwrite: bool) -> None:
         """Make ``out_dir`` a run directory (the marker), after ``overwrite=true`` deleted the files
@@ -274,7 +309,7 @@ class RunDir:
             for task in fingerprints:
                 for path in self.task_outputs(task):
                     path.unlink(missing_ok=True)
-            for leftover in (self.run_json, self.zip_path):
+            for leftover in (self.run_json, self.zip_path, self.not_an_entry_zip_path):
                 leftover.unlink(missing_ok=True)
             static = self.path / "requests" / "static"
             if static.is_dir():
@@ -365,21 +400,26 @@ class RunDir:
         atomic_write_text(path, frame.assign(**{column: cells}).to_csv(index=False))
         return path
 
-    def write_zip(self, files: Sequence[Path], expected_ids: dict[str, Sequence[str]]) -> Path:
-        """Validate the prediction files against the expected ids, then zip them flat."""
+    def write_zip(
+        self, files: Sequence[Path], expected_ids: dict[str, Sequence[str]], target: Path | None = None
+    ) -> Path:
+        """Validate the prediction files against the expected ids, then zip them flat into ``target``
+        (default: ``submission.zip``)."""
+        target = target or self.zip_path
         validate_predictions(files, expected_ids)
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".submission.", suffix=".zip")
+        shared_mode(fd)
         os.close(fd)
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for path in files:
                     archive.write(path, arcname=path.name)
-            os.replace(tmp, self.zip_path)
+            os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        return self.zip_path
+        return target
 
 
 def is_complete(record: dict) -> bool:

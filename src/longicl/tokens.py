@@ -22,7 +22,10 @@ fixed overhead, so a 100K-token prompt is never tokenised as a whole per sample.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +234,20 @@ class ServerTokenizer:
         self.http.close()
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the duration (C libraries write there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class GgufTokenizer:
     """The tokenizer of a GGUF model file, in-process (llama.cpp's vocabulary only, no weights):
     the counts llama.cpp's server gives for the same file, special tokens parsed as it does."""
@@ -239,7 +256,11 @@ class GgufTokenizer:
         from llama_cpp import Llama
 
         self.name = f"gguf:{Path(model_path).name}"
-        self._model = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+        # llama.cpp's C code logs to the process's stderr even with verbose=False; a vocabulary-only
+        # load makes it say "n_ctx_seq (512) > n_ctx_train (0)", true of a model with no weights
+        # loaded and no fault: silenced (a failed load still raises, with its message).
+        with _quiet_stderr():
+            self._model = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
 
     def count(self, text: str) -> int:
         return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0

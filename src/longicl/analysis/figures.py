@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -13,6 +15,66 @@ from longicl.analysis.reference import BEST_PUBLIC_ACCURACY, BEST_PUBLIC_SOURCE
 from longicl.analysis.runs import RunData, _spread, task_spec
 from longicl.analysis.strategies import SweepPoint, cost_rows
 from longicl.tasks import get_task, task_order
+
+
+def fit_titles(fig: Any, *, rounds: int = 3) -> Any:
+    """Wrap every title wider than its room onto more lines: the figure's (its width) and each
+    axes' (the axes' width), so that no title is cut at the figure's edges or runs into a
+    neighbour. Measured after the layout is drawn; returns ``fig``."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not hasattr(fig.canvas, "get_renderer"):
+        FigureCanvasAgg(fig)
+    for _ in range(rounds):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        changed = False
+        for text, room in title_rooms(fig):
+            width = text.get_window_extent(renderer).width
+            if text.get_text() and width > room:
+                words = text.get_text().replace("\n", " ")
+                chars = max(10, int(len(words) * room / width * 0.92))
+                text.set_text(textwrap.fill(words, chars, break_long_words=False))
+                changed = True
+        if not changed:
+            break
+    return fig
+
+
+def title_rooms(fig: Any) -> list[tuple[Any, float]]:
+    """(title text, the width in pixels it may take) of a figure: its suptitle and axes titles."""
+    margin = 6.0
+    rooms = []
+    if getattr(fig, "_suptitle", None) is not None:
+        rooms.append((fig._suptitle, fig.bbox.width - 2 * margin))
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for text in (ax.title, ax._left_title, ax._right_title):
+            rooms.append((text, min(ax.bbox.width + 2 * margin, fig.bbox.width - 2 * margin)))
+    return rooms
+
+
+def fitted(make: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a figure function: its titles fit (`fit_titles`)."""
+
+    @functools.wraps(make)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fit_titles(make(*args, **kwargs))
+
+    return wrapper
+
+
+def _outside_legend(ax: Any, **kwargs: Any) -> None:
+    """The legend under the figure, never over the bars (constrained layout makes room), and task
+    names on the x axis slanted so that none hides another."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.figure.legend(handles, labels, loc="outside lower center", ncol=min(3, max(1, len(labels))), **kwargs)
+    for label in ax.get_xticklabels():
+        label.set_rotation(25)
+        label.set_horizontalalignment("right")
 
 
 def _figure(width: float, height: float):
@@ -36,6 +98,7 @@ def _floats(column: pd.Series):
     return column.to_numpy(dtype=float, na_value=float("nan"))
 
 
+@fitted
 def figure_token_lengths(overviews: Sequence[TaskOverview]):
     """Histograms of demonstration token lengths per task (the top 0.5% clipped)."""
     import numpy as np
@@ -56,6 +119,8 @@ def figure_token_lengths(overviews: Sequence[TaskOverview]):
                 va="top",
                 fontsize=7,
                 color="#c44e52",
+                zorder=5,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5},
             )
         ax.set_title(f"{o.name}: {o.title}", fontsize=9)
         ax.set_xlabel("tokens per demonstration", fontsize=8)
@@ -64,6 +129,7 @@ def figure_token_lengths(overviews: Sequence[TaskOverview]):
     return fig
 
 
+@fitted
 def figure_label_distributions(overviews: Sequence[TaskOverview]):
     """Gold label counts over the examples of the closed-label tasks."""
     closed = [o for o in overviews if o.label_counts]
@@ -83,6 +149,7 @@ def figure_label_distributions(overviews: Sequence[TaskOverview]):
     return fig
 
 
+@fitted
 def figure_fits(overviews: Sequence[TaskOverview]):
     """Share of each task's pool that fits in each budget."""
     import numpy as np
@@ -98,11 +165,12 @@ def figure_fits(overviews: Sequence[TaskOverview]):
     ax.set_xticks(x + width * (len(budgets) - 1) / 2, [o.name for o in overviews], fontsize=8)
     ax.set_ylabel("% of the pool that fits")
     ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    _outside_legend(ax, fontsize=8)
     ax.set_title("How much of each task's labelled pool one request can carry", fontsize=10)
     return fig
 
 
+@fitted
 def figure_sweep_accuracy(points: Sequence[SweepPoint]):
     """Accuracy against the demonstration tokens actually sent, one panel per task."""
     tasks = sorted({p.task for p in points}, key=lambda t: get_task(t).id)
@@ -128,6 +196,7 @@ def figure_sweep_accuracy(points: Sequence[SweepPoint]):
     return fig
 
 
+@fitted
 def figure_sweep_cost(points: Sequence[SweepPoint], *, samples_per_task: int = 500):
     """Prompt tokens per request and prefill per sample against the budget, per strategy."""
     from matplotlib.ticker import FuncFormatter
@@ -156,6 +225,7 @@ def figure_sweep_cost(points: Sequence[SweepPoint], *, samples_per_task: int = 5
     return fig
 
 
+@fitted
 def figure_confusions(run: RunData):
     """Confusion matrices of the closed-label tasks of a run."""
     closed = [n for n in run.records if task_spec(n).is_closed]
@@ -185,6 +255,7 @@ def _cells(matrix) -> Iterable[tuple[tuple[int, int], int]]:
             yield (i, j), int(value)
 
 
+@fitted
 def figure_label_bias(run: RunData):
     """Gold vs. predicted label shares for the closed-label tasks of a run."""
     import numpy as np
@@ -208,6 +279,7 @@ def figure_label_bias(run: RunData):
     return fig
 
 
+@fitted
 def figure_answer_lengths(run: RunData):
     """Raw reply lengths per task, correct vs. wrong."""
     names = list(run.records)
@@ -232,6 +304,7 @@ def figure_answer_lengths(run: RunData):
     return fig
 
 
+@fitted
 def figure_accuracy(runs: Sequence[RunData], *, best_public: Mapping[int, float] = BEST_PUBLIC_ACCURACY):
     """Dev accuracy per task, one bar per run, with the best public entries as markers."""
     import numpy as np
@@ -259,11 +332,12 @@ def figure_accuracy(runs: Sequence[RunData], *, best_public: Mapping[int, float]
     ax.set_xticks(x, names, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy (dev split)")
-    ax.legend(fontsize=7, loc="lower left")
+    _outside_legend(ax, fontsize=7)
     ax.set_title("Accuracy per task (task 8 is scored by execution, not by string match)", fontsize=10)
     return fig
 
 
+@fitted
 def figure_tokens(run: RunData):
     """Median prompt tokens and uncached prefill per task, with the rule's ICL floor."""
     import numpy as np
@@ -281,12 +355,13 @@ def figure_tokens(run: RunData):
     ax.scatter(x - 0.2, floors, marker="_", s=400, color="black", label="rule: minimum ICL tokens", zorder=3)
     ax.set_xticks(x, names, fontsize=8)
     ax.set_ylabel("tokens (median per request)")
-    ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+    _outside_legend(ax, fontsize=7)
     ax.set_ylim(0, max([*prompt, *floors, 1]) * 1.25)
     ax.set_title(f"Context size and new prefill per request ({run.label})", fontsize=10)
     return fig
 
 
+@fitted
 def figure_icl_floor(run: RunData):
     """Every request's demonstration tokens against the rule's minimum, per task."""
     names = [n for n in run.records if run.records[n]]

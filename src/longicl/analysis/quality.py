@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from longicl.analysis.figures import _grid
+from longicl.analysis.figures import _grid, fitted
 from longicl.analysis.runs import RunData, task_spec
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.metrics import score
@@ -116,6 +116,7 @@ def _panels(run: RunData) -> list[str]:
     return [n for n, q in quality_of(run).items() if (q.get("confidence") or {}).get("with_confidence")]
 
 
+@fitted
 def figure_confidence_histogram(run: RunData):
     names = _panels(run) or ["(none)"]
     fig, axes = _grid(len(names), columns=4, size=(3.2, 2.4))
@@ -134,6 +135,7 @@ def figure_confidence_histogram(run: RunData):
     return fig
 
 
+@fitted
 def figure_reliability(run: RunData):
     """Accuracy against confidence per bin, raw and cross-fitted isotonic-calibrated (dev runs)."""
     quality = quality_of(run)
@@ -164,6 +166,7 @@ def figure_reliability(run: RunData):
     return fig
 
 
+@fitted
 def figure_coverage_accuracy(run: RunData):
     """Accuracy of the most confident share of answers against that share (dev runs)."""
     fig = _grid(1, columns=1, size=(5.0, 3.4))[0]
@@ -184,6 +187,16 @@ def figure_coverage_accuracy(run: RunData):
         ax.set_axis_off()
     fig.suptitle(f"Coverage-accuracy ({run.label})", fontsize=10)
     return fig
+
+
+def no_confidence_note(run: RunData) -> str:
+    """Why a run has no confidence figures (shown instead of empty panels)."""
+    return (
+        f"No confidences in `{run.name}` ({run.engine}): its answers carry no label scores. A language "
+        "model gives them, from the log-probabilities of the answer label or the agreement of "
+        "self-consistency variants (docs/quality.md); run with `engine=local` (SmolLM2 on this CPU) or "
+        "a served model for these figures."
+    )
 
 
 def has_quality(run: RunData) -> bool:

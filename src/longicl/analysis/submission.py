@@ -31,7 +31,7 @@ def check_submission(run: RunData) -> SubmissionCheck:
     """Open a test run's ``submission.zip`` and check every member with the pipeline's own
     validator (`longicl.rundir.validate_prediction_lines`) against the task files' test ids, in
     order; every problem is kept (one line each) for the notebook rather than raised."""
-    path = run.path / "submission.zip"
+    path = run.path / str(run.summary.get("submission") or "submission.zip")
     problems: list[str] = []
     rows: dict[str, int] = {}
     empty: dict[str, int] = {}
@@ -39,8 +39,15 @@ def check_submission(run: RunData) -> SubmissionCheck:
     if run.split != "test":
         problems.append(f"{run.path}: a {run.split} run has no submission")
     if not path.is_file():
-        problems.append(f"{path}: missing (a test run writes it only when every sample has a prediction)")
+        refused = run.summary.get("submission_refused")
+        problems.append(
+            f"{path}: missing ({refused}: only a compliant run is an entry)"
+            if refused
+            else f"{path}: missing (a test run writes it only when every sample has a prediction)"
+        )
         return SubmissionCheck(path, files, rows, empty, problems)
+    if path.name != "submission.zip":
+        problems.append(f"{path.name}: not an entry ({run.summary.get('submission_refused')})")
     limit = run.config.get("limit")
     with zipfile.ZipFile(path) as archive:
         files = sorted(archive.namelist())
@@ -79,7 +86,7 @@ def _predictions(text: str) -> list[Any]:
 
 def submission_markdown(check: SubmissionCheck) -> str:
     if not check.path.is_file():
-        return "**No submission.zip.** " + " ".join(check.problems)
+        return f"**No {check.path.name}.** " + " ".join(check.problems)
     lines = [f"`{check.path}`: {len(check.files)} files."]
     lines += [
         f"- `{name}.jsonl`: {count:,} predictions, {check.empty.get(name, 0):,} empty"

@@ -113,6 +113,12 @@ class LocalEngine(OpenAIEngine):
 
     def launch(self) -> None:
         """Start the server and wait until it lists its model (or fail with its log's last lines)."""
+        print(
+            f"engine=local: starting llama.cpp's server with {self.model_path.name} on 127.0.0.1:{self.port} "
+            f"(n_ctx {self.n_ctx:,}; up to {self.startup_timeout:g}s)",
+            file=sys.stderr,
+            flush=True,
+        )
         self._log = tempfile.NamedTemporaryFile("w+", prefix="longicl-llama-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command(),

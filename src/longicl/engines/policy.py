@@ -254,7 +254,11 @@ class PolicyEngine(Engine):
 
     def _degrade(self, url: str, note: str, notes: list[str]) -> None:
         notes.append(f"{url}: {note}")
-        print(f"warning: {url}: {note}", file=sys.stderr, flush=True)
+        if note == caps_table.DEGRADED["cached_tokens"]:  # changes no answer: a fact, not a fault
+            line = f"note: {url} does not report cached_tokens, so prefix-cache hits go unmeasured (answers are unaffected)"
+        else:
+            line = f"warning: {url}: {note}"
+        print(line, file=sys.stderr, flush=True)
 
     def pick_server(self, request: ChatRequest) -> Server | None:
         """The server of the request's task: all requests sharing a task's prefixes go to one server."""

@@ -18,7 +18,7 @@ from longicl import published
 from longicl.credentials import redact_text
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.report import formatting
-from longicl.report.document import TITLE, Report, readable
+from longicl.report.document import Report, readable
 from longicl.report.document import notebook_values as read_notebook_values
 from longicl.report.html import render_page
 from longicl.report.sections import SECTIONS
@@ -93,7 +93,7 @@ def build_report(
     text = redact_text(render_markdown(report, env))  # no key, no URL password (longicl.credentials)
     markdown, html = out / "technical_report.md", out / "technical_report.html"
     atomic_write_text(markdown, text)
-    atomic_write_text(html, render_page(text, TITLE, out, env))
+    atomic_write_text(html, render_page(text, report.title, out, env))
     for path in (markdown, html):
         readable(path)
     return Written(markdown, html, report.figures)

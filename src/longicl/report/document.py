@@ -15,6 +15,9 @@ from longicl.report import formatting as f
 from longicl.tasks import TASKS, get_task, task_order
 
 TITLE = "Long-context in-context annotation with Qwen3-4B: technical report"
+#: the title when no number comes from the challenge's model
+TITLE_WITHOUT_QWEN = "Long-context in-context annotation: technical report"
+CHALLENGE_MODEL = "Qwen3-4B"
 
 
 def readable(path: Path) -> None:
@@ -54,6 +57,26 @@ class Report:
     def model_runs(self) -> list[an.RunData]:
         """Runs whose answers came from a language model."""
         return [r for r in self.runs if r.language_model]
+
+    @property
+    def qwen_runs(self) -> list[an.RunData]:
+        """Runs answered by the challenge's model (a served Qwen3-4B)."""
+        return [r for r in self.model_runs if CHALLENGE_MODEL.lower() in r.model.lower()]
+
+    @property
+    def title(self) -> str:
+        """Qwen3-4B in the title only when a number of the report comes from it."""
+        return TITLE if self.qwen_runs else TITLE_WITHOUT_QWEN
+
+    @property
+    def answered_by(self) -> f.Markdown:
+        """Who answered the runs, in words: ``SmolLM2-135M-Instruct for `demo-llm`; none (…) for `demo```."""
+        models: dict[str, list[f.Markdown]] = {}
+        for run in self.runs:
+            models.setdefault(run.model, []).append(f.code(run.name))
+        return f.Markdown("; ").join(
+            f.md("{} for {}", model, f.Markdown(", ").join(names)) for model, names in models.items()
+        )
 
     @cached_property
     def overviews(self) -> list[an.TaskOverview]:

@@ -142,8 +142,10 @@ def _rewrite_outputs(rundir: RunDir, specs: dict[str, TaskSpec], records: dict[s
             if task_data.table is not None:
                 written.append(rundir.table_path(name).name)
         written.append(path.name)
-    if rundir.zip_path.is_file():
-        with zipfile.ZipFile(rundir.zip_path) as archive:
+    for zip_path in (rundir.zip_path, rundir.not_an_entry_zip_path):
+        if not zip_path.is_file():
+            continue
+        with zipfile.ZipFile(zip_path) as archive:
             members = {n: archive.read(n) for n in archive.namelist()}
         if any(n in contents and contents[n] != data for n, data in members.items()):
             files = [rundir.path / n for n in members]
@@ -151,8 +153,8 @@ def _rewrite_outputs(rundir: RunDir, specs: dict[str, TaskSpec], records: dict[s
                 Path(n).stem: [row["test_sample_id"] for row in read_jsonl(rundir.path / n)] for n in members
             }
             validate_predictions(files, expected)
-            rundir.write_zip(files, expected)
-            written.append(rundir.zip_path.name)
+            rundir.write_zip(files, expected, zip_path)
+            written.append(zip_path.name)
     return written
 
 

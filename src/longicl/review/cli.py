@@ -1,4 +1,15 @@
-"""``python -m longicl.review export|import`` (see the package docstring)."""
+"""Human review of a run's uncertain answers, in Label Studio or Argilla, and back.
+
+export RUN_DIR --format label-studio|argilla [--below 0.8] [--task NAME] -o FILE
+    writes the samples below a confidence threshold (all, without --below), most uncertain first,
+    in the tool's import format, the model's answer as a pre-annotation; beside it the project's
+    set-up (Label Studio: FILE.config.xml; Argilla: FILE.settings.json).
+import RUN_DIR FILE [--format ...]
+    reads the tool's export after humans worked. Decisions are Label Studio "annotations" (not
+    the "predictions", which hold the model's answers) or Argilla submitted "responses". They
+    rewrite the records, prediction files, a declared task's CSV and the zip, atomically; the
+    model's own answer is kept in each record (docs/quality.md).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +27,11 @@ from longicl.rundir import atomic_write_text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m longicl.review", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m longicl.review",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="samples to review, in a labelling tool's import format")
     export.add_argument("run_dir", type=Path)
@@ -96,6 +111,8 @@ def _import(args: argparse.Namespace) -> int:
         f"{len(decisions)} decisions: {changed} applied, {result.unchanged} already applied"
         + (f"; rewrote {', '.join(result.files)}" if result.files else "")
     )
+    if not decisions:
+        print(f"note: {args.file} holds no decision: {FORMATS[name].where_decisions_go}", file=sys.stderr)
     return 0
 
 

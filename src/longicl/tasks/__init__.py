@@ -54,6 +54,10 @@ class TaskSpec:
     lowercase: bool = False  # normalise answers to lower case (task 7's definition asks for it)
     min_icl_tokens: int = 0  # floor of demonstration tokens per request (the challenge: 30,000)
     default_dev_size: int = 200
+    # no dev_size in the task file: a dev run holds out at most default_dev_size rows and at most a
+    # fifth of the labelled rows (`longicl.data.load_task` sizes it), so a small table keeps most
+    # rows as demonstrations
+    dev_size_from_table: bool = False
     metric: str = "exact_match"  # a name in longicl.metrics.TASK_METRICS
     program: str | None = None  # name of an exact program that solves the task (classical engine)
     # Other spellings models use for a label, lower case -> canonical label ("yes" -> "Y").
@@ -303,6 +307,7 @@ def _spec_from_document(path: Path, doc: object) -> TaskSpec:
         lowercase=flag("lowercase"),
         min_icl_tokens=count("min_icl_tokens", 0),
         default_dev_size=dev_size,
+        dev_size_from_table=doc.get("dev_size") is None,
         metric=metric,
         program=text("program"),
         label_aliases=_aliases(doc.get("label_aliases"), fail),

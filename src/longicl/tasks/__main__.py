@@ -18,7 +18,7 @@ from pathlib import Path
 
 from longicl.errors import EXIT_USAGE, DataError, UsageError, one_line
 from longicl.paths import CONF_DIR
-from longicl.tasks import task_file_path
+from longicl.tasks import TaskSpec, task_file_path
 
 
 def describe(path: str | Path, *, tokenizer_path: str | None = None) -> list[str]:
@@ -65,6 +65,7 @@ def describe(path: str | Path, *, tokenizer_path: str | None = None) -> list[str
         f"({pool:,} in all {labelled} labelled rows)"
     )
     lines.append(_floor_line(spec.min_icl_tokens, costs, spec.default_dev_size))
+    lines.append(_dev_line(spec, labelled))
     if pool < spec.min_icl_tokens:
         raise DataError(
             f"{spec.source}: min_icl_tokens: {spec.min_icl_tokens} tokens of demonstrations per request, "
@@ -91,7 +92,20 @@ def _floor_line(floor: int, costs: Sequence[int], dev_size: int) -> str:
     span = f"{longest_first} to {shortest_first}" if shortest_first else "more than the pool has"
     return (
         f"min_icl_tokens {floor:,}: about {typical} demonstrations of median size per request ({span}); "
-        f"{fits} (a dev run holds out {dev_size} rows)"
+        f"{fits} (before a dev run holds out {dev_size} rows)"
+    )
+
+
+def _dev_line(spec: TaskSpec, labelled: int) -> str:
+    origin = (
+        "dev_size in the task file"
+        if not spec.dev_size_from_table
+        else f"no dev_size in the task file: at most 200 and a fifth of the {labelled} labelled rows"
+    )
+    keep = labelled - spec.default_dev_size
+    return (
+        f"split=dev: holds out {spec.default_dev_size} labelled rows and scores them ({origin}); the other "
+        f"{keep} are its demonstrations (split=test demonstrates from all {labelled}); dev_size=N overrides"
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from longicl import analysis as an
 from longicl.report import formatting as f
 from longicl.report.document import Report
-from longicl.tasks import get_task
+from longicl.tasks import TASKS, get_task
 
 
 def dev_sizes(report: Report) -> dict[int, int]:
@@ -69,4 +69,13 @@ def build(report: Report) -> dict[str, Any]:
                 "label distributions of the labelled examples (closed-label tasks).",
             )
         )
-    return {"rows": rows, "figures": figures, "dev_sizes": per_task_phrase(dev_sizes(report), "per task")}
+    specs = [get_task(o.name) for o in report.overviews]
+    challenge = [s for s in specs if s.is_challenge]
+    return {
+        "rows": rows,
+        "figures": figures,
+        "dev_sizes": per_task_phrase(dev_sizes(report), "per task"),
+        "challenge": len(challenge),
+        "all_challenge": len(challenge) == len(TASKS),
+        "declared": [s.name for s in specs if not s.is_challenge],
+    }

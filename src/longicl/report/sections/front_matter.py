@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from longicl.report.document import TITLE, Report
+from longicl.report.document import Report
 
 
 def build(report: Report) -> dict[str, Any]:
     commits = {str((r.summary.get("git") or {}).get("commit") or "")[:12] for r in report.runs} - {""}
     return {
-        "title": TITLE,
+        "title": report.title,
+        "answered_by": report.answered_by,
         "floor": report.floor_phrase,
         "today": dt.date.today().isoformat(),
         "runs": len(report.runs),

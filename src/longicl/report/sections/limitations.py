@@ -30,7 +30,8 @@ def build(report: Report) -> dict[str, Any]:
     )
     return {
         "unsandboxed": unsandboxed,
-        "model_runs": bool(report.model_runs),
+        "qwen": bool(report.qwen_runs),
+        "answered_by": report.answered_by,
         "sweep_engine": sweep_engine
         if sweep_engine and not an.engine_traits(str(sweep_engine)).language_model
         else None,

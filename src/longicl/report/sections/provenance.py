@@ -39,4 +39,6 @@ def build(report: Report) -> dict[str, Any]:
         "rows": rows,
         "model_runs": model_runs,
         "other_engines": {e: f.Markdown(", ").join(names) for e, names in engines.items()},
+        "qwen": bool(report.qwen_runs),
+        "answered_by": report.answered_by,
     }

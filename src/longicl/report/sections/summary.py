@@ -7,6 +7,22 @@ from typing import Any
 from longicl import analysis as an
 from longicl.report.document import Report
 
+METRIC_WORDS = {"macro_f1": "macro F1"}
+
+
+def _short_name(name: str) -> str:
+    """A challenge task by its id (``5``), a declared task by its name (``tweet-mood``)."""
+    spec = an.task_spec(name)
+    return str(spec.id) if spec.is_challenge and spec.id is not None else name
+
+
+def _own_metric(task: dict[str, Any]) -> str | None:
+    """``macro F1 0.612`` for a task scored by a metric other than exact match (None otherwise)."""
+    metric, score = task.get("metric"), task.get("score")
+    if metric in (None, "exact_match") or score is None:
+        return None
+    return f"{METRIC_WORDS.get(metric, str(metric).replace('_', ' '))} {score:.3f}"
+
 
 def build(report: Report) -> dict[str, Any]:
     accuracy = []
@@ -18,7 +34,7 @@ def build(report: Report) -> dict[str, Any]:
                     "run": run,
                     "mean": sum(scored.values()) / len(scored),
                     "tasks": len(scored),
-                    "per_task": [(an.task_spec(n).id, a) for n, a in scored.items()],
+                    "per_task": [(_short_name(n), a, _own_metric(run.tasks[n])) for n, a in scored.items()],
                 }
             )
     compliance = []

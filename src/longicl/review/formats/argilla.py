@@ -24,6 +24,11 @@ from longicl.tasks import TaskSpec
 
 class Argilla(ReviewFormat):
     name = "argilla"
+    where_decisions_go = (
+        'a decision is a submitted response in a record\'s "responses" ("label" or "answer": '
+        '[{"value": ..., "status": "submitted"}]); "suggestions" holds the model\'s answers and '
+        "is never read as a decision"
+    )
 
     @classmethod
     def export(cls, items: Sequence[ReviewItem], spec: TaskSpec | None) -> tuple[Any, dict[str, str]]:

@@ -10,6 +10,8 @@ from longicl.tasks import TaskSpec
 
 class ReviewFormat(ABC):
     name = "base"
+    #: where a human's decision goes in the tool's export (said when an import finds none)
+    where_decisions_go = ""
 
     @classmethod
     @abstractmethod

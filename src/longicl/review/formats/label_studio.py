@@ -28,6 +28,11 @@ TEXT = "text"
 
 class LabelStudio(ReviewFormat):
     name = "label-studio"
+    where_decisions_go = (
+        'a decision is an entry of a task\'s "annotations" list (Label Studio writes one when you submit; '
+        'by hand, copy the task\'s "predictions" entry into "annotations": [...] and set its value); '
+        '"predictions" holds the model\'s answers and is never read as a decision'
+    )
 
     @classmethod
     def export(cls, items: Sequence[ReviewItem], spec: TaskSpec | None) -> tuple[Any, dict[str, str]]:
