@@ -263,7 +263,7 @@ def test_bad_settings_are_usage_errors(options, words):
 
 
 def test_build_model_rejects_unknown_kinds():
-    with pytest.raises(ValueError, match="not a classical model"):
+    with pytest.raises(ValueError, match="unknown classical model: .magic.; known: program"):
         build_model({"kind": "magic"})
 
 

@@ -42,7 +42,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.below is not None and not 0.0 <= args.below <= 1.0:
         raise UsageError(f"--below {args.below}: a confidence between 0 and 1")
     items = load_items(args.run_dir, task=args.task, below=args.below)
-    fmt = FORMATS[args.format]
+    fmt = FORMATS.get(args.format)
     spec = one_task(items, args.format)
     if spec is None and args.task:
         from longicl.tasks import get_task
@@ -68,8 +68,10 @@ def _import(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: not JSON") from None
     name = args.format or detect(doc)
     if name is None:
-        raise UsageError(f"{args.file}: neither a Label Studio export nor Argilla records; pass --format")
-    decisions = FORMATS[name].decisions(doc, str(args.file))
+        raise UsageError(
+            f"{args.file}: not an export of any review format ({', '.join(FORMATS)}); pass --format"
+        )
+    decisions = FORMATS.get(name).decisions(doc, str(args.file))
     result = apply_decisions(args.run_dir, decisions, tool=name)
     changed = sum(len(v) for v in result.changed.values())
     print(
@@ -80,12 +82,5 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def detect(doc: object) -> str | None:
-    """Which tool's export ``doc`` looks like."""
-    rows = doc.get("records") if isinstance(doc, dict) else doc
-    if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
-        return None
-    if "data" in rows[0]:
-        return "label-studio"
-    if "fields" in rows[0] or "responses" in rows[0]:
-        return "argilla"
-    return None
+    """Which tool's export ``doc`` looks like (None: no format recognises it)."""
+    return FORMATS.recognises(doc)

@@ -17,13 +17,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from longicl.errors import UsageError
-from longicl.review.formats.base import ReviewFormat
+from longicl.review.formats.base import ReviewFormat, first_row
 from longicl.review.items import Decision, ReviewItem
 from longicl.tasks import TaskSpec
 
 
 class Argilla(ReviewFormat):
     name = "argilla"
+
+    @classmethod
+    def recognises(cls, doc: Any) -> bool:
+        row = first_row(doc)
+        return row is not None and ("fields" in row or "responses" in row)
 
     @classmethod
     def export(cls, items: Sequence[ReviewItem], spec: TaskSpec | None) -> tuple[Any, dict[str, str]]:

@@ -19,7 +19,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from longicl.errors import UsageError
-from longicl.review.formats.base import ReviewFormat
+from longicl.review.formats.base import ReviewFormat, first_row
 from longicl.review.items import Decision, ReviewItem
 from longicl.tasks import TaskSpec
 
@@ -28,6 +28,11 @@ TEXT = "text"
 
 class LabelStudio(ReviewFormat):
     name = "label-studio"
+
+    @classmethod
+    def recognises(cls, doc: Any) -> bool:
+        row = first_row(doc)
+        return row is not None and "data" in row
 
     @classmethod
     def export(cls, items: Sequence[ReviewItem], spec: TaskSpec | None) -> tuple[Any, dict[str, str]]:
