@@ -13,7 +13,7 @@ import pandas as pd
 
 #: Nullable dtypes of analysis tables, by what a column holds. Explicit rather than inferred
 #: (``convert_dtypes`` would make an accuracy column of 1.0s integers and change its text).
-TEXT, COUNT, NUMBER, FLAG = "string", "Int64", "Float64", "boolean"
+TEXT, COUNT, NUMBER = "string", "Int64", "Float64"
 
 
 def frame(rows: Iterable[Mapping[str, Any]], dtypes: Mapping[str, str]) -> pd.DataFrame:
