@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from longicl.errors import EXIT_USAGE, UsageError, one_line
+from longicl.errors import UsageError, run_command
 from longicl.review.apply import apply_decisions
 from longicl.review.formats import FORMATS
 from longicl.review.items import load_items, one_task
@@ -29,13 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     imported.add_argument("file", type=Path)
     imported.add_argument("--format", choices=sorted(FORMATS), default=None, help="default: detected")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "export":
-            return _export(args)
-        return _import(args)
-    except UsageError as exc:
-        print(f"error: {one_line(exc, 500)}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command(lambda: _export(args) if args.command == "export" else _import(args))
 
 
 def _export(args: argparse.Namespace) -> int:
