@@ -72,9 +72,11 @@ def test_run_settings_need_every_model_key(key):
 def test_code_constants_that_name_a_config_yaml_value_read_it():
     from longicl.apicheck.config import DEFAULT_MIN_MODEL_LEN
     from longicl.serve.lifecycle import DEFAULT_TIMEOUT
+    from longicl.serve.process import DEFAULT_OUT_DIR
 
     main = load_main_defaults()
-    assert (main["serve"]["timeout"], main["max_model_len"]) == (DEFAULT_TIMEOUT, DEFAULT_MIN_MODEL_LEN)
+    assert (main["serve"]["timeout"], main["serve"]["out_dir"]) == (DEFAULT_TIMEOUT, DEFAULT_OUT_DIR)
+    assert main["max_model_len"] == DEFAULT_MIN_MODEL_LEN
     assert set(main["serve"]) == {"autostart", "config", "profile", "out_dir", "timeout"}
 
 
