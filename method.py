@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from longicl.annotate import build_request
+from longicl.annotators import build_request
 from longicl.cli import compose_config
 from longicl.data import Example, load_task, split
 from longicl.engines import Engine, build_engine

@@ -114,8 +114,10 @@ def test_fit_counts_demonstrations_in_a_seeded_order():
     assert an.fit([10] * 10, 35) == an.Fit(35, 3, 0.3, False)
     assert an.fit([10] * 10, 1000).whole_pool
     assert an.fit([], 100) == an.Fit(100, 0, 0.0, True)
-    costs = list(range(1, 50))
-    assert an.fit(costs, 200, seed=1) == an.fit(costs, 200, seed=1)
+    costs = list(range(1, 50))  # cheapest first, 19 would fit (1 + ... + 19 = 190)
+    fits = [an.fit(costs, 200, seed=seed) for seed in range(6)]
+    assert all(f.budget == 200 and 0 < f.demos < 19 and not f.whole_pool for f in fits)
+    assert len({f.demos for f in fits}) > 1  # the order is the seed's, not the pool's
 
 
 def test_data_overview_of_task_5():

@@ -20,17 +20,13 @@ from conftest import CONF_DIR, ROOT, compose
 from fake_server import FakeServer, FixedAnswer
 from omegaconf import OmegaConf
 
+from longicl.annotators import KernelAnnotator, KernelSettings
 from longicl.engines import build_engine
 from longicl.engines.dryrun import DryRunEngine
 from longicl.errors import UsageError
+from longicl.kernels.candidates import Candidate, static_signature_failure
 from longicl.kernels.check import CheckResult, Stage
 from longicl.kernels.extract import extract_code
-from longicl.kernels.generate import (
-    Candidate,
-    KernelAnnotator,
-    KernelSettings,
-    static_signature_failure,
-)
 from longicl.kernels.metrics import kernel_metrics
 from longicl.kernels.signature import parse_wrapper_info
 from longicl.runner import TaskRun, prepare_tasks, settings_from_config

@@ -20,7 +20,8 @@ import pytest
 from conftest import DATA_DIR, compose
 from fake_server import FakeServer, FixedAnswer, GoldAnswers
 
-from longicl.annotate import Annotator, MethodSettings, build_request
+from longicl.annotators import IclAnnotator as Annotator
+from longicl.annotators import MethodSettings, build_request
 from longicl.annotators.side_models import SideEngine, SideModels
 from longicl.data import Example
 from longicl.engines.base import ChatRequest, Completion, Engine

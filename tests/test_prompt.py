@@ -115,7 +115,7 @@ def test_stop_sequence_is_the_start_of_a_new_demonstration():
 
 
 def test_stop_is_sent_unless_thinking(sadness_run):
-    from longicl.annotate import MethodSettings, build_request
+    from longicl.annotators import MethodSettings, build_request
 
     plan = sadness_run.builder.plan(sadness_run.samples[0])
     off = build_request(

@@ -238,7 +238,7 @@ def test_untrusted_code_never_raises_in_the_parent(code) -> None:
 def test_an_exception_in_one_sample_is_recorded_and_the_run_goes_on(
     tmp_path, gold_answers, monkeypatch, capsys
 ):
-    from longicl.annotate import Annotator
+    from longicl.annotators import IclAnnotator as Annotator
 
     read = Annotator.read
 

@@ -12,7 +12,6 @@ from longicl.errors import ExitCode, UsageError, one_line, run_command
 
 EXIT_MISSING = ExitCode.FAILED  # the run finished, but some samples have no prediction (failed requests)
 EXIT_NO_SERVER = ExitCode.NOT_ANSWERING  # every server stopped answering mid-run; finished samples are kept
-EXIT_INTERRUPTED = ExitCode.INTERRUPTED  # Ctrl-C (SIGINT); finished samples are kept
 RESUME_HINT = "finished samples are kept; run the same command again to resume"
 
 

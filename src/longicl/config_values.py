@@ -47,6 +47,13 @@ def load_defaults(group: str, name: str = "default") -> dict[str, Any]:
     return plain(OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), resolve=True))
 
 
+def load_main_defaults() -> dict[str, Any]:
+    """``conf/config.yaml``'s own keys (the run's top-level settings, ``serve``, ``model``, ...);
+    its hydra ``defaults`` list and ``hydra`` section left out."""
+    doc = plain(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"), resolve=True))
+    return {k: v for k, v in doc.items() if k not in ("defaults", "hydra")}
+
+
 def setting(section: Mapping[str, Any], key: str, name: str, source: str) -> Any:
     """``section[key]``; a key the composed config lacks is a one-line `UsageError` naming it (as
     ``name``) and the YAML file that sets it (``source``): there is no code default to fall back on."""

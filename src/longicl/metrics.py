@@ -17,6 +17,7 @@ from sklearn.metrics import f1_score
 from longicl.errors import DataError
 from longicl.kernels.metrics import kernel_metrics
 from longicl.parse import normalise
+from longicl.registry import Registry
 from longicl.tasks import AnswerKind, TaskSpec
 
 
@@ -48,23 +49,25 @@ class TaskMetric:
 
 
 #: metric name (a task file's ``metric``) -> how it is computed
-TASK_METRICS: dict[str, TaskMetric] = {
-    "exact_match": TaskMetric(string_match=True, summarise=lambda spec, rows: accuracy_of(rows)),
-    "macro_f1": TaskMetric(string_match=True, summarise=_macro_f1, answer_kinds=(AnswerKind.LABEL,)),
-    # task 8: judged by running the code (longicl.kernels.metrics), never by string match
-    "kernel_check": TaskMetric(
-        string_match=False,
-        summarise=lambda spec, rows: None,
-        task_summary=lambda records: {"kernels": kernel_metrics(records)},
-    ),
-}
+TASK_METRICS: Registry[TaskMetric] = Registry(
+    "metric",
+    {
+        "exact_match": TaskMetric(string_match=True, summarise=lambda spec, rows: accuracy_of(rows)),
+        "macro_f1": TaskMetric(string_match=True, summarise=_macro_f1, answer_kinds=(AnswerKind.LABEL,)),
+        # task 8: judged by running the code (longicl.kernels.metrics), never by string match
+        "kernel_check": TaskMetric(
+            string_match=False,
+            summarise=lambda spec, rows: None,
+            task_summary=lambda records: {"kernels": kernel_metrics(records)},
+        ),
+    },
+    error=DataError,
+)
 
 
 def check_metric(spec: TaskSpec) -> TaskMetric:
     """The task's metric, or one `DataError` line naming the task file's ``metric`` key."""
-    metric = TASK_METRICS.get(spec.metric)
-    if metric is None:
-        raise DataError(f"{spec.source}: metric: {spec.metric!r} is not one of {', '.join(TASK_METRICS)}")
+    metric = TASK_METRICS.get(spec.metric, where=f"{spec.source}: metric")
     if metric.answer_kinds is not None and spec.answer_kind not in metric.answer_kinds:
         kinds = ", ".join(k.value for k in metric.answer_kinds)
         raise DataError(f"{spec.source}: metric: {spec.metric} needs answer: {kinds}")
@@ -81,7 +84,7 @@ def score(spec: TaskSpec, prediction: str, gold: str | None) -> float | None:
 
     Task 8 (code) is judged by execution (``longicl.kernels``), never by string match.
     """
-    metric = TASK_METRICS.get(spec.metric)
+    metric = TASK_METRICS.get(spec.metric) if spec.metric in TASK_METRICS else None
     if gold is None or metric is None or not metric.string_match:
         return None
     if not prediction:
@@ -123,7 +126,7 @@ class TaskMetrics:
 def aggregate(records: Iterable[dict], seconds: float, spec: TaskSpec | None = None) -> TaskMetrics:
     """Summarise one task's sample records (the dicts written to ``records/*.jsonl``)."""
     rows = list(records)
-    metric = TASK_METRICS.get(spec.metric) if spec is not None else None
+    metric = TASK_METRICS.get(spec.metric) if spec is not None and spec.metric in TASK_METRICS else None
     requests = [q for r in rows for q in r.get("requests", [])]
     methods = sorted({r.get("method", "icl") for r in rows})
     return TaskMetrics(

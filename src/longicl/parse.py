@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from longicl.code_extract import extract_code
 from longicl.reasoning import strip_reasoning
+from longicl.registry import Registry
 from longicl.tasks import AnswerKind, TaskSpec
 
 _TAG_NAMES = r"(?:label|answer|output|final[ _]answer)"
@@ -157,7 +158,7 @@ def _parse_code(spec: TaskSpec, text: str, shape: ReplyShape | None) -> ParsedAn
 
 
 def reader_for(spec: TaskSpec) -> AnswerReader:
-    return READERS[spec.answer_kind]
+    return READERS.get(spec.answer_kind, where=f"{spec.source}: answer")
 
 
 def _label(spec: TaskSpec, candidate: str, body: str) -> str | None:
@@ -227,11 +228,14 @@ def _looks_abbreviated(value: str) -> bool:
 
 
 #: answer kind -> its reader; every kind a task may declare has one (tests/test_tasks.py checks)
-READERS: dict[AnswerKind, AnswerReader] = {
-    AnswerKind.LABEL: _prose(_label),
-    AnswerKind.INTEGER: _prose(_integer),
-    AnswerKind.INT_LIST: _prose(_int_list),
-    # Compare text answers without any trailing period, whatever the prediction keeps.
-    AnswerKind.TEXT: _prose(_text, key_tail=lambda value: value.rstrip(".").rstrip()),
-    AnswerKind.CODE: AnswerReader(_parse_code, lambda spec, text: text.strip()),  # judged by running it
-}
+READERS: Registry[AnswerReader] = Registry(
+    "answer kind",
+    {
+        AnswerKind.LABEL: _prose(_label),
+        AnswerKind.INTEGER: _prose(_integer),
+        AnswerKind.INT_LIST: _prose(_int_list),
+        # Compare text answers without any trailing period, whatever the prediction keeps.
+        AnswerKind.TEXT: _prose(_text, key_tail=lambda value: value.rstrip(".").rstrip()),
+        AnswerKind.CODE: AnswerReader(_parse_code, lambda spec, text: text.strip()),  # judged by running it
+    },
+)

@@ -364,12 +364,6 @@ class RunDir:
         if sync:
             os.fsync(handle.fileno())
 
-    def append_lines(self, relative: str, rows: Iterable[dict]) -> None:
-        path = self.path / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(jsonl_lines(rows))
-
     def write_text_once(self, relative: str, text: str) -> None:
         path = self.path / relative
         if not path.exists():

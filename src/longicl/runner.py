@@ -35,7 +35,7 @@ from longicl.annotators.base import unanswered
 from longicl.config_values import as_int, check_types, plain, setting
 from longicl.credentials import redact, redact_command
 from longicl.data import PREDICTION_COLUMN, Example, Split, TaskData, load_task, split, task_path
-from longicl.engines import Engine, build_engine
+from longicl.engines import ENGINES, Engine, build_engine
 from longicl.engines.servers import NoServerLeft, ServerPool
 from longicl.errors import DataError, UsageError, one_line
 from longicl.methods import task_report
@@ -160,10 +160,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     if dev_size is not None:
         dev_size = as_int(dev_size, "dev_size", minimum=1)
     selection = dict(top("selection") or {})
-    if selection.get("name") not in STRATEGIES:
-        raise UsageError(
-            f"selection={selection.get('name')!r} is not a strategy: choose one of {', '.join(STRATEGIES)}"
-        )
+    STRATEGIES.get(selection.get("name"), where="selection")  # an unknown strategy: one line naming it
     tasks = resolve_tasks(top("task"))
     for spec in tasks:
         annotator_for(spec)  # a task file naming an unknown annotator or metric: one line naming it
@@ -182,7 +179,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         )
     engine = dict(top("engine") or {})
     if not engine.get("name"):
-        raise UsageError("engine is not set: use engine=openai, engine=dryrun or engine=classical")
+        raise UsageError(f"engine is not set: use engine=<name>, one of {', '.join(ENGINES)}")
     model = dict(top("model") or {})
     tokenizer = str(setting(model, "tokenizer", "model.tokenizer", "conf/config.yaml"))
     if tokenizer not in TOKENIZERS:

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass
 from functools import cache
+
+from longicl.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,7 @@ def engine_available(name: str) -> bool:
     """Whether engine ``name`` is registered and its module can be imported."""
     from longicl.engines import ENGINES
 
-    target = ENGINES.get(name)
-    if target is None:
-        return False
-    try:
-        return importlib.util.find_spec(target.split(":")[0]) is not None
-    except ModuleNotFoundError:
-        return False
+    return ENGINES.available(name)
 
 
 @cache
@@ -67,11 +61,9 @@ def engine_traits(name: str) -> EngineTraits:
     is not registered or cannot be imported here counts as a language model)."""
     from longicl.engines import ENGINES
 
-    target = ENGINES.get(str(name))
     try:
-        module, attribute = str(target).split(":")
-        cls = getattr(importlib.import_module(module), attribute)
-    except (ValueError, ImportError, AttributeError):
+        cls = ENGINES.get(str(name))
+    except (UsageError, ImportError, AttributeError):
         return EngineTraits(answers=True, reads_prompts=True)
     return EngineTraits(bool(cls.answers), bool(cls.reads_prompts))
 

@@ -17,7 +17,7 @@ from longicl.published import escape as markdown_text
 
 #: Nullable dtypes of analysis tables, by what a column holds. Explicit rather than inferred
 #: (``convert_dtypes`` would make an accuracy column of 1.0s integers and change its text).
-TEXT, COUNT, NUMBER, FLAG = "string", "Int64", "Float64", "boolean"
+TEXT, COUNT, NUMBER = "string", "Int64", "Float64"
 
 
 def frame(rows: Iterable[Mapping[str, Any]], dtypes: Mapping[str, str]) -> pd.DataFrame:

@@ -18,11 +18,11 @@ from typing import Any, ClassVar, TypeVar
 from longicl.annotators.settings import MethodSettings
 from longicl.data import Example
 from longicl.engines.base import CONTEXT_LENGTH_ERROR, ChatRequest, Completion, Engine
-from longicl.errors import UsageError
 from longicl.methods.structured import structured_outputs_for
 from longicl.methods.thinking import followup_request, merge, unfinished_thinking
 from longicl.prompt import ContextBuilder, PromptPlan
 from longicl.records import NO_CONFIDENCE, RequestLog, SampleRecord
+from longicl.registry import Registry
 from longicl.tasks import TaskSpec
 
 RequestLogger = Callable[[ChatRequest, PromptPlan], None]
@@ -30,7 +30,6 @@ RequestLogger = Callable[[ChatRequest, PromptPlan], None]
 PlanEdit = Callable[[PromptPlan], PromptPlan]
 #: what the static block shrinks by per step when the server finds a prompt too long
 SHRINK_FACTOR = 0.85
-DRY_RUN = "no answer (dry run)"
 
 #: why a sample is unanswered (the record's ``unanswered``): its last reply was cut by the length
 #: limit, empty, or never came (the engine gave up with an error). Such a sample is asked again when
@@ -38,7 +37,7 @@ DRY_RUN = "no answer (dry run)"
 CUT, EMPTY, NO_REPLY = "cut at max_tokens", "empty reply", "no reply"
 
 #: TaskSpec.annotator -> the class that annotates one sample of such a task (see `register`)
-ANNOTATORS: dict[str, type[Annotator]] = {}
+ANNOTATORS: Registry[type[Annotator]] = Registry("annotator")
 
 A = TypeVar("A", bound="type[Annotator]")
 
@@ -47,19 +46,14 @@ def register(name: str) -> Callable[[A], A]:
     """Class decorator: the annotator that tasks with ``TaskSpec.annotator == name`` use."""
 
     def add(cls: A) -> A:
-        ANNOTATORS[name] = cls
+        ANNOTATORS.add(name, cls)
         return cls
 
     return add
 
 
 def annotator_for(spec: TaskSpec) -> type[Annotator]:
-    try:
-        return ANNOTATORS[spec.annotator]
-    except KeyError:
-        raise UsageError(
-            f"{spec.source}: annotator: {spec.annotator!r} is not one of {', '.join(ANNOTATORS)}"
-        ) from None
+    return ANNOTATORS.get(spec.annotator, where=f"{spec.source}: annotator")
 
 
 def build_request(

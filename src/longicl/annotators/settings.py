@@ -1,22 +1,28 @@
-"""The ``method`` settings: how requests are made and answers decided (hydra group ``method/``).
+"""The annotators' settings: ``method`` (how requests are made and answers decided, hydra group
+``method/``) and task 8's ``kernels`` (hydra group ``kernels/``).
 
 `MethodSettings` is the validated, typed view of ``conf/method/*.yaml`` (docs/methods.md explains
-every key); ``for_task`` applies a task's ``per_task`` entry.
+every key); ``for_task`` applies a task's ``per_task`` entry. `KernelSettings` is the same for
+``conf/kernels/default.yaml`` (docs/kernels.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from longicl.config_values import as_int, load_defaults
 from longicl.engines import check_available
 from longicl.errors import UsageError
+from longicl.kernels.check import FAILURE_KINDS
+from longicl.kernels.sandbox import ISOLATIONS
 from longicl.methods.calibration import MODES as CALIBRATION_MODES
 from longicl.methods.calibration import load_calibration
 from longicl.methods.structured import FIELD_STYLES, constraint_for
 from longicl.methods.voting import RULES
+from longicl.paths import PROJECT_ROOT
 from longicl.records import ICL, MethodLabel
 from longicl.tasks import TASKS, AnswerKind, TaskSpec, per_task_entry
 
@@ -273,3 +279,151 @@ def _coerce(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     if "name" in out:
         out["name"] = str(out["name"])
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# task 8's settings (hydra group ``kernels/``)
+# ------------------------------------------------------------------------------------------------
+#: The answer tiers ``kernels.fallback`` may list, best first by default:
+FALLBACK_TIERS = {
+    "triton": "a Triton candidate that passed (agrees with a passing reference, or runs alone)",
+    "reference": "the PyTorch reference, when it passed on its own (runs, right wrapper, finite outputs)",
+    "callable": "the Triton candidate that got furthest among those that ran (wrong shape or values)",
+    "any_code": "the furthest-reaching Triton candidate with any code (it did not run)",
+    "reference_code": "the reference's code, even though it did not pass",
+}
+
+_RENAMED = {"timeout": "timeout_s", "max_parallel": "max_parallel_checks"}  # kernels.check.<key>
+
+
+@dataclass(frozen=True)
+class KernelSettings:
+    """Task-8 settings (hydra group ``kernels/``, ``conf/kernels/default.yaml``)."""
+
+    reference: bool  # ask for a PyTorch reference and test the Triton module against it
+    reference_max_tokens: int  # the reference's answer budget (thinking budget added on top)
+    repair_rounds: int  # repair turns after a failed check (0: none)
+    fallback: tuple[str, ...]  # answer tiers, best first (FALLBACK_TIERS)
+    no_repair_kinds: tuple[str, ...]  # failures a new answer cannot fix here
+    timeout_s: float  # checker wall clock per check (torch/triton import included)
+    memory_mb: int
+    device: str  # auto | cpu | cuda
+    sandbox: str  # auto | bwrap | unshare | none (longicl.kernels.sandbox.ISOLATIONS)
+    rtol: float
+    atol: float
+    max_parallel_checks: int  # checker processes at once, over all samples in flight
+    feedback_chars: int  # checker error text kept in a repair turn
+    dev_gold: bool  # dev split: check the gold module (cached) and the answer against it
+    cache_dir: str  # relative paths are under the project root
+
+    @classmethod
+    def defaults(cls, **changes: Any) -> KernelSettings:
+        """``conf/kernels/default.yaml`` (the only home of these defaults), with ``changes``."""
+        return replace(cls.from_config(load_defaults("kernels")), **changes)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None, *, fill_missing: bool = False) -> KernelSettings:
+        """Validate the ``kernels`` config; every problem is one `UsageError` naming the setting.
+
+        ``fill_missing`` takes keys an older config lacks from ``conf/kernels/default.yaml``."""
+        raw = _flat(cfg)
+        if fill_missing:
+            raw = {**_flat(load_defaults("kernels")), **raw}
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            hint = (
+                " (task 8's prompt texts are prompt.kinds.code.followups.*)" if "query" in unknown[0] else ""
+            )
+            raise UsageError(
+                f"kernels.{unknown[0]} is not a kernel setting; one of: {', '.join(sorted(known))}{hint}"
+            )
+        missing = sorted(known - set(raw))
+        if missing:
+            raise UsageError(f"kernels.{missing[0]} is not set (conf/kernels/default.yaml sets every key)")
+        out: dict[str, Any] = {}
+        for key in ("reference", "dev_gold"):
+            if key in raw:
+                if not isinstance(raw[key], bool):
+                    raise UsageError(f"kernels.{key}={raw[key]!r} must be true or false")
+                out[key] = raw[key]
+        for key, minimum in (
+            ("reference_max_tokens", 1),
+            ("repair_rounds", 0),
+            ("memory_mb", 256),
+            ("max_parallel_checks", 1),
+            ("feedback_chars", 100),
+        ):
+            if key in raw:
+                out[key] = as_int(raw[key], f"kernels.{key}", minimum=minimum)
+        for key in ("timeout_s", "rtol", "atol"):
+            if key in raw:
+                try:
+                    out[key] = float(raw[key])
+                except (TypeError, ValueError):
+                    raise UsageError(f"kernels.{key}={raw[key]!r} is not a number") from None
+                if out[key] < 0 or (key == "timeout_s" and out[key] == 0):
+                    raise UsageError(f"kernels.{key}={raw[key]} must be positive")
+        if "device" in raw:
+            if raw["device"] not in ("auto", "cpu", "cuda"):
+                raise UsageError(f"kernels.device={raw['device']!r} is not one of: auto, cpu, cuda")
+            out["device"] = raw["device"]
+        if "sandbox" in raw:
+            if raw["sandbox"] not in ISOLATIONS:
+                raise UsageError(f"kernels.sandbox={raw['sandbox']!r} is not one of: {', '.join(ISOLATIONS)}")
+            out["sandbox"] = raw["sandbox"]
+        if "fallback" in raw:
+            tiers = _strings(raw["fallback"], "kernels.fallback")
+            bad = [t for t in tiers if t not in FALLBACK_TIERS]
+            if bad or not tiers:
+                raise UsageError(
+                    f"kernels.fallback={list(tiers)}: tiers are {', '.join(FALLBACK_TIERS)} (at least one)"
+                )
+            out["fallback"] = tuple(dict.fromkeys(tiers))
+        if "no_repair_kinds" in raw:
+            kinds = _strings(raw["no_repair_kinds"], "kernels.no_repair_kinds")
+            bad = [k for k in kinds if k not in FAILURE_KINDS]
+            if bad:
+                raise UsageError(
+                    f"kernels.no_repair_kinds: {bad[0]!r} is not one of: {', '.join(FAILURE_KINDS)}"
+                )
+            out["no_repair_kinds"] = tuple(kinds)
+        if "cache_dir" in raw:
+            out["cache_dir"] = str(raw["cache_dir"])
+        return cls(**out)
+
+    def cache_path(self) -> Path:
+        path = Path(self.cache_dir).expanduser()
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def check_options(self) -> dict[str, Any]:
+        """Keyword arguments of `check_candidate` (also part of the gold cache key)."""
+        return {
+            "timeout_s": self.timeout_s,
+            "memory_mb": self.memory_mb,
+            "device": self.device,
+            "sandbox": self.sandbox,
+            "rtol": self.rtol,
+            "atol": self.atol,
+        }
+
+
+def _flat(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``kernels`` config with its ``check`` mapping flattened into setting names; nulls dropped."""
+    raw = {k: v for k, v in dict(cfg or {}).items() if v is not None}
+    raw.pop("name", None)
+    check = raw.pop("check", None) or {}
+    if not isinstance(check, Mapping):
+        raise UsageError("kernels.check must be a mapping")
+    for key, value in dict(check).items():
+        if value is not None:
+            raw[_RENAMED.get(key, key)] = value
+    return raw
+
+
+def _strings(value: Any, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.strip("[]").split(",") if part.strip()]
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{name} must be a list of names")
+    return tuple(value)

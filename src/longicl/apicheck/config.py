@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from longicl.config_values import load_main_defaults
+
 DEFAULT_BASE_URL = "http://127.0.0.1:2026/v1"
-DEFAULT_MIN_MODEL_LEN = 131072
+DEFAULT_MIN_MODEL_LEN = int(
+    load_main_defaults()["max_model_len"]
+)  # conf/config.yaml's, without llm_config.yaml
 APICHECK_MARKER = "longicl-apicheck"
 SYSTEM_PROMPT = f"You are answering the {APICHECK_MARKER} server checks. Follow the instructions exactly."
 ARITHMETIC_PROMPT = "What is 17 + 25? Reply with the number only."

@@ -15,20 +15,24 @@ from longicl.classical.cache import ModelCache, cache_key
 from longicl.classical.programs import PROGRAMS, ProgramInputError, ProgramModel
 from longicl.classical.retrieval import NearestNeighbour
 from longicl.classical.text_models import PairGenreClassifier, TfidfClassifier, TokenCountRegressor
+from longicl.registry import Registry
 
-MODELS: dict[str, type[ClassicalModel]] = {
-    cls.kind: cls
-    for cls in (ProgramModel, TfidfClassifier, TokenCountRegressor, PairGenreClassifier, NearestNeighbour)
-}
+MODELS: Registry[type[ClassicalModel]] = Registry(
+    "classical model",
+    {
+        cls.kind: cls
+        for cls in (ProgramModel, TfidfClassifier, TokenCountRegressor, PairGenreClassifier, NearestNeighbour)
+    },
+)
 
 
 def build_model(settings: Mapping[str, Any]) -> ClassicalModel:
     """An unfitted model from ``{"kind": ..., **hyperparameters}``; ValueError names what is wrong."""
     options = dict(settings)
     kind = options.pop("kind", None)
-    cls = MODELS.get(str(kind))
-    if cls is None:
-        raise ValueError(f"kind={kind!r} is not a classical model: choose one of {', '.join(MODELS)}")
+    if kind not in MODELS:
+        raise ValueError(str(MODELS.unknown(kind, where="kind")))
+    cls = MODELS.get(kind)
     try:
         return cls(**options)
     except TypeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from longicl.config_values import load_defaults
 from longicl.engines.base import ChatRequest, Completion, Engine
 
 
@@ -9,7 +10,9 @@ class DryRunEngine(Engine):
     name = "dryrun"
     answers = False
 
-    def __init__(self, concurrency: int = 1, **_: object) -> None:
+    def __init__(self, concurrency: int | None = None, **_: object) -> None:
+        if concurrency is None:  # built without its settings: conf/engine/dryrun.yaml's
+            concurrency = load_defaults("engine", "dryrun")["concurrency"]
         self.concurrency = max(1, int(concurrency))
 
     async def complete(self, request: ChatRequest) -> Completion:

@@ -68,14 +68,16 @@ class LocalEngine(OpenAIEngine):
 
     def __init__(
         self,
-        model_path: str | None = None,
-        n_ctx: int = 8192,
-        n_threads: int | None = None,
-        logits_all: bool = True,
-        startup_timeout: float = 180.0,
+        *,
+        n_ctx: int,
+        logits_all: bool,
+        startup_timeout: float,
+        model_path: str | None = None,  # null: the packaged SmolLM2 (default_model_path)
+        n_threads: int | None = None,  # null: the server's own choice
         server_args: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
+        """Every setting comes from ``conf/engine/local.yaml`` (the only home of its defaults)."""
         if importlib.util.find_spec("llama_cpp") is None:
             raise UsageError(f"engine=local needs llama-cpp-python[server]; {INSTALL_HELP}")
         self.model_path = Path(model_path) if model_path else default_model_path()

@@ -43,6 +43,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from longicl.config_values import load_defaults
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.kernels.extract import extract_code
 from longicl.kernels.sandbox import ISOLATIONS, SandboxLimits, run_job
@@ -67,10 +68,13 @@ __all__ = [
     "resolve_signature",
 ]
 
-# Address-space limit for the child on a CPU. `import torch, triton` plus a small interpreted
-# kernel peaks at ~0.95 GB of address space (torch 2.13 CPU, triton 3.9, measured); 4 GB leaves the
-# candidate about 3 GB.
-DEFAULT_MEMORY_MB = 4096
+# The checker's defaults are conf/kernels/default.yaml's ``check`` (their only home). Address-space
+# limit for the child on a CPU: `import torch, triton` plus a small interpreted kernel peaks at
+# ~0.95 GB of address space (torch 2.13 CPU, triton 3.9, measured); 4 GB leaves the candidate ~3 GB.
+_CHECK_DEFAULTS = load_defaults("kernels")["check"]
+DEFAULT_MEMORY_MB = int(_CHECK_DEFAULTS["memory_mb"])
+DEFAULT_TIMEOUT_S = float(_CHECK_DEFAULTS["timeout"])
+DEFAULT_RTOL, DEFAULT_ATOL = float(_CHECK_DEFAULTS["rtol"]), float(_CHECK_DEFAULTS["atol"])
 
 
 class Stage(StrEnum):
@@ -162,12 +166,12 @@ def check_candidate(
     task_input: str,
     reference: str | None = None,
     *,
-    timeout_s: float = 60,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     memory_mb: int = DEFAULT_MEMORY_MB,
     device: str = "auto",
     signature: WrapperSignature | None = None,
-    rtol: float = 1e-3,
-    atol: float = 1e-3,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
     seed: int = 0,
     cuda_shim: bool = True,
     sandbox: str = "auto",
@@ -343,7 +347,7 @@ def check_gold_examples(
     task_file: str | Path,
     limit: int | None = None,
     *,
-    timeout_s: float = 60,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     memory_mb: int = DEFAULT_MEMORY_MB,
     device: str = "auto",
     workers: int = 1,
@@ -413,7 +417,9 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("candidate", help="the candidate module (.py)")
     parser.add_argument("--task-input", help="a text file with the task input (test or example style)")
     parser.add_argument("--reference", help="a module defining the same wrapper, to compare against")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (default: %(default)g)"
+    )
     parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--no-cuda-shim", action="store_true", help="on a CPU, do not map CUDA calls to CPU")

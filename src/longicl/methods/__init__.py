@@ -8,7 +8,7 @@
 - `programs`: the classical engine as program checker (tasks 1, 3, 4) or extra voter (2, 5, 6);
 - `report`: what run.json and calibration.json record about them.
 
-`longicl.annotate.Annotator` applies them to one sample; docs/methods.md explains each one, its
+`longicl.annotators.IclAnnotator` applies them to one sample; docs/methods.md explains each one, its
 cost, when it helps, and its compliance with the challenge's rules.
 """
 

@@ -75,19 +75,6 @@ def structured_outputs_for(spec: TaskSpec, style: str = DEFAULT_STYLE) -> dict[s
     return {field: {key: value}} if key else {field: value}
 
 
-def constraint_in(body: dict[str, Any], style: str = DEFAULT_STYLE) -> tuple[str, Any] | None:
-    """Read back the constraint a request body carries (for logs and tests)."""
-    for kind, (field, key) in _fields(style).items():
-        value = body.get(field)
-        if value is None:
-            continue
-        if key is None:
-            return kind, value
-        if isinstance(value, dict) and key in value:
-            return kind, value[key]
-    return None
-
-
 def _fields(style: str) -> dict[str, tuple[str, str | None]]:
     try:
         return FIELD_STYLES[style]

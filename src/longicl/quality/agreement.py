@@ -87,9 +87,3 @@ def _model_answer(record: Mapping[str, Any], key: Callable[[str], str]) -> str |
     if not answers:
         return None
     return max(sorted(set(answers)), key=answers.count)
-
-
-def paired(left: Mapping[str, str], right: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """Two annotators' answers by sample id, over the ids both answered (non-empty)."""
-    ids = [i for i in left if left[i] and right.get(i)]
-    return [left[i] for i in ids], [right[i] for i in ids]

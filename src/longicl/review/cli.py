@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from longicl.errors import EXIT_USAGE, UsageError, one_line
+from longicl.errors import UsageError, run_command
 from longicl.review.apply import apply_decisions
 from longicl.review.formats import FORMATS
 from longicl.review.items import Decision, load_items, one_task
@@ -44,20 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     imported.add_argument("file", type=Path)
     imported.add_argument("--format", choices=sorted(FORMATS), default=None, help="default: detected")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "export":
-            return _export(args)
-        return _import(args)
-    except UsageError as exc:
-        print(f"error: {one_line(exc, 500)}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command(lambda: _export(args) if args.command == "export" else _import(args))
 
 
 def _export(args: argparse.Namespace) -> int:
     if args.below is not None and not 0.0 <= args.below <= 1.0:
         raise UsageError(f"--below {args.below}: a confidence between 0 and 1")
     items = load_items(args.run_dir, task=args.task, below=args.below)
-    fmt = FORMATS[args.format]
+    fmt = FORMATS.get(args.format)
     spec = one_task(items, args.format)
     if spec is None and args.task:
         from longicl.tasks import get_task
@@ -93,8 +87,10 @@ def _import(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: not JSON") from None
     name = args.format or detect(doc)
     if name is None:
-        raise UsageError(f"{args.file}: neither a Label Studio export nor Argilla records; pass --format")
-    decisions = FORMATS[name].decisions(doc, str(args.file))
+        raise UsageError(
+            f"{args.file}: not an export of any review format ({', '.join(FORMATS)}); pass --format"
+        )
+    decisions = FORMATS.get(name).decisions(doc, str(args.file))
     seen: dict[tuple[str, str], Decision] = {}
     for decision in decisions:
         key = (decision.task or "", decision.sample_id)
@@ -112,7 +108,7 @@ def _import(args: argparse.Namespace) -> int:
         + (f"; rewrote {', '.join(result.files)}" if result.files else "")
     )
     if not decisions:
-        print(f"note: {args.file} holds no decision: {FORMATS[name].where_decisions_go}", file=sys.stderr)
+        print(f"note: {args.file} holds no decision: {FORMATS.get(name).where_decisions_go}", file=sys.stderr)
     return 0
 
 
@@ -139,12 +135,5 @@ def json_depth(text: str) -> int:
 
 
 def detect(doc: object) -> str | None:
-    """Which tool's export ``doc`` looks like."""
-    rows = doc.get("records") if isinstance(doc, dict) else doc
-    if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
-        return None
-    if "data" in rows[0]:
-        return "label-studio"
-    if "fields" in rows[0] or "responses" in rows[0]:
-        return "argilla"
-    return None
+    """Which tool's export ``doc`` looks like (None: no format recognises it)."""
+    return FORMATS.recognises(doc)

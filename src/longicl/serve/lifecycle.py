@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from longicl.config_values import load_main_defaults
 from longicl.credentials import redact_argv, redact_command
 from longicl.engines.probe import probe
 from longicl.errors import UsageError
@@ -30,7 +31,8 @@ from longicl.serve.process import (
 )
 from longicl.serve.spec import ServeError, ServeSpec
 
-DEFAULT_TIMEOUT = 900.0  # seconds: weights load + torch.compile + CUDA graph capture
+#: seconds to wait for /health (weights load + torch.compile + CUDA graph capture): conf/config.yaml serve.timeout
+DEFAULT_TIMEOUT = float(load_main_defaults()["serve"]["timeout"])
 
 
 def resolve_launcher(launcher: str = "auto") -> tuple[str, str]:

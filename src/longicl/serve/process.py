@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_OUT_DIR = "outputs/serve"
+from longicl.config_values import load_main_defaults
+
+DEFAULT_OUT_DIR = str(load_main_defaults()["serve"]["out_dir"])  # conf/config.yaml serve.out_dir
 DEFAULT_GRACE = 30.0
 MARKER_ENV = "LONGICL_SERVE_MARKER"
 STATE_FILE = "server.json"

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from longicl.config_values import load_defaults
 from longicl.errors import DataError, UsageError
 from longicl.paths import PROJECT_ROOT
 
@@ -31,6 +32,8 @@ from longicl.paths import PROJECT_ROOT
 CHALLENGE_TASK_DIR = PROJECT_ROOT / "tasks"
 TASK_FILE_SUFFIXES = (".yaml", ".yml")
 TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+#: what a task file gets for a key it leaves out (``dev_size``, ``metric``, ``annotator``)
+TASK_FILE_DEFAULTS: dict[str, Any] = load_defaults("task_file")
 
 
 class AnswerKind(StrEnum):
@@ -53,12 +56,12 @@ class TaskSpec:
     labels: tuple[str, ...] | None = None  # closed label set, in canonical casing
     lowercase: bool = False  # normalise answers to lower case (task 7's definition asks for it)
     min_icl_tokens: int = 0  # floor of demonstration tokens per request (the challenge: 30,000)
-    default_dev_size: int = 200
+    default_dev_size: int = TASK_FILE_DEFAULTS["dev_size"]
     # no dev_size in the task file: a dev run holds out at most default_dev_size rows and at most a
     # fifth of the labelled rows (`longicl.data.load_task` sizes it), so a small table keeps most
     # rows as demonstrations
     dev_size_from_table: bool = False
-    metric: str = "exact_match"  # a name in longicl.metrics.TASK_METRICS
+    metric: str = TASK_FILE_DEFAULTS["metric"]  # a name in longicl.metrics.TASK_METRICS
     program: str | None = None  # name of an exact program that solves the task (classical engine)
     # Other spellings models use for a label, lower case -> canonical label ("yes" -> "Y").
     label_aliases: tuple[tuple[str, str], ...] = ()
@@ -67,7 +70,7 @@ class TaskSpec:
     trailing_period: str = "strip"
     # Which annotator handles a sample (longicl.annotators.ANNOTATORS): "default" (ask, parse, vote) or "kernel"
     # (generate, check by running, repair, fall back; longicl.annotators.kernel).
-    annotator: str = "default"
+    annotator: str = TASK_FILE_DEFAULTS["annotator"]
     id: int | None = None  # the challenge's task number; None for any other task
     # Where the data is: ``data`` relative to ``task_file``; the columns for tables.
     task_file: Path | None = None
@@ -287,7 +290,7 @@ def _spec_from_document(path: Path, doc: object) -> TaskSpec:
     labels = _labels(doc.get("labels"), fail)
     if labels is not None and answer_kind is not AnswerKind.LABEL:
         raise fail("labels", f"only for answer: label (this task's answer is {answer_kind.value})")
-    metric = text("metric", "exact_match") or "exact_match"
+    metric = text("metric") or TASK_FILE_DEFAULTS["metric"]
     if metric == "macro_f1" and answer_kind is not AnswerKind.LABEL:
         raise fail("metric", "macro_f1 needs answer: label")
     trailing = text("trailing_period", "strip") or "strip"
@@ -296,7 +299,7 @@ def _spec_from_document(path: Path, doc: object) -> TaskSpec:
     challenge_id = doc.get("challenge_id")
     if challenge_id is not None and (isinstance(challenge_id, bool) or not isinstance(challenge_id, int)):
         raise fail("challenge_id", f"must be a whole number, got {shown(challenge_id)}")
-    dev_size = count("dev_size", 200)
+    dev_size = count("dev_size", TASK_FILE_DEFAULTS["dev_size"])
     if dev_size < 1:
         raise fail("dev_size", "must be at least 1")
     return TaskSpec(
@@ -312,7 +315,7 @@ def _spec_from_document(path: Path, doc: object) -> TaskSpec:
         program=text("program"),
         label_aliases=_aliases(doc.get("label_aliases"), fail),
         trailing_period=trailing,
-        annotator=text("annotator", "default") or "default",
+        annotator=text("annotator") or TASK_FILE_DEFAULTS["annotator"],
         id=challenge_id,
         task_file=path,
         data=data,
@@ -459,7 +462,7 @@ def remember_run_tasks(tasks: Mapping[str, Mapping[str, Any]]) -> None:
                 answer_kind=kind,
                 title=name,
                 min_icl_tokens=int(entry.get("min_icl_tokens_rule") or 0),
-                metric=str(entry.get("metric") or "exact_match"),
+                metric=str(entry.get("metric") or TASK_FILE_DEFAULTS["metric"]),
             )
 
 

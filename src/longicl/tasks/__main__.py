@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from longicl.errors import EXIT_USAGE, DataError, UsageError, one_line
+from longicl.errors import DataError, run_command
 from longicl.paths import CONF_DIR
 from longicl.tasks import TaskSpec, task_file_path
 
@@ -126,12 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("file", help="the task file (.yaml)")
     check.add_argument("--tokenizer-path", default=None, help="count with a model directory's tokenizer")
     args = parser.parse_args(argv)
-    try:
-        lines = describe(args.file, tokenizer_path=args.tokenizer_path)
-    except UsageError as exc:
-        print(f"error: {one_line(exc, 500)}", file=sys.stderr)
-        return EXIT_USAGE
-    print("\n".join(lines))
+    return run_command(lambda: _check(args.file, args.tokenizer_path))
+
+
+def _check(file: str, tokenizer_path: str | None) -> int:
+    print("\n".join(describe(file, tokenizer_path=tokenizer_path)))
     print("ok")
     return 0
 

@@ -6,10 +6,14 @@ needs, as extra files) and reads the tool's export back into `Decision`s.
 
 from __future__ import annotations
 
+from longicl.registry import Registry
 from longicl.review.formats.argilla import Argilla
 from longicl.review.formats.base import ReviewFormat
 from longicl.review.formats.label_studio import LabelStudio
 
-FORMATS: dict[str, type[ReviewFormat]] = {LabelStudio.name: LabelStudio, Argilla.name: Argilla}
+#: tool name -> its format; `Registry.recognises` tells an export by its contents (the first wins)
+FORMATS: Registry[type[ReviewFormat]] = Registry(
+    "review format", {LabelStudio.name: LabelStudio, Argilla.name: Argilla}
+)
 
 __all__ = ["FORMATS", "Argilla", "LabelStudio", "ReviewFormat"]

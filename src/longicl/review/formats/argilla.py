@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from longicl.errors import UsageError
-from longicl.review.formats.base import ReviewFormat
+from longicl.review.formats.base import ReviewFormat, first_row
 from longicl.review.items import Decision, ReviewItem
 from longicl.tasks import TaskSpec
 
@@ -29,6 +29,11 @@ class Argilla(ReviewFormat):
         '[{"value": ..., "status": "submitted"}]); "suggestions" holds the model\'s answers and '
         "is never read as a decision"
     )
+
+    @classmethod
+    def recognises(cls, doc: Any) -> bool:
+        row = first_row(doc)
+        return row is not None and ("fields" in row or "responses" in row)
 
     @classmethod
     def export(cls, items: Sequence[ReviewItem], spec: TaskSpec | None) -> tuple[Any, dict[str, str]]:

@@ -8,10 +8,23 @@ from longicl.review.items import Decision, ReviewItem
 from longicl.tasks import TaskSpec
 
 
+def first_row(doc: Any) -> dict[str, Any] | None:
+    """The first record of an export: ``doc`` itself as a list, or its ``records``; None if there is none."""
+    rows = doc.get("records") if isinstance(doc, dict) else doc
+    if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+        return None
+    return rows[0]
+
+
 class ReviewFormat(ABC):
     name = "base"
     #: where a human's decision goes in the tool's export (said when an import finds none)
     where_decisions_go = ""
+
+    @classmethod
+    @abstractmethod
+    def recognises(cls, doc: Any) -> bool:
+        """Whether ``doc`` (a parsed JSON file) looks like this tool's export."""
 
     @classmethod
     @abstractmethod

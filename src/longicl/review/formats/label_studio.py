@@ -19,7 +19,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from longicl.errors import UsageError
-from longicl.review.formats.base import ReviewFormat
+from longicl.review.formats.base import ReviewFormat, first_row
 from longicl.review.items import Decision, ReviewItem
 from longicl.tasks import TaskSpec
 
@@ -33,6 +33,11 @@ class LabelStudio(ReviewFormat):
         'by hand, copy the task\'s "predictions" entry into "annotations": [...] and set its value); '
         '"predictions" holds the model\'s answers and is never read as a decision'
     )
+
+    @classmethod
+    def recognises(cls, doc: Any) -> bool:
+        row = first_row(doc)
+        return row is not None and "data" in row
 
     @classmethod
     def export(cls, items: Sequence[ReviewItem], spec: TaskSpec | None) -> tuple[Any, dict[str, str]]:
