@@ -210,23 +210,49 @@ class Annotator:
         """Release what the annotator started (the runner closes the run's engine)."""
 
     # -- requests --------------------------------------------------------------------------------
-    def request(self, plan: PromptPlan, *, variant: int = 0, max_tokens: int | None = None) -> ChatRequest:
+    def request(
+        self,
+        plan: PromptPlan,
+        *,
+        variant: int = 0,
+        max_tokens: int | None = None,
+        turns: Sequence[dict[str, str]] = (),
+    ) -> ChatRequest:
+        """The request for ``plan`` under this task's settings. ``turns`` are messages after the
+        plan's own (task 8's repair: the failed module as the assistant's turn, the checker's
+        report), counted into the request's prompt tokens; such a request carries none of the
+        template's stop sequences (a repair never has)."""
+        counter = self.builder.counter
+        extra = sum(counter.message_overhead(m["role"]) + counter.count(m["content"]) for m in turns)
         request = build_request(
             self.spec,
             self.settings,
-            plan.messages(),
+            [*plan.messages(), *turns],
             plan.sample,
-            prompt_tokens=plan.prompt_tokens,
+            prompt_tokens=plan.prompt_tokens + extra,
             affinity=f"{self.spec.name}/{plan.static.sha256[:16]}",
             variant=variant,
-            stop=plan.stop,
+            stop=() if turns else plan.stop,
         )
         if max_tokens is not None:
             request = replace(request, max_tokens=max_tokens)
         return request
 
-    async def send(self, plan: PromptPlan, *, variant: int = 0, max_tokens: int | None = None) -> Completion:
-        request = self.request(plan, variant=variant, max_tokens=max_tokens)
+    async def send(
+        self,
+        plan: PromptPlan,
+        *,
+        variant: int = 0,
+        max_tokens: int | None = None,
+        turns: Sequence[dict[str, str]] = (),
+    ) -> Completion:
+        """`request` sent (see `send_request`)."""
+        return await self.send_request(
+            self.request(plan, variant=variant, max_tokens=max_tokens, turns=turns), plan
+        )
+
+    async def send_request(self, request: ChatRequest, plan: PromptPlan) -> Completion:
+        """The one way a request reaches the engine: the request logger sees it first."""
         if self.request_logger is not None:
             self.request_logger(request, plan)
         return await self.engine.complete(request)
@@ -284,7 +310,7 @@ class Annotator:
             completion,
             self.settings.max_tokens_for(self.spec),
         )
-        return merge(completion, await self.engine.complete(request))
+        return merge(completion, await self.send_request(request, plan))
 
     def _shrink_steps(self, plan: PromptPlan) -> Iterator[tuple[int, int | None]]:
         """Per-sample block first, then the static block in steps down to the ICL floor."""
