@@ -26,8 +26,8 @@ from longicl.engines.dryrun import DryRunEngine
 from longicl.errors import UsageError
 from longicl.kernels.candidates import Candidate, static_signature_failure
 from longicl.kernels.check import CheckResult, Stage
+from longicl.kernels.execution_metrics import kernel_metrics
 from longicl.kernels.extract import extract_code
-from longicl.kernels.metrics import kernel_metrics
 from longicl.kernels.signature import parse_wrapper_info
 from longicl.runner import TaskRun, prepare_tasks, settings_from_config
 from longicl.tokens import TokenCounter

@@ -17,7 +17,7 @@ every request it sends. Per sample:
 5. on dev (the sample has a gold module): the gold checked alone (cached per gold under
    ``kernels.cache_dir``: the checker's ceiling on this machine) and the answer checked against it.
 
-What was used is recorded under ``record["kernel"]``; `longicl.kernels.metrics.kernel_metrics`
+What was used is recorded under ``record["kernel"]``; `longicl.kernels.execution_metrics.kernel_metrics`
 sums it up for run.json. docs/kernels.md describes the pipeline.
 """
 

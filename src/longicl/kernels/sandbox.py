@@ -1,4 +1,4 @@
-"""Run model-written code in an OS sandbox (the parent side of ``_boot.py`` and ``_runner.py``).
+"""Run model-written code in an OS sandbox (the parent side of ``_boot.py`` and ``_child.py``).
 
 Isolation comes from the kernel, not from Python: ``bwrap`` (bubblewrap) where installed, else
 util-linux ``unshare`` plus the mount setup in ``_boot.py``. Either way the child gets
@@ -53,9 +53,9 @@ from longicl.kernels.supervisor import ChildOutcome, supervise
 __all__ = [
     "BOOT",
     "CHILD_ENV_NAMES",
+    "CHILD_SCRIPT",
     "DEFAULT_MAX_PROCESSES",
     "ISOLATIONS",
-    "RUNNER",
     "ChildOutcome",
     "GpuBinds",
     "SandboxLimits",
@@ -69,7 +69,7 @@ __all__ = [
     "run_python",
 ]
 
-RUNNER = Path(__file__).with_name("_runner.py")
+CHILD_SCRIPT = Path(__file__).with_name("_child.py")  # the checker's child: stdlib only
 ISOLATIONS = ("auto", "bwrap", "unshare", "none")
 INSTALL_HINT = "install bubblewrap (apt-get install bubblewrap) or util-linux unshare with user namespaces"
 
@@ -154,14 +154,14 @@ def run_python(
 def run_job(
     job: dict[str, Any], files: dict[str, str], limits: SandboxLimits, *, python_guards: bool = True
 ) -> ChildOutcome:
-    """Run ``_runner.py`` on ``job`` with ``files`` (role → source text) in the sandbox.
+    """Run ``_child.py`` on ``job`` with ``files`` (role → source text) in the sandbox.
 
     ``job`` gets ``work_dir``, ``device``, ``memory_mb``, ``guards`` and ``<role>_path`` for each file."""
     isolation = resolve_isolation(limits.isolation)
     host = Path(tempfile.mkdtemp(prefix="longicl-kernel-")).resolve()
     try:
-        names = ["_runner.py"]
-        shutil.copyfile(RUNNER, host / "_runner.py")
+        names = ["_child.py"]
+        shutil.copyfile(CHILD_SCRIPT, host / "_child.py")
         for role, text in files.items():
             (host / f"{role}.py").write_text(text, encoding="utf-8")
             job[f"{role}_path"] = str(host / f"{role}.py")
@@ -170,6 +170,6 @@ def run_job(
             (host / ".root").mkdir()
         job.update(work_dir=str(host), device=limits.device, memory_mb=limits.memory_mb, guards=python_guards)
         stdin = json.dumps(job).encode()
-        return supervise(isolation, str(host), names, "_runner.py", stdin, limits)
+        return supervise(isolation, str(host), names, "_child.py", stdin, limits)
     finally:
         shutil.rmtree(host, ignore_errors=True)
