@@ -26,8 +26,8 @@ from longicl.engines.dryrun import DryRunEngine
 from longicl.errors import UsageError
 from longicl.kernels.candidates import Candidate, static_signature_failure
 from longicl.kernels.check import CheckResult, Stage
+from longicl.kernels.execution_metrics import kernel_metrics
 from longicl.kernels.extract import extract_code
-from longicl.kernels.metrics import kernel_metrics
 from longicl.kernels.signature import parse_wrapper_info
 from longicl.runner import TaskRun, prepare_tasks, settings_from_config
 from longicl.tokens import TokenCounter
@@ -88,10 +88,22 @@ def kernel_settings(tmp_path: Path, **changes: Any) -> KernelSettings:
 
 
 def annotate(
-    server: FakeServer, settings: Any, task_run: TaskRun, indices: list[int], kernels: KernelSettings
+    server: FakeServer,
+    settings: Any,
+    task_run: TaskRun,
+    indices: list[int],
+    kernels: KernelSettings,
+    request_logger: Callable[[Any, Any], None] | None = None,
 ) -> list[dict]:
     engine = build_engine({**settings.engine, "base_url": server.url, "max_retries": 1})
-    annotator = KernelAnnotator(task_run.spec, task_run.builder, engine, settings.method, kernels=kernels)
+    annotator = KernelAnnotator(
+        task_run.spec,
+        task_run.builder,
+        engine,
+        settings.method,
+        request_logger=request_logger,
+        kernels=kernels,
+    )
 
     async def go() -> list[dict]:
         await engine.start()
@@ -313,6 +325,30 @@ def test_syntax_errors_and_missing_wrappers_fail_without_a_process(test_run, tmp
     assert record["prediction"] == extract_code(chatty(broken), wrapper="relu")
     assert all(c["seconds"] < 1 for c in kernel["candidates"])
     assert len(server.requests) == 2 + 2
+
+
+def test_repair_requests_go_through_the_request_logger(test_run, tmp_path) -> None:
+    """Every request the annotator sends, repairs included, passes the request logger first; the
+    logged request is the one the server got, and the record's token counts are the request's."""
+    settings, task_run = test_run
+    logged: list = []
+    with FakeServer(FixedAnswer(chatty(source("syntax_error")))) as server:
+        (record,) = annotate(
+            server,
+            settings,
+            task_run,
+            [RELU],
+            kernel_settings(tmp_path, reference=False),
+            request_logger=lambda request, plan: logged.append((request, plan)),
+        )
+    assert [q["role"] for q in record["requests"]] == ["kernel", "repair_1", "repair_2"]
+    assert len(logged) == len(server.requests) == 3
+    assert [request.messages for request, _ in logged] == [body["messages"] for body in server.requests]
+    assert [len(request.messages) for request, _ in logged] == [2, 4, 4]
+    for (request, plan), log in zip(logged, record["requests"], strict=True):
+        assert request.prompt_tokens == log["prompt_tokens"] and plan.sample.id == record["sample_id"]
+        assert log["uncached_tokens"] == request.prompt_tokens - plan.shared_prefix_tokens
+    assert logged[1][0].prompt_tokens > logged[0][0].prompt_tokens  # the repair turns are counted
 
 
 def test_static_signature_failure() -> None:

@@ -12,7 +12,7 @@ from fake_server import FakeServer, NoisyAnswers
 from longicl.methods import calibration as cal
 from longicl.methods.scoring import label_logprobs
 from longicl.quality import agreement as ag
-from longicl.quality import metrics as qm
+from longicl.quality import confidence_metrics as qm
 from longicl.quality.audit import audit
 from longicl.quality.confidence import AGREEMENT, BOTH, LOGPROB, Support, confidence, of_record
 from longicl.quality.summary import task_quality

@@ -15,7 +15,7 @@ from typing import Any
 from sklearn.metrics import f1_score
 
 from longicl.errors import DataError
-from longicl.kernels.metrics import kernel_metrics
+from longicl.kernels.execution_metrics import kernel_metrics
 from longicl.parse import normalise
 from longicl.registry import Registry
 from longicl.tasks import AnswerKind, TaskSpec

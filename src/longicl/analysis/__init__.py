@@ -10,7 +10,7 @@ subject, and is unit-tested (``tests/test_analysis.py``):
 - `overview`: sizes, label distributions, token lengths and how many demonstrations fit in a
   budget (`data_overview`);
 - `strategies`: a strategy x budget sweep and its cost per sample (`sweep`, `cost_rows`);
-- `errors`: confusion matrices, parse failures, the worst samples with the neighbours their
+- `error_analysis`: confusion matrices, parse failures, the worst samples with the neighbours their
   prompts carried, answer lengths and label bias;
 - `quality`: per-task confidence, calibration, agreement and the pool audit (`quality_rows`,
   `audit_rows`, reliability and coverage-accuracy figures), from `longicl.quality`;
@@ -50,7 +50,7 @@ from longicl.analysis.engines import (
     engine_words,
     resolve_engine,
 )
-from longicl.analysis.errors import (
+from longicl.analysis.error_analysis import (
     UNPARSED,
     answer_lengths,
     confusion_matrix,

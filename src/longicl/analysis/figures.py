@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from longicl.analysis.errors import answer_lengths, confusion_matrix, label_bias
+from longicl.analysis.error_analysis import answer_lengths, confusion_matrix, label_bias
 from longicl.analysis.overview import TaskOverview
 from longicl.analysis.reference import BEST_PUBLIC_ACCURACY, BEST_PUBLIC_SOURCE
 from longicl.analysis.runs import RunData, _spread, task_spec

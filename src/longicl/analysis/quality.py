@@ -18,7 +18,7 @@ from longicl.analysis.runs import RunData, task_spec
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.metrics import score
 from longicl.parse import normalise
-from longicl.quality import metrics as qm
+from longicl.quality import confidence_metrics as qm
 from longicl.quality import task_quality
 from longicl.quality.confidence import model_prediction, of_record
 

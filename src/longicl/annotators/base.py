@@ -1,7 +1,7 @@
 """The base of every annotator: from a sample to requests, with what each request needs written once.
 
 An annotator turns one sample into one `SampleRecord`. The base owns the parts every kind of
-annotator shares: the request under the method's settings (`build_request`), the send path
+annotator shares: the request under the method settings (`build_request`), the send path
 (with the dry run's request log), `ask` (shrink the prompt when the server finds it too long,
 treat an answer cut at ``max_tokens`` as unreadable, one thinking follow-up when the budget ran
 out), and the dry run (build and log every request, answer none). Subclasses decide what to ask
@@ -58,7 +58,7 @@ def annotator_for(spec: TaskSpec) -> type[Annotator]:
 
 def build_request(
     spec: TaskSpec,
-    method: MethodSettings,
+    settings: MethodSettings,
     messages: list[dict[str, str]],
     sample: Example,
     *,
@@ -67,28 +67,28 @@ def build_request(
     variant: int = 0,
     stop: Sequence[str] = (),
 ) -> ChatRequest:
-    """The chat request for ``messages`` under the method's settings for ``spec``: sampling and
+    """The chat request for ``messages`` under the method settings for ``spec``: sampling and
     thinking, the thinking budget, the answer constraint and the log-probabilities wanted; the
     template's ``stop`` sequences unless thinking is on (a stop string could cut the reasoning)."""
-    method = method.for_task(spec)
-    sampling = method.sampling_for(variant)
-    if stop and not method.enable_thinking:
+    settings = settings.for_task(spec)
+    sampling = settings.sampling_for(variant)
+    if stop and not settings.enable_thinking:
         sampling["stop"] = list(stop)
-    extra_body = dict(method.extra_body)
+    extra_body = dict(settings.extra_body)
     extra_body["chat_template_kwargs"] = {
         **dict(extra_body.get("chat_template_kwargs") or {}),
-        "enable_thinking": method.enable_thinking,
+        "enable_thinking": settings.enable_thinking,
     }
-    if method.structured_outputs:
-        extra_body.update(structured_outputs_for(spec, method.structured_outputs_style) or {})
+    if settings.structured_outputs:
+        extra_body.update(structured_outputs_for(spec, settings.structured_outputs_style) or {})
     return ChatRequest(
         task=spec,
         sample=sample,
         messages=messages,
-        max_tokens=method.request_max_tokens(spec),
+        max_tokens=settings.request_max_tokens(spec),
         sampling=sampling,
         extra_body=extra_body,
-        logprobs=method.logprobs if spec.is_closed else None,
+        logprobs=settings.logprobs if spec.is_closed else None,
         prompt_tokens=prompt_tokens,
         affinity=affinity or spec.name,
     )
@@ -210,23 +210,49 @@ class Annotator:
         """Release what the annotator started (the runner closes the run's engine)."""
 
     # -- requests --------------------------------------------------------------------------------
-    def request(self, plan: PromptPlan, *, variant: int = 0, max_tokens: int | None = None) -> ChatRequest:
+    def request(
+        self,
+        plan: PromptPlan,
+        *,
+        variant: int = 0,
+        max_tokens: int | None = None,
+        turns: Sequence[dict[str, str]] = (),
+    ) -> ChatRequest:
+        """The request for ``plan`` under this task's settings. ``turns`` are messages after the
+        plan's own (task 8's repair: the failed module as the assistant's turn, the checker's
+        report), counted into the request's prompt tokens; such a request carries none of the
+        template's stop sequences (a repair never has)."""
+        counter = self.builder.counter
+        extra = sum(counter.message_overhead(m["role"]) + counter.count(m["content"]) for m in turns)
         request = build_request(
             self.spec,
             self.settings,
-            plan.messages(),
+            [*plan.messages(), *turns],
             plan.sample,
-            prompt_tokens=plan.prompt_tokens,
+            prompt_tokens=plan.prompt_tokens + extra,
             affinity=f"{self.spec.name}/{plan.static.sha256[:16]}",
             variant=variant,
-            stop=plan.stop,
+            stop=() if turns else plan.stop,
         )
         if max_tokens is not None:
             request = replace(request, max_tokens=max_tokens)
         return request
 
-    async def send(self, plan: PromptPlan, *, variant: int = 0, max_tokens: int | None = None) -> Completion:
-        request = self.request(plan, variant=variant, max_tokens=max_tokens)
+    async def send(
+        self,
+        plan: PromptPlan,
+        *,
+        variant: int = 0,
+        max_tokens: int | None = None,
+        turns: Sequence[dict[str, str]] = (),
+    ) -> Completion:
+        """`request` sent (see `send_request`)."""
+        return await self.send_request(
+            self.request(plan, variant=variant, max_tokens=max_tokens, turns=turns), plan
+        )
+
+    async def send_request(self, request: ChatRequest, plan: PromptPlan) -> Completion:
+        """The one way a request reaches the engine: the request logger sees it first."""
         if self.request_logger is not None:
             self.request_logger(request, plan)
         return await self.engine.complete(request)
@@ -284,7 +310,7 @@ class Annotator:
             completion,
             self.settings.max_tokens_for(self.spec),
         )
-        return merge(completion, await self.engine.complete(request))
+        return merge(completion, await self.send_request(request, plan))
 
     def _shrink_steps(self, plan: PromptPlan) -> Iterator[tuple[int, int | None]]:
         """Per-sample block first, then the static block in steps down to the ICL floor."""

@@ -124,7 +124,7 @@ class IclAnnotator(Annotator):
         """The vote over ``attempts`` (and side voters), with or without calibration."""
         votes = [a.vote(calibrated=calibrated) for a in attempts]
         votes += [
-            Vote(s.answer, -1, s.method, self.settings.classical_weight) for s in side_votes if s.answer
+            Vote(s.answer, -1, s.source, self.settings.classical_weight) for s in side_votes if s.answer
         ]
         rule = rule_for(self.settings.vote, votes)
         return vote(votes, rule, key=lambda answer: normalise(self.spec, answer))

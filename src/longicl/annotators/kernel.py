@@ -17,7 +17,7 @@ every request it sends. Per sample:
 5. on dev (the sample has a gold module): the gold checked alone (cached per gold under
    ``kernels.cache_dir``: the checker's ceiling on this machine) and the answer checked against it.
 
-What was used is recorded under ``record["kernel"]``; `longicl.kernels.metrics.kernel_metrics`
+What was used is recorded under ``record["kernel"]``; `longicl.kernels.execution_metrics.kernel_metrics`
 sums it up for run.json. docs/kernels.md describes the pipeline.
 """
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from longicl.annotators.base import Asked, build_request, register
+from longicl.annotators.base import Asked, register
 from longicl.annotators.icl import IclAnnotator
 from longicl.annotators.settings import FALLBACK_TIERS, KernelSettings
 from longicl.code_extract import extract_code
@@ -135,10 +135,9 @@ class KernelAnnotator(IclAnnotator):
     async def ask_kernel(self, sample: Example) -> tuple[PromptPlan, Completion]:
         return await self.ask(sample, 0)
 
-    def repair_messages(
-        self, plan: PromptPlan, candidate: Candidate, answer: str | None, wrapper: str
-    ) -> list[dict[str, str]]:
-        """The original messages, the failed module as the assistant's turn, the checker's report."""
+    def repair_turns(self, candidate: Candidate, answer: str | None, wrapper: str) -> list[dict[str, str]]:
+        """What follows the original messages: the failed module as the assistant's turn, the
+        checker's report as the user's."""
         result = candidate.result
         assistant = f"```python\n{candidate.code.rstrip()}\n```" if candidate.code else (answer or "").strip()
         error = result.error or "(no error text)"
@@ -160,29 +159,20 @@ class KernelAnnotator(IclAnnotator):
             wrapper=wrapper,
         )
         return [
-            *plan.messages(),
             {"role": "assistant", "content": assistant or "(no answer)"},
             {"role": "user", "content": feedback},
         ]
 
     async def ask_repair(
-        self, plan: PromptPlan, messages: list[dict[str, str]]
-    ) -> tuple[ChatRequest, Completion, int]:
-        counter = self.builder.counter
-        extra = sum(counter.message_overhead(m["role"]) + counter.count(m["content"]) for m in messages[2:])
-        prompt_tokens = plan.prompt_tokens + extra
-        request = build_request(
-            self.spec,
-            self.settings,
-            messages,
-            plan.sample,
-            prompt_tokens=prompt_tokens,
-            affinity=f"{self.spec.name}/{plan.static.sha256[:16]}",
-        )
-        completion = await self.engine.complete(request)
+        self, plan: PromptPlan, turns: list[dict[str, str]]
+    ) -> tuple[ChatRequest, Completion]:
+        """The repair request: ``plan``'s messages and then ``turns`` (`repair_turns`), sent
+        through the base's `send_request` like every other request."""
+        request = self.request(plan, turns=turns)
+        completion = await self.send_request(request, plan)
         if completion.finish_reason == "length" and not unfinished_thinking(completion):
             completion.notes.append("repair answer cut at max_tokens")
-        return request, completion, prompt_tokens
+        return request, completion
 
     # -- checks ----------------------------------------------------------------------------------
     async def _run_check(
@@ -285,8 +275,9 @@ class KernelAnnotator(IclAnnotator):
                 or result.kind in self.kernels.no_repair_kinds
             ):
                 break
-            messages = self.repair_messages(plan, candidate, answer, wrapper_phrase(sig))
-            _, completion, prompt_tokens = await self.ask_repair(plan, messages)
+            turns = self.repair_turns(candidate, answer, wrapper_phrase(sig))
+            request, completion = await self.ask_repair(plan, turns)
+            prompt_tokens = request.prompt_tokens
             answer = completion.text if completion.error is None else None
             code = extract_code(answer or "", wrapper=wrapper) if answer else None
             log = self._log(plan, completion, code, f"repair_{round_ + 1}")

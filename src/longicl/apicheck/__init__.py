@@ -35,13 +35,12 @@ fact as ``NEEDLE_TEMPLATE``; the test suite's fake server (``tests/fake_server.p
 ``ProbeAnswers``) recognises exactly these to answer like a model would.
 
 Reads top to bottom: `config` (prompts, settings, a result), `filler` (deterministic text and
-a needle), `checks` (one method per check, `run_checks`, the table), `cli`. Whether the server
+a needle), `server_checks` (one method per check, `run_checks`, the table), `cli`. Whether the server
 answers at all is asked through the one probe, `longicl.engines.probe`.
 """
 
 from __future__ import annotations
 
-from longicl.apicheck.checks import ApiChecker, format_table, list_models, run_checks
 from longicl.apicheck.cli import build_parser, main
 from longicl.apicheck.config import (
     APICHECK_MARKER,
@@ -60,6 +59,7 @@ from longicl.apicheck.config import (
     CheckResult,
 )
 from longicl.apicheck.filler import Haystack, build_filler, build_haystack, filler_paragraph
+from longicl.apicheck.server_checks import ApiChecker, format_table, list_models, run_checks
 from longicl.errors import ExitCode, ServerUnreachable
 from longicl.reasoning import split_reasoning
 

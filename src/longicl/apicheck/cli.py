@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from longicl.apicheck.checks import format_table, run_checks
 from longicl.apicheck.config import CAPABILITIES, CHECKS, DEFAULT_BASE_URL, ApiCheckConfig, CheckResult
+from longicl.apicheck.server_checks import format_table, run_checks
 from longicl.credentials import redact_text, resolve_api_key
 from longicl.errors import ExitCode, UsageError, run_command
 

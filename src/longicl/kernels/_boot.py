@@ -1,9 +1,9 @@
 """First code inside the sandbox: mounts (``unshare`` only), rlimits, no capabilities, then exec.
 
-Run by ``sandbox.py`` as ``python -I -S -c <this source> <config JSON>``, standard library only.
-With ``bwrap`` the namespaces and mounts are already in place and this only sets the rlimits and
-execs the command. Under ``unshare -U -r -n -p -f -m -i -u`` it is PID 1 of the new namespaces and
-root of the new user namespace, and it:
+Run by the sandbox (``isolation.command_line``) as ``python -I -S -c <this source> <config JSON>``,
+standard library only. With ``bwrap`` the namespaces and mounts are already in place and this only
+sets the rlimits and execs the command. Under ``unshare -U -r -n -p -f -m -i -u`` it is PID 1 of
+the new namespaces and root of the new user namespace, and it:
 
 1. builds the new root on a size-limited tmpfs: read-only binds of the paths the command needs,
    a fresh ``/proc`` of the new PID namespace, a handful of device nodes, private tmpfs for

@@ -4,7 +4,7 @@
 :class:`CheckResult`. The candidate runs in an OS sandbox (``sandbox.py``: bubblewrap or unshare;
 namespaces, read-only filesystem, no network, an allow-listed environment, rlimits) with a
 wall-clock timeout and a memory limit, and (on a CPU) ``TRITON_INTERPRET=1`` so Triton kernels run in
-Triton's interpreter. ``_runner.py`` adds Python-level guards as defence in depth and to name what
+Triton's interpreter. ``_child.py`` adds Python-level guards as defence in depth and to name what
 a candidate tried (``network``, ``filesystem``, ``process``); the sandbox holds without them.
 
 Stages, in order (``CheckResult.stage`` is the first one that failed, or ``passed``):

@@ -1,4 +1,5 @@
-"""Answering methods on top of in-context learning, each switchable in the hydra ``method`` group.
+"""Answering techniques on top of in-context learning, each switched in the method settings
+(hydra group ``method``; docs/architecture.md: the five meanings of "method").
 
 - `structured`: constrained decoding (vLLM ``structured_outputs``: choice / regex);
 - `scoring`: label scores from the first answer token's log-probabilities;

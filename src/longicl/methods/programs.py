@@ -33,13 +33,13 @@ PROGRAM = "program"
 @dataclass
 class SideAnswer:
     answer: str  # normalised, "" when the side model gave nothing usable
-    method: str  # what answered ("program", "classifier", ...)
+    source: str  # what answered ("program", "classifier", ...), as `Vote.source`
     completion: Completion
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
-            "source": self.method,
+            "source": self.source,
             "raw_response": self.completion.text,
             "error": self.completion.error,
         }
@@ -47,7 +47,7 @@ class SideAnswer:
 
 def program_verdict(model_answer: str, side: SideAnswer, same) -> dict[str, Any]:
     """What program verification decided for one sample (``same``: the metric's equality)."""
-    usable = side.method == PROGRAM and bool(side.answer)
+    usable = side.source == PROGRAM and bool(side.answer)
     agreed = usable and bool(model_answer) and same(model_answer, side.answer)
     return {
         **side.to_dict(),

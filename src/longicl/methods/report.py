@@ -51,19 +51,20 @@ MIN_CALIBRATION_ROWS = 10
 def task_report(
     spec: TaskSpec,
     records: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
-    method: MethodSettings,
+    method_settings: MethodSettings,
     out_dir: str | Path,
     split: str,
 ) -> dict[str, Any]:
-    """The method part of one task's run.json entry (see the module docstring)."""
+    """The method part of one task's run.json entry (see the module docstring): its answer label,
+    its method settings and what the techniques that ran did."""
     rows = list(records.values()) if isinstance(records, Mapping) else list(records)
-    settings = method.for_task(spec)
+    settings = method_settings.for_task(spec)
     side_models = settings.side_models(spec)
-    method_of = task_method(rows, settings.method_label(spec))
+    label = task_method(rows, settings.method_label(spec))
     report: dict[str, Any] = {
-        "method": method_of.method,
-        "pure_icl": method_of.pure_icl,
-        "side_models": method_of.side_models,
+        "method": label.method,
+        "pure_icl": label.pure_icl,
+        "side_models": label.side_models,
         "method_settings": settings.summary(spec),
     }
     answered = [r for r in rows if r.get("vote") is not None]

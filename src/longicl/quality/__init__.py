@@ -2,7 +2,7 @@
 
 - `confidence`: one confidence in [0, 1] per record (label probabilities at the label token,
   agreement across self-consistency variants, or both) and its source; None when there is none;
-- `metrics`: AUROC, ECE, reliability bins and the coverage-accuracy curve;
+- `confidence_metrics`: AUROC, ECE, reliability bins and the coverage-accuracy curve;
 - `agreement`: Fleiss' kappa across variants, Cohen's kappa between annotators and vs gold;
 - `audit`: labelled examples the model contradicts with confidence (likely label errors);
 - `summary`: the ``quality`` entry of run.json and the dev-fitted confidence map.

@@ -29,7 +29,7 @@ from longicl.methods.calibration import MIN_CONFIDENCE_ROWS, ConfidenceMap, cros
 from longicl.metrics import score
 from longicl.parse import normalise
 from longicl.quality import agreement as ag
-from longicl.quality import metrics as qm
+from longicl.quality import confidence_metrics as qm
 from longicl.quality.audit import THRESHOLD, audit
 from longicl.quality.confidence import model_prediction, of_record
 from longicl.rundir import atomic_write_json

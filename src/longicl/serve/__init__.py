@@ -6,7 +6,7 @@
     python -m longicl.serve stop                            # end the server this tool started
 
 Reads top to bottom: `spec` (``llm_config.yaml`` → `ServeSpec`), `command` (``vllm serve`` flags,
-FlagScale config), `checks` (port, GPU, model), `process` (handle, marker, state file),
+FlagScale config), `preflight` (port, GPU, model), `process` (handle, marker, state file),
 `lifecycle` (start, wait, stop, status), `autostart` (``main.py serve.autostart=true``), `cli`.
 Whether a server answers is asked through the one probe, `longicl.engines.probe`.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 from longicl.engines.probe import Probe, probe
 from longicl.errors import ExitCode
 from longicl.serve.autostart import ensure_server
-from longicl.serve.checks import check_model, detect_gpu
 from longicl.serve.cli import build_parser, main
 from longicl.serve.command import (
     FLAGSCALE_MODEL_NAME,
@@ -29,6 +28,7 @@ from longicl.serve.command import (
     write_flagscale_config,
 )
 from longicl.serve.lifecycle import DEFAULT_TIMEOUT, resolve_launcher, start_server, status_lines, stop_server
+from longicl.serve.preflight import check_model, detect_gpu
 from longicl.serve.process import (
     DEFAULT_GRACE,
     DEFAULT_OUT_DIR,

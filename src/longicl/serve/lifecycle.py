@@ -15,8 +15,8 @@ from longicl.config_values import load_main_defaults
 from longicl.credentials import redact_argv, redact_command
 from longicl.engines.probe import probe
 from longicl.errors import UsageError
-from longicl.serve.checks import check_model, detect_gpu, port_in_use
 from longicl.serve.command import FLAGSCALE_MODEL_NAME, shell_command, vllm_argv, write_flagscale_config
+from longicl.serve.preflight import check_model, detect_gpu, port_in_use
 from longicl.serve.process import (
     DEFAULT_GRACE,
     DEFAULT_OUT_DIR,

@@ -1,6 +1,6 @@
 """Child-process side of the kernel checker. Not a public API; run only by ``sandbox.py``.
 
-Started as ``python -I -B _runner.py`` inside the OS sandbox (``sandbox.py``, which also sets the
+Started as ``python -I -B _child.py`` inside the OS sandbox (``sandbox.py``, which also sets the
 rlimits), in its private work dir, it reads one JSON job from
 stdin and writes JSON lines to the file descriptor that was stdout when it started (the candidate's
 own prints go to stderr): ``{"event": "stage", "stage": …}`` when a stage starts, and one
@@ -243,8 +243,8 @@ def _kind_of(exc: BaseException) -> str:
 
 def _format_exc(exc: BaseException, limit: int = 2500) -> str:
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    # Keep the frames in the candidate/reference and the message; drop the runner's own frames.
-    keep = [ln for ln in lines if "_runner.py" not in ln]
+    # Keep the frames in the candidate/reference and the message; drop this script's own frames.
+    keep = [ln for ln in lines if "_child.py" not in ln]
     text = "".join(keep[-12:]).strip()
     return text[-limit:]
 
