@@ -54,7 +54,7 @@ TASK_METRICS: Registry[TaskMetric] = Registry(
     {
         "exact_match": TaskMetric(string_match=True, summarise=lambda spec, rows: accuracy_of(rows)),
         "macro_f1": TaskMetric(string_match=True, summarise=_macro_f1, answer_kinds=(AnswerKind.LABEL,)),
-        # task 8: judged by running the code (longicl.kernels.metrics), never by string match
+        # task 8: judged by running the code (longicl.kernels.execution_metrics), never by string match
         "kernel_check": TaskMetric(
             string_match=False,
             summarise=lambda spec, rows: None,
