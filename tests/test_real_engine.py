@@ -1,7 +1,7 @@
 """Against a real model: llama.cpp's server with SmolLM2-135M-Instruct on this CPU (``engine=local``).
 
 Runs whenever the ``[local]`` extra is installed (``make test``, ``.ci/run``), skipped otherwise.
-Prompts are kept small (a 3,000-token floor, no margin, few per-sample demonstrations): prefill
+Prompts are kept small (a 1,500-token floor, no margin, few per-sample demonstrations): prefill
 runs at some 50-100 tokens/s on two cores. Timings are printed, never asserted.
 """
 
@@ -28,7 +28,7 @@ pytestmark = [
     ),
 ]
 
-FLOOR = 3000
+FLOOR = 1500  # enough to exercise the shared block and the floor; prefill is ~50-100 tokens/s here
 SMALL = [
     "selection.margin_tokens=0",
     "selection.dynamic_tokens=200",
@@ -58,7 +58,7 @@ def _records(out: Path, task: str) -> list[dict]:
 def smollm_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smollm")
     done = _main(
-        out, "task=[5,6]", "split=dev", "limit=4", f"min_icl_tokens={FLOOR}", "model.tokenizer=server"
+        out, "task=[5,6]", "split=dev", "limit=3", f"min_icl_tokens={FLOOR}", "model.tokenizer=server"
     )
     return done, out
 
@@ -69,7 +69,7 @@ def test_the_default_method_completes_against_smollm(smollm_run):
     summary = json.loads((out / "run.json").read_text())
     assert summary["engine"]["name"] == "local" and summary["compliant"] is False
     for task in ("openseek-5", "openseek-6"):
-        assert summary["tasks"][task]["n"] == 4
+        assert summary["tasks"][task]["n"] == 3
         assert summary["tasks"][task]["failed_requests"] == 0
     print(f"\nSmolLM2-135M dev accuracy: { {t: summary['tasks'][t]['accuracy'] for t in summary['tasks']} }")
 
