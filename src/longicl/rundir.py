@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
 import re
+import stat
 import tempfile
 import traceback
 import zipfile
@@ -63,6 +65,9 @@ if TYPE_CHECKING:
 RUN_MARKER = ".longicl-run"
 #: a dry run's static block file: requests/static/<sha256>.txt
 _STATIC_BLOCK = re.compile(r"[0-9a-f]{64}\.txt")
+#: the folders a run writes in below ``out_dir``: like every file in them and in ``out_dir`` itself,
+#: real ones, never symbolic links (`RunDir.check_no_links`)
+OWN_FOLDERS = ("records", "requests", "requests/static", "logs")
 
 
 class RunDirBusy(UsageError):
@@ -85,6 +90,35 @@ def shared_mode(fd: int) -> None:
     """Give a file made by `tempfile.mkstemp` (always 0600) the mode a plain ``open`` would give it
     (0666 less the umask: 0644 usually), like the records: run folders are meant to be shared."""
     os.fchmod(fd, 0o666 & ~_current_umask())
+
+
+def _not_real(path: str | Path, what: str = "a symbolic link") -> UsageError:
+    return UsageError(
+        f"{path} is {what}: a run directory's own files and folders must be real ones, or a run "
+        "would write (or overwrite=true delete) through it; remove it or choose another out_dir"
+    )
+
+
+def _open_own(path: Path, flags: int) -> int:
+    """``os.open`` of a run directory's file, never through a symbolic link (`O_NOFOLLOW`) and
+    only a regular file (`O_NONBLOCK`: a FIFO does not block the open)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_real(path) from None
+        if exc.errno == errno.ENXIO:
+            raise _not_real(path, "not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_real(path, "not a regular file")
+    return fd
+
+
+def open_append(path: Path) -> IO[str]:
+    """``path`` opened to append text (made if missing); a symbolic link is refused, not followed."""
+    return os.fdopen(_open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -190,7 +224,11 @@ class RunDir:
             missing.append(parent)
             parent = parent.parent
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.check_no_links()
+        fd = _open_own(self.lock_path, os.O_RDWR | os.O_CREAT)
+        if os.fstat(fd).st_nlink != 1:  # another name of a file elsewhere: never truncated
+            os.close(fd)
+            raise _not_real(self.lock_path, "a file with other names (hard links)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -223,8 +261,7 @@ class RunDir:
         """Append ``exc``'s traceback to ``logs/run.log`` (the terminal shows a progress bar)."""
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         text = "".join(traceback.format_exception(exc))
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a", encoding="utf-8") as handle:
+        with self.open_own_append(self.log_path, repair=False) as handle:
             handle.write(redact_text(f"{stamp} {what}\n{text}\n"))
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -251,6 +288,7 @@ class RunDir:
                 f"out_dir={str(self.path)!r}: a run needs its own folder, not the current directory; "
                 "set out_dir=<a new folder>"
             )
+        self.check_no_links()
         if not self.path.is_dir() or (self.path / RUN_MARKER).is_file():
             return
         foreign = sorted(p.name for p in self.path.iterdir() if p.name != self.lock_path.name)
@@ -261,6 +299,38 @@ class RunDir:
                 "choose a new or empty folder (a run directory of an older version: create an empty "
                 f"{RUN_MARKER} file in it)"
             )
+
+    def check_no_links(self) -> None:
+        """Refuse (one line) a symbolic link in ``out_dir`` or in its own folders (`OWN_FOLDERS`),
+        and an own folder that is not a folder: a write, a torn-tail repair or an ``overwrite=true``
+        deletion would otherwise land on what the link points at. ``out_dir`` itself may be a link
+        (the user named it)."""
+        if not self.path.is_dir():
+            return
+        for folder in ("", *OWN_FOLDERS):
+            where = self.path / folder
+            if folder:
+                if not os.path.lexists(where):
+                    continue
+                if not stat.S_ISDIR(where.lstat().st_mode):
+                    raise _not_real(where, "not a folder")
+            with os.scandir(where) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        raise _not_real(entry.path)
+
+    def open_own_append(self, path: Path, *, repair: bool = True) -> IO[str]:
+        """A file of the run directory opened to append (its folders made): no part of it below
+        ``out_dir`` may be a symbolic link; ``repair``: a torn last line is dropped first."""
+        current = self.path
+        for part in path.relative_to(self.path).parts[:-1]:
+            current = current / part
+            if current.is_symlink():
+                raise _not_real(current)
+            current.mkdir(exist_ok=True)
+        if repair:
+            repair_torn_tail(path)
+        return open_append(path)
 
     def check_resumable(self, fingerprints: dict[str, dict], overwrite: bool) -> None:
         """Refuse to mix records made under other settings into this run (before writing anything)."""
@@ -305,6 +375,7 @@ class RunDir:
     def prepare(self, fingerprints: dict[str, dict], overwrite: bool) -> None:
         """Make ``out_dir`` a run directory (the marker), after ``overwrite=true`` deleted the files
         a run writes for these tasks, by name: nothing else (see `check_owned`)."""
+        self.check_no_links()  # a deletion or a write never goes through a link
         if overwrite and (self.path / RUN_MARKER).is_file():
             for task in fingerprints:
                 for path in self.task_outputs(task):
@@ -314,7 +385,7 @@ class RunDir:
             static = self.path / "requests" / "static"
             if static.is_dir():
                 for block in static.iterdir():
-                    if _STATIC_BLOCK.fullmatch(block.name) and block.is_file():
+                    if _STATIC_BLOCK.fullmatch(block.name) and not block.is_symlink() and block.is_file():
                         block.unlink()
             for folder in (static, static.parent):
                 with contextlib.suppress(OSError):
@@ -355,10 +426,7 @@ class RunDir:
     def append_record(self, task: str, record: dict, *, sync: bool = True) -> None:
         handle = self._handles.get(task)
         if handle is None:
-            path = self.records_path(task)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            repair_torn_tail(path)
-            handle = self._handles[task] = path.open("a", encoding="utf-8")
+            handle = self._handles[task] = self.open_own_append(self.records_path(task))
         handle.write(json.dumps(redact_secrets(record), ensure_ascii=False) + "\n")
         handle.flush()
         if sync:
@@ -462,12 +530,22 @@ def validate_prediction_lines(
 
 
 def repair_torn_tail(path: Path) -> None:
-    """Drop a last line without its newline (the process died mid-write) before appending."""
-    if not path.is_file() or path.stat().st_size == 0:
+    """Drop a last line without its newline (the process died mid-write) before appending. The
+    file itself, never what a symbolic link points at (refused: `UsageError`)."""
+    try:
+        fd = _open_own(path, os.O_RDWR)
+    except FileNotFoundError:
         return
-    with path.open("rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
+    try:
+        end = os.fstat(fd).st_size
+        if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
             return
-        data = path.read_bytes()
-        handle.truncate(data.rfind(b"\n") + 1)
+        keep, chunk = 0, 1 << 16
+        for start in range(((end - 1) // chunk) * chunk, -1, -chunk):  # the last newline, backwards
+            found = os.pread(fd, min(chunk, end - start), start).rfind(b"\n")
+            if found >= 0:
+                keep = start + found + 1
+                break
+        os.ftruncate(fd, keep)
+    finally:
+        os.close(fd)

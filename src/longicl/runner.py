@@ -44,7 +44,7 @@ from longicl.paths import PROJECT_ROOT
 from longicl.prompt import ContextBuilder, PromptPlan, build_context
 from longicl.quality import task_quality
 from longicl.records import MethodLabel, SampleRecord
-from longicl.rundir import RunDir, atomic_write_json, atomic_write_text, repair_torn_tail
+from longicl.rundir import RunDir, atomic_write_json, atomic_write_text
 from longicl.selection import STRATEGIES, PromptBudget
 from longicl.serve import ServerHandle, ensure_server
 from longicl.tasks import TaskSpec, per_task_entry, resolve_tasks, task_order
@@ -307,8 +307,9 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
 
 
 def check_apart_from_data(settings: RunSettings, rundir: RunDir) -> None:
-    """No output of the run is, or lies in the folder of, a task's own data or task file: one line,
-    before anything is written (``out_dir=/data`` once replaced the task's own table)."""
+    """No output of the run is, or lies in the folder of, a task's own data or task file, where it
+    really lands (symbolic links resolved): one line, before anything is written (``out_dir=/data``
+    once replaced the task's own table)."""
     out = rundir.path.resolve()
     outputs = {p.resolve() for p in rundir.run_outputs()}
     for spec in settings.tasks:
@@ -316,7 +317,8 @@ def check_apart_from_data(settings: RunSettings, rundir: RunDir) -> None:
     for spec in settings.tasks:
         data = task_path(settings.data_dir, spec).resolve()
         own = [data, *([spec.task_file.resolve()] if spec.task_file else [])]
-        if out in {p.parent for p in own} or out in own or outputs & set(own):
+        folders = {p.parent for p in own}
+        if out in folders or out in own or outputs & set(own) or folders & {p.parent for p in outputs}:
             raise UsageError(
                 f"out_dir={rundir.path} is the folder of {spec.name}'s own data ({data}): a run never "
                 "writes next to its input; choose another out_dir"
@@ -534,10 +536,8 @@ class DryRunLog:
     def __init__(self, rundir: RunDir, task: str) -> None:
         self.rundir = rundir
         self.path = rundir.path / "requests" / f"{task}.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_torn_tail(self.path)
         # Appended: a resumed dry run adds the bodies of the samples it redoes (overwrite=true clears).
-        self.handle = self.path.open("a", encoding="utf-8")
+        self.handle = rundir.open_own_append(self.path)
         self.static_written: set[str] = set()
 
     def __call__(self, request, plan: PromptPlan) -> None:

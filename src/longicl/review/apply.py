@@ -36,7 +36,12 @@ class ApplyResult:
     files: list[str] = field(default_factory=list)  # files rewritten
 
 
-def apply_decisions(run_dir: str | Path, decisions: Sequence[Decision], *, tool: str = "") -> ApplyResult:
+def apply_decisions(
+    run_dir: str | Path, decisions: Sequence[Decision], *, tool: str = "", source: str = ""
+) -> ApplyResult:
+    """Check every decision, then apply them (see the module). Two decisions for one sample (its
+    task as resolved, named or found) with different answers are refused; ``source`` is the file
+    they come from, for that message."""
     run_dir = Path(run_dir)
     specs = {s.name: s for s in run_tasks(run_dir)}
     rundir = RunDir(run_dir)
@@ -51,7 +56,13 @@ def apply_decisions(run_dir: str | Path, decisions: Sequence[Decision], *, tool:
                 f"{decision.where}: {decision.answer!r} is not a valid {spec.answer_kind.value} answer "
                 f"of {spec.name}{allowed}"
             )
-        resolved[(spec.name, decision.sample_id)] = (spec, decision, parsed.value)  # the last one wins
+        earlier = resolved.setdefault((spec.name, decision.sample_id), (spec, decision, parsed.value))[1]
+        if earlier.answer != decision.answer:
+            a, b = (d.where.removeprefix(f"{source}: ") for d in (earlier, decision))
+            raise UsageError(
+                f"{source or decision.where}: {a} and {b} decide sample {decision.sample_id} of {spec.name} "
+                f"differently ({earlier.answer!r}, {decision.answer!r}); keep one and import again"
+            )
     result = ApplyResult()
     rundir.lock()  # one writer per out_dir: not while a run (or another import) writes there
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from longicl.errors import UsageError, run_command
 from longicl.review.apply import apply_decisions
 from longicl.review.formats import FORMATS
-from longicl.review.items import Decision, load_items, one_task
+from longicl.review.items import load_items, one_task
 from longicl.rundir import atomic_write_text
 
 
@@ -91,17 +91,7 @@ def _import(args: argparse.Namespace) -> int:
             f"{args.file}: not an export of any review format ({', '.join(FORMATS)}); pass --format"
         )
     decisions = FORMATS.get(name).decisions(doc, str(args.file))
-    seen: dict[tuple[str, str], Decision] = {}
-    for decision in decisions:
-        key = (decision.task or "", decision.sample_id)
-        first = seen.setdefault(key, decision)
-        if first.answer != decision.answer:
-            a, b = (d.where.removeprefix(f"{args.file}: ") for d in (first, decision))
-            raise UsageError(
-                f"{args.file}: {a} and {b} decide sample {decision.sample_id} "
-                f"differently ({first.answer!r}, {decision.answer!r}); keep one and import again"
-            )
-    result = apply_decisions(args.run_dir, decisions, tool=name)
+    result = apply_decisions(args.run_dir, decisions, tool=name, source=str(args.file))
     changed = sum(len(v) for v in result.changed.values())
     print(
         f"{len(decisions)} decisions: {changed} applied, {result.unchanged} already applied"

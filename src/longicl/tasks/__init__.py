@@ -170,9 +170,16 @@ def shown(value: object) -> str:
     return _SHOWN.repr(value)
 
 
+#: how deeply a task file's lists and mappings may nest (its deepest key needs 3)
+MAX_TASK_FILE_DEPTH = 32
+
+
 class _NoAliasLoader(yaml.SafeLoader):
     """YAML's safe loader refusing aliases (``*name``): a task file never needs them, and nested
-    aliases expand exponentially when the value is walked or formatted."""
+    aliases expand exponentially when the value is walked or formatted. Nesting deeper than
+    `MAX_TASK_FILE_DEPTH` is refused too, before Python's recursion limit is reached."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -180,7 +187,15 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, "aliases (*name) are not allowed in a task file", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_TASK_FILE_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_TASK_FILE_DEPTH} levels", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _LOADED: dict[tuple[Path, int, int], TaskSpec] = {}  # (resolved file, mtime, size) -> its spec
@@ -203,6 +218,8 @@ def load_task_file(path: str | Path) -> TaskSpec:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - safe
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: unreadable ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
