@@ -115,6 +115,21 @@ def test_code_spans_and_blocks_cannot_be_closed_by_their_content():
     assert not _live(html).scripts and html.count("<pre>") == 1 and "<p>after</p>" in html
 
 
+BIDI_AND_ZERO_WIDTH = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u200c\u200d\u200e\u200f\ufeff"
+
+
+@pytest.mark.parametrize("publish", [escape, code, code_block], ids=["escape", "code", "code_block"])
+def test_bidi_and_zero_width_characters_are_shown_not_obeyed(publish):
+    text = "admin\u202e txt.exe \u2066if ok\u2069 pass\u200b\ufeff"
+    out = str(publish(text))
+    assert not any(ch in out for ch in BIDI_AND_ZERO_WIDTH), repr(out)
+    assert "U+202E" in out and "U+2066" in out and "U+2069" in out and "U+200B" in out and "U+FEFF" in out
+    every = str(publish(BIDI_AND_ZERO_WIDTH))
+    assert not any(ch in every for ch in BIDI_AND_ZERO_WIDTH)
+    assert all(f"U+{ord(ch):04X}" in every for ch in BIDI_AND_ZERO_WIDTH)
+    assert "\u200b" not in str(md("model {}", "a\u200bb")) and "aU+200Bb" in str(md("model {}", "a\u200bb"))
+
+
 def test_report_templates_escape_every_value_by_default():
     from longicl.report.build import templates
 
