@@ -337,6 +337,34 @@ def test_a_hydra_multirun_writes_and_prints_no_key(tmp_path):
     assert KEY not in _files_text(tmp_path)
 
 
+def test_a_hydra_multirun_writes_and_logs_no_url_password(tmp_path):
+    password = "url-pw-" + os.urandom(6).hex()
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    sweep = tmp_path / "multirun"
+    with FakeServer(lambda body: "Answer: Sad") as server:
+        url = server.url.replace("http://", f"http://alice:{password}@")
+        done = _python(
+            "main.py",
+            "-m",
+            "task=5",
+            "split=dev",
+            "limit=1",
+            "progress=false",
+            f"data_dir={ROOT / 'data' / 'openseek'}",
+            f"engine.base_url={url}",
+            f"out_dir={tmp_path / 'run'}",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.output_subdir=.hydra",
+            env=env,
+        )
+        assert server.requests  # the job resolved the URL it was given
+    assert done.returncode == 0, done.stderr
+    assert (sweep / "multirun.yaml").is_file() and list(sweep.rglob("*.log"))
+    assert password not in done.stdout and password not in done.stderr
+    assert password not in _files_text(tmp_path)
+
+
 def test_notebook_parameters_keep_the_key_out_of_notebooks_index_and_console(tmp_path, monkeypatch, capsys):
     import papermill
 
