@@ -241,10 +241,13 @@ have no prediction; 3: every server stopped answering; 130: interrupted. The sam
 
 
 def quiet_http_loggers() -> None:
-    """httpx/httpcore log each request's URL (credentials included) at INFO: warnings only."""
+    """httpx/httpcore (and their forks, e.g. ``httpx2``) log each request's URL, credentials
+    included, at INFO: warnings only."""
     import logging
 
-    for name in ("httpx", "httpcore"):
+    names = {"httpx", "httpx2", "httpcore", "httpcore2"}
+    names |= {n for n in logging.root.manager.loggerDict if n.split(".")[0].startswith(("httpx", "httpcore"))}
+    for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
