@@ -320,5 +320,8 @@ def test_server_text_reaches_the_terminal_inert(capsys) -> None:
 def test_one_line_messages_carry_no_terminal_controls() -> None:
     from longicl.errors import inert, one_line
 
-    assert one_line("\x1b]52;c;ZWNobw==\x07\x1b[2Kfake: all good") == "\\x1b]52;c;ZWNobw==\\x07\\x1b[2Kfake: all good"
+    assert (
+        one_line("\x1b]52;c;ZWNobw==\x07\x1b[2Kfake: all good")
+        == "\\x1b]52;c;ZWNobw==\\x07\\x1b[2Kfake: all good"
+    )
     assert inert("table\n\tcell \x85 \u202e") == "table\n\tcell \\x85 \u202e"

@@ -115,7 +115,9 @@ def test_code_spans_and_blocks_cannot_be_closed_by_their_content():
     assert not _live(html).scripts and html.count("<pre>") == 1 and "<p>after</p>" in html
 
 
-BIDI_AND_ZERO_WIDTH = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u200c\u200d\u200e\u200f\ufeff"
+BIDI_AND_ZERO_WIDTH = (
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u200c\u200d\u200e\u200f\ufeff"
+)
 
 
 @pytest.mark.parametrize("publish", [escape, code, code_block], ids=["escape", "code", "code_block"])
