@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
+PREFIX = "longicl-sandbox-"
 
 
 def _own_paths() -> dict[str, str]:
@@ -47,6 +48,16 @@ def _v2_base(own: dict[str, str]) -> Path | None:
     return None
 
 
+def _sweep(parent: Path) -> None:
+    """Remove the empty cgroups of supervisors that died before removing theirs (killed with -9)."""
+    with contextlib.suppress(OSError):
+        for d in parent.glob(f"{PREFIX}*"):
+            owner = d.name.removeprefix(PREFIX).split("-")[0]
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # fails while a process is still in it
+
+
 @dataclass
 class Cgroup:
     """One sandbox's cgroup(s): a v2 directory, or a v1 ``memory`` and a v1 ``pids`` directory."""
@@ -62,7 +73,7 @@ class Cgroup:
         """A fresh cgroup bounding memory to ``memory_mb`` (0: unbounded) and tasks (processes and
         threads) to ``max_processes``; None when this machine or user cannot make one."""
         own = _own_paths()
-        name = f"longicl-sandbox-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         group = cls()
         try:
             base = _v2_base(own)
@@ -92,6 +103,7 @@ class Cgroup:
         return group
 
     def _mkdir(self, path: Path) -> Path:
+        _sweep(path.parent)
         path.mkdir()
         self.dirs.append(path)
         return path
