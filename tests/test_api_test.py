@@ -304,3 +304,24 @@ def test_the_tokenize_row_asks_the_route_model_tokenizer_server_uses(monkeypatch
     out = capsys.readouterr().out
     assert _rows(out)["tokenize endpoint"] == "WARN"
     assert "not supported, degraded: no tokenize route answers: model.tokenizer=server unavailable" in out
+
+
+def test_server_text_reaches_the_terminal_inert(capsys) -> None:
+    hostile = "\x1b]0;TITLE\x07\x1b[31mRED\x9b2J\x00"
+    with FakeServer(ProbeAnswers(), thinking="field", model=hostile, count_tokens=False) as server:
+        apicheck.main(["--base-url", server.url, "--quick"])
+        apicheck.main(["--base-url", server.url, "--quick", "--model", hostile + "-missing"])
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    assert "RED" in printed and "\\x1b]0;TITLE\\x07" in printed  # shown, as visible escapes
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", printed), repr(printed)
+
+
+def test_one_line_messages_carry_no_terminal_controls() -> None:
+    from longicl.errors import inert, one_line
+
+    assert (
+        one_line("\x1b]52;c;ZWNobw==\x07\x1b[2Kfake: all good")
+        == "\\x1b]52;c;ZWNobw==\\x07\\x1b[2Kfake: all good"
+    )
+    assert inert("table\n\tcell \x85 \u202e") == "table\n\tcell \\x85 \u202e"

@@ -115,6 +115,23 @@ def test_code_spans_and_blocks_cannot_be_closed_by_their_content():
     assert not _live(html).scripts and html.count("<pre>") == 1 and "<p>after</p>" in html
 
 
+BIDI_AND_ZERO_WIDTH = (
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u200c\u200d\u200e\u200f\ufeff"
+)
+
+
+@pytest.mark.parametrize("publish", [escape, code, code_block], ids=["escape", "code", "code_block"])
+def test_bidi_and_zero_width_characters_are_shown_not_obeyed(publish):
+    text = "admin\u202e txt.exe \u2066if ok\u2069 pass\u200b\ufeff"
+    out = str(publish(text))
+    assert not any(ch in out for ch in BIDI_AND_ZERO_WIDTH), repr(out)
+    assert "U+202E" in out and "U+2066" in out and "U+2069" in out and "U+200B" in out and "U+FEFF" in out
+    every = str(publish(BIDI_AND_ZERO_WIDTH))
+    assert not any(ch in every for ch in BIDI_AND_ZERO_WIDTH)
+    assert all(f"U+{ord(ch):04X}" in every for ch in BIDI_AND_ZERO_WIDTH)
+    assert "\u200b" not in str(md("model {}", "a\u200bb")) and "aU+200Bb" in str(md("model {}", "a\u200bb"))
+
+
 def test_report_templates_escape_every_value_by_default():
     from longicl.report.build import templates
 
@@ -320,6 +337,34 @@ def test_a_hydra_multirun_writes_and_prints_no_key(tmp_path):
     assert (sweep / "multirun.yaml").is_file() and list(sweep.rglob("overrides.yaml"))
     assert KEY not in done.stdout and KEY not in done.stderr
     assert KEY not in _files_text(tmp_path)
+
+
+def test_a_hydra_multirun_writes_and_logs_no_url_password(tmp_path):
+    password = "url-pw-" + os.urandom(6).hex()
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    sweep = tmp_path / "multirun"
+    with FakeServer(lambda body: "Answer: Sad") as server:
+        url = server.url.replace("http://", f"http://alice:{password}@")
+        done = _python(
+            "main.py",
+            "-m",
+            "task=5",
+            "split=dev",
+            "limit=1",
+            "progress=false",
+            f"data_dir={ROOT / 'data' / 'openseek'}",
+            f"engine.base_url={url}",
+            f"out_dir={tmp_path / 'run'}",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.output_subdir=.hydra",
+            env=env,
+        )
+        assert server.requests  # the job resolved the URL it was given
+    assert done.returncode == 0, done.stderr
+    assert (sweep / "multirun.yaml").is_file() and list(sweep.rglob("*.log"))
+    assert password not in done.stdout and password not in done.stderr
+    assert password not in _files_text(tmp_path)
 
 
 def test_notebook_parameters_keep_the_key_out_of_notebooks_index_and_console(tmp_path, monkeypatch, capsys):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from longicl.errors import UsageError
-from longicl.kernels import sandbox
+from longicl.kernels import sandbox, supervisor
 from longicl.kernels.sandbox import SandboxLimits, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -641,3 +641,69 @@ def test_a_child_that_never_reads_its_input_cannot_block_the_parent(backend) -> 
         stdin=b"x" * (4 << 20),  # far more than a pipe holds
     )
     assert outcome.timed_out and outcome.returncode != 0
+
+
+MEMFD_HOG = """
+print("MEMFD", file=sys.stderr, flush=True)
+held = 0
+fds = []
+try:
+    for i in range(8):  # 8 x 128 MiB = 1 GiB in memfd, never resident in any process
+        fd = os.memfd_create(f"m{i}")
+        os.posix_fallocate(fd, 0, 128 << 20)
+        fds.append(fd)
+        held += 128
+except OSError as exc:
+    print("REFUSED", type(exc).__name__, file=sys.stderr, flush=True)
+print("HELD", held, file=sys.stderr, flush=True)
+import time
+time.sleep(5)
+"""
+
+
+@pytest.mark.parametrize("layer", ["cgroup", "watcher"])
+def test_memory_held_in_memfd_counts_against_the_limit(backend, layer, monkeypatch) -> None:
+    if layer == "watcher":
+        monkeypatch.setattr(supervisor, "CGROUPS", False)
+    elif supervisor.cgroup_support() is not None:
+        pytest.skip(f"no cgroup here: {supervisor.cgroup_support()}")
+    outcome = run(backend, MEMFD_HOG, memory_mb=300)
+    assert "MEMFD" in outcome.log, outcome.log
+    assert "HELD 1024" not in outcome.log, outcome.log
+    assert outcome.memory_killed or "REFUSED" in outcome.log, outcome
+
+
+@pytest.mark.parametrize("layer", ["cgroup", "watcher"])
+def test_a_thread_bomb_is_contained(backend, layer, monkeypatch) -> None:
+    if layer == "watcher":
+        monkeypatch.setattr(supervisor, "CGROUPS", False)
+    elif supervisor.cgroup_support() is not None:
+        pytest.skip(f"no cgroup here: {supervisor.cgroup_support()}")
+    outcome = run(
+        backend,
+        """
+        import threading, time
+        threading.stack_size(64 * 1024)
+        stop = threading.Event()
+        started = 0
+        print("THREADS", file=sys.stderr, flush=True)
+        for _ in range(1000):
+            try:
+                threading.Thread(target=stop.wait, daemon=True).start()
+                started += 1
+            except BaseException as exc:
+                print("STOPPED AT", started, type(exc).__name__, file=sys.stderr, flush=True)
+                break
+            if started % 100 == 0:
+                time.sleep(0.5)  # give the watcher a chance to look (it polls)
+        print("STARTED", started, file=sys.stderr, flush=True)
+        time.sleep(5)
+        """,
+        max_processes=64,
+    )
+    assert "THREADS" in outcome.log and not outcome.timed_out, outcome.log
+    assert "STARTED 1000" not in outcome.log, outcome.log
+    if "STOPPED AT" in outcome.log:
+        assert int(outcome.log.split("STOPPED AT ", 1)[1].split()[0]) <= 64
+    else:
+        assert outcome.processes_killed, outcome

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from longicl.credentials import withhold_api_key
+from longicl.credentials import withhold_api_key, withhold_url_credentials
 from longicl.errors import ExitCode, UsageError, one_line, run_command
 
 EXIT_MISSING = ExitCode.FAILED  # the run finished, but some samples have no prediction (failed requests)
@@ -150,6 +150,7 @@ def user_error_exit(exc: BaseException) -> int:
 
 def execute(cfg: DictConfig) -> int:
     """Run one configuration; returns the process exit code."""
+    quiet_http_loggers()  # after hydra has set up logging for the job
     return run_command(lambda: _execute(cfg), interrupted=f"interrupted: {RESUME_HINT}")
 
 
@@ -239,6 +240,17 @@ have no prediction; 3: every server stopped answering; 130: interrupted. The sam
 """
 
 
+def quiet_http_loggers() -> None:
+    """httpx/httpcore (and their forks, e.g. ``httpx2``) log each request's URL, credentials
+    included, at INFO: warnings only."""
+    import logging
+
+    names = {"httpx", "httpx2", "httpcore", "httpcore2"}
+    names |= {n for n in logging.root.manager.loggerDict if n.split(".")[0].startswith(("httpx", "httpcore"))}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_main(argv: list[str] | None = None, conf_dir: Path | None = None) -> int:
     """``python main.py`` and ``longicl run``: compose ``conf/`` with ``argv``'s overrides and run.
     ``--help`` prints the settings; other flags (``-m``, ``--cfg job``, ``--hydra-help``) go to hydra."""
@@ -275,7 +287,9 @@ def _hydra_main(conf_dir: Path, argv: list[str]) -> int:
     original = sys.argv
     # hydra writes and prints its overrides (multirun.yaml, .hydra/, the job lines): the key goes to
     # $OPENAI_API_KEY instead, where the engine reads it (longicl.credentials)
-    sys.argv = [original[0] if original else "longicl", *withhold_api_key(argv)]  # hydra parses sys.argv
+    # and URL credentials (user:password@) become ${oc.env:…} interpolations the job resolves
+    withheld = withhold_url_credentials(withhold_api_key(argv))
+    sys.argv = [original[0] if original else "longicl", *withheld]  # hydra parses sys.argv
     try:
         hydra_main()
     finally:

@@ -140,6 +140,35 @@ def withhold_api_key(overrides: Sequence[str]) -> list[str]:
     return kept
 
 
+#: The user:password part of a URL in an override's value.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s,'\"]+)@")
+USERINFO_ENV = "LONGICL_URL_USERINFO_{}"
+
+
+def withhold_url_credentials(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` with each URL's ``user:password@`` replaced by an OmegaConf interpolation of
+    an environment variable of this process (``${oc.env:LONGICL_URL_USERINFO_0}``) holding it.
+
+    hydra writes and prints the overrides as given (``multirun.yaml``, ``.hydra/``, its job
+    lines); the job's config resolves the interpolation to the same URL when it is read."""
+    names: dict[str, str] = {}
+
+    def swap(match: re.Match[str]) -> str:
+        userinfo = match["userinfo"]
+        if userinfo not in names:
+            names[userinfo] = USERINFO_ENV.format(len(names))
+            os.environ[names[userinfo]] = userinfo
+            remember(userinfo)
+            remember(userinfo.partition(":")[2])
+        return f"{match['scheme']}${{oc.env:{names[userinfo]}}}@"
+
+    kept = []
+    for override in overrides:
+        name, sep, value = str(override).partition("=")
+        kept.append(name + sep + _URL_USERINFO.sub(swap, value) if sep else override)
+    return kept
+
+
 def shell_override(override: str) -> str:
     """A hydra override as a shell word; the key's placeholder stays unquoted, for the shell to expand."""
     import shlex

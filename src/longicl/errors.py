@@ -5,6 +5,7 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from enum import IntEnum
@@ -38,13 +39,24 @@ class ServerUnreachable(UsageError):
 
 EXIT_USAGE = ExitCode.USAGE
 
+#: What a terminal may act on: C0 controls but line feed and tab, DEL, C1 controls (ESC starts
+#: ANSI/OSC sequences: colours, titles, clipboard writes, cursor moves).
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def inert(text: str) -> str:
+    """``text`` with every control character a terminal would act on shown as a visible escape
+    (``\\x1b``, ``\\x07``…): server and model text printed by a command does nothing but show."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
 
 def one_line(value: object, limit: int | None = None) -> str:
     """``value`` (an exception or a text) on one line, whitespace collapsed, cut at ``limit`` chars.
 
     An exception without a message is named by its type. Secrets (API keys, URL credentials)
-    are replaced by ``***``: every message of the project goes through here."""
-    text = " ".join(redact_text(str(value)).split())
+    are replaced by ``***`` and control characters shown as escapes (`inert`): every message of
+    the project goes through here."""
+    text = inert(" ".join(redact_text(str(value)).split()))
     if not text and isinstance(value, BaseException):
         text = type(value).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"

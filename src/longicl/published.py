@@ -9,6 +9,9 @@ never markup. This module is the one place that says how it is written:
   that start links, images, emphasis, code and table cells get a backslash, and line breaks become
   spaces (a value cannot start a heading, a list or a fenced block of its own). ``![m](/etc/x)``
   stays the text ``![m](/etc/x)``: no image, no link, nothing read from disk.
+- Bidi overrides/isolates and zero-width characters (U+202A-202E, U+2066-2069, U+200B-200F,
+  U+FEFF), which make a text read differently from what it is, are shown as ``U+202E``-style
+  text by every function here, in code spans and blocks too.
 - :class:`Markdown` marks text that is already safe (authored templates, escaped values, the
   output of :func:`code`, :func:`code_block` and :func:`md`); joining or adding plain strings to
   it escapes them, so only authored text is ever trusted. The report's Jinja2 environment escapes
@@ -37,6 +40,10 @@ _BACKTICKS = re.compile(r"`+")
 _LINE_FENCE = re.compile(r"^ {0,3}(`{3,})", re.M)  # what could close a fenced block
 #: What a spreadsheet reads as the start of a formula (OWASP), plus a line feed.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+#: Characters that reorder or hide text (bidi embeddings, overrides and isolates; zero-width
+#: spaces, joiners and marks; the byte-order mark): shown as ``U+202E``-style text wherever run
+#: data is published, code included ("Trojan Source"), so what a reader sees is what is there.
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
@@ -55,6 +62,11 @@ class Markdown(str):
         return Markdown(str.join(self, (escape(item) for item in items)))
 
 
+def _visible(text: str) -> str:
+    """``text`` with each bidi control and zero-width character written as ``U+XXXX``."""
+    return _INVISIBLE.sub(lambda m: f"U+{ord(m.group()):04X}", text)
+
+
 def escape(value: object) -> Markdown:
     """``value`` as Markdown text that shows exactly ``str(value)`` on one line (a `Markdown`
     value is returned as it is; numbers need no escaping)."""
@@ -62,7 +74,7 @@ def escape(value: object) -> Markdown:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return Markdown(value)
-    text = _LINE_BREAKS.sub(" ", str(value))
+    text = _visible(_LINE_BREAKS.sub(" ", str(value)))
     text = _ACTIVE.sub(r"\\\1", text)
     text = "".join(_ENTITIES.get(ch, ch) for ch in text) if any(c in text for c in "&<>") else text
     if text.startswith("#"):
@@ -73,7 +85,7 @@ def escape(value: object) -> Markdown:
 def code(value: object) -> Markdown:
     """``value`` as an inline code span showing exactly its text (on one line): the fence is longer
     than any run of backticks inside, so the value cannot close it."""
-    text = _LINE_BREAKS.sub(" ", str(value))
+    text = _visible(_LINE_BREAKS.sub(" ", str(value)))
     if not text:
         return Markdown("")
     longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
@@ -86,7 +98,7 @@ def code(value: object) -> Markdown:
 def code_block(value: object, info: str = "") -> Markdown:
     """``value`` as a fenced code block (its lines as they are): the fence is longer than any run
     of backticks inside, so no line of the value can close it."""
-    text = str(value).replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+    text = _visible(str(value).replace("\r\n", "\n").replace("\r", "\n").rstrip("\n"))
     longest = max((len(run) for run in _LINE_FENCE.findall(text)), default=0)
     fence = "`" * max(3, longest + 1)
     return Markdown(f"{fence}{info}\n{text}\n{fence}")
@@ -104,7 +116,7 @@ def backticked(value: object) -> Markdown:
 def verbatim(value: object) -> Markdown:
     """``value`` for a line inside a fenced code block, where it is shown as it is: only a line
     break could end the block (a line starting with the fence), so line breaks become spaces."""
-    return Markdown(_LINE_BREAKS.sub(" ", str(value)))
+    return Markdown(_visible(_LINE_BREAKS.sub(" ", str(value))))
 
 
 def md(template: str, *args: object, **kwargs: object) -> Markdown:

@@ -8,7 +8,7 @@ import sys
 from longicl.apicheck.config import CAPABILITIES, CHECKS, DEFAULT_BASE_URL, ApiCheckConfig, CheckResult
 from longicl.apicheck.server_checks import format_table, run_checks
 from longicl.credentials import redact_text, resolve_api_key
-from longicl.errors import ExitCode, UsageError, run_command
+from longicl.errors import ExitCode, UsageError, inert, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,14 +66,14 @@ def _config(args: argparse.Namespace) -> ApiCheckConfig:
 
 
 def _progress(result: CheckResult) -> None:  # on stderr while the heavy probes run; table at the end
-    print(f"  {result.name}: {result.status} ({result.seconds:.1f}s)", file=sys.stderr, flush=True)
+    print(inert(f"  {result.name}: {result.status} ({result.seconds:.1f}s)"), file=sys.stderr, flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     results = run_checks(cfg, _progress)
-    print(f"server: {redact_text(cfg.base_url)}" + (" (--quick)" if cfg.quick else ""))
-    print(redact_text(format_table(results)))
+    print(inert(f"server: {redact_text(cfg.base_url)}") + (" (--quick)" if cfg.quick else ""))
+    print(inert(redact_text(format_table(results))))  # model names and messages come from the server
     checks = [r for r in results if r.section == CHECKS]
     failed = [r.name for r in checks if r.status == "FAIL"]
     warned = [r.name for r in checks if r.status == "WARN"]

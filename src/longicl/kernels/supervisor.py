@@ -2,8 +2,11 @@
 
 `supervise` starts the command line `isolation.command_line` builds, feeds the job to the child's
 stdin from a thread (a child that never reads cannot block the parent), and kills the whole
-process tree at the deadline, past ``memory_mb`` of resident memory or ``max_processes``
-processes (counted in ``/proc``), or when stdout passes ``max_result_bytes``. It keeps the last
+process tree at the deadline, past ``memory_mb`` of memory or ``max_processes`` tasks, or when
+stdout passes ``max_result_bytes``. Memory and tasks are bounded twice: by the kernel, in a child
+cgroup (`cgroup.Cgroup`: its memory limit charges memfd, shared memory and tmpfs too, its pids
+limit counts threads) when one can be made, and by a watcher polling ``/proc`` (resident memory
+plus the memfd and System V segments the tree holds open or mapped; threads, not processes). It keeps the last
 ``max_log_chars`` of stderr and reads the child's stdout as JSON lines, nothing else: the
 `ChildOutcome` says what came back, whatever happened to the child.
 """
@@ -21,7 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from longicl.kernels.cgroup import Cgroup
 from longicl.kernels.isolation import SandboxLimits, command_line
+
+CGROUPS = True  # put each sandbox in its own cgroup when this machine allows it
 
 
 @dataclass
@@ -64,10 +70,36 @@ class _Reader(threading.Thread):
                         del self.data[self.limit :]
 
 
+def _shared_bytes(pid: int, seen: set[tuple[int, int]]) -> int:
+    """Bytes of memfd files and System V segments ``pid`` holds open or mapped (each counted once
+    in ``seen``): memory no process has resident until it touches it."""
+    total = 0
+    for sub in ("fd", "map_files"):
+        try:
+            names = os.listdir(f"/proc/{pid}/{sub}")
+        except OSError:
+            continue
+        for name in names:
+            path = f"/proc/{pid}/{sub}/{name}"
+            try:
+                target = os.readlink(path)
+                if not target.startswith(("/memfd:", "/SYSV")):
+                    continue
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += max(st.st_blocks * 512, 0)
+    return total
+
+
 def _tree_usage(root: int) -> tuple[float, int]:
-    """Resident memory (MiB) and number of ``root`` and all its descendants (Linux /proc)."""
+    """Memory (MiB: resident, plus memfd and System V shared memory held) and number of tasks
+    (threads) of ``root`` and all its descendants (Linux /proc)."""
     parents: dict[int, int] = {}
     rss: dict[int, int] = {}
+    threads: dict[int, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
     try:
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
@@ -78,6 +110,7 @@ def _tree_usage(root: int) -> tuple[float, int]:
             with open(f"/proc/{pid}/stat", "rb") as fh:
                 stat = fh.read().rsplit(b")", 1)[1].split()
             parents[pid] = int(stat[1])
+            threads[pid] = int(stat[17])
             rss[pid] = int(stat[21]) * page
         except (OSError, IndexError, ValueError):
             continue
@@ -90,10 +123,14 @@ def _tree_usage(root: int) -> tuple[float, int]:
             if kid not in tree:
                 tree.add(kid)
                 frontier.append(kid)
-    return sum(rss.get(pid, 0) for pid in tree) / (1024 * 1024), len(tree)
+    seen: set[tuple[int, int]] = set()
+    memory = sum(rss.get(pid, 0) + _shared_bytes(pid, seen) for pid in tree)
+    return memory / (1024 * 1024), sum(threads.get(pid, 1) for pid in tree)
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen, group: Cgroup | None) -> None:
+    if group is not None:
+        group.kill()  # every process of the sandbox, whatever session or group it moved to
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # the outer bwrap/unshare; the namespace dies with it
     with contextlib.suppress(ProcessLookupError):
@@ -108,6 +145,7 @@ def supervise(
     start = time.monotonic()
     argv, env, pipe = command_line(isolation, work, inputs, script, limits)
     keep = () if pipe is None else (pipe[0],)
+    group = Cgroup.create(limits.memory_mb, limits.max_processes + 3) if CGROUPS else None
     try:
         proc = subprocess.Popen(
             argv,
@@ -118,10 +156,13 @@ def supervise(
             env=env,
             start_new_session=True,
             pass_fds=keep,
+            preexec_fn=None if group is None else group.join,
         )
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
         if pipe is not None:
             os.close(pipe[1])
+        if group is not None:
+            group.remove()
         raise
     finally:
         for fd in keep:
@@ -155,10 +196,17 @@ def supervise(
         if count > limits.max_processes + 3:  # RLIMIT_NPROC does not bind uid 0; this does
             state["processes_killed"] = True
             break
+        if group is not None and group.processes_refused():
+            state["processes_killed"] = True
+            break
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(0.1)
-    _kill(proc)
+    _kill(proc, group)
     proc.wait()
+    if group is not None:
+        state["memory_killed"] = state["memory_killed"] or group.memory_killed()
+        state["processes_killed"] = state["processes_killed"] or group.processes_refused()
+        group.remove()
     if pipe is not None:
         os.close(pipe[1])
     out.join(5)
@@ -196,3 +244,14 @@ def supervise(
         log=log,
         events=events,
     )
+
+
+def cgroup_support() -> str | None:
+    """None when each sandbox gets its own cgroup here, else why not (the watcher alone bounds)."""
+    if not CGROUPS:
+        return "cgroups are switched off"
+    group = Cgroup.create(64, 8)
+    if group is None:
+        return "no writable cgroup with memory and pids controllers"
+    group.remove()
+    return None
