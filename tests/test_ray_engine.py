@@ -35,7 +35,13 @@ TRANSPORT = ("latency_s", "server", "attempts", "notes")
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, object_store_memory=96 * 1024**2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=96 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 
@@ -364,3 +370,14 @@ def test_an_execution_is_restarted_every_restart_rows_and_no_row_is_lost(tmp_pat
     assert all(e["rows"] <= 3 + 2 for e in executions)  # a retired one takes what already waited
     run_json = json.loads((tmp_path / "run.json").read_text())
     assert run_json["tasks"]["openseek-5"]["accuracy"] == 1.0
+
+
+def test_no_address_is_ray_address_else_a_new_local_ray_never_a_stale_cluster_file(monkeypatch):
+    from longicl.engines.ray_engine import ray_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_address(None) == "local"  # not ray.init()'s fallback to /tmp/ray/ray_current_cluster
+    assert ray_address("auto") == "auto"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert ray_address(None) == "10.0.0.1:6379"
+    assert ray_address("ray://head:10001") == "ray://head:10001"
