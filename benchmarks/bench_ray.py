@@ -11,7 +11,8 @@ rows/s, and so is its RSS when 10%, 50% and 90% of the rows were recorded (sampl
 from ``/proc``). While rows stream, memory should stay flat from 10% to 90%: requests are built
 as workers take samples, and each server's Ray stream holds at most ``engine.concurrency``
 prompts. What does grow with the rows is the task data (read whole, as for every engine) and the
-metrics step after the last row, which reads the records back. Nothing is asserted.
+end of the run after the last row, which streams the records but keeps a summary of each for the
+metrics (see benchmarks/bench_metrics.py). Nothing is asserted.
 """
 
 from __future__ import annotations

@@ -35,7 +35,13 @@ TRANSPORT = ("latency_s", "server", "attempts", "notes")
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, object_store_memory=96 * 1024**2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=96 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 
@@ -364,3 +370,90 @@ def test_an_execution_is_restarted_every_restart_rows_and_no_row_is_lost(tmp_pat
     assert all(e["rows"] <= 3 + 2 for e in executions)  # a retired one takes what already waited
     run_json = json.loads((tmp_path / "run.json").read_text())
     assert run_json["tasks"]["openseek-5"]["accuracy"] == 1.0
+
+
+def test_no_address_is_ray_address_else_a_new_local_ray_never_a_stale_cluster_file(monkeypatch):
+    from longicl.engines.ray_engine import ray_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_address(None) == "local"  # not ray.init()'s fallback to /tmp/ray/ray_current_cluster
+    assert ray_address("auto") == "auto"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert ray_address(None) == "10.0.0.1:6379"
+    assert ray_address("ray://head:10001") == "ray://head:10001"
+
+
+class _ListQueue:
+    """A stand-in for a stream's Ray queue: what the feeder puts, kept; or every put failing
+    (its actor died with its node)."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.items: list = []
+        self.fails = fails
+
+    async def put_async(self, item) -> None:
+        if self.fails:
+            raise RuntimeError("ActorDiedError: the queue's node is gone")
+        self.items.append(item)
+
+
+def _streams_with(queue: _ListQueue, deadline: float):
+    import asyncio
+
+    from longicl.engines.ray_stream import Streams, _Stream
+
+    streams = Streams(
+        dataset=None,
+        queue_items=1,
+        requests_per_row=1,
+        row_per_request=False,
+        reply_deadline=deadline,
+        restart_rows=100,
+    )
+    stream = _Stream("target", queue)
+    stream.feeder = asyncio.ensure_future(streams.feed(stream))
+    streams.current["target"] = stream
+    return streams, stream
+
+
+def test_a_rows_deadline_counts_from_its_execution_being_up_and_a_lost_row_ends_the_stream():
+    """Actors starting slowly are not a lost row: before the first reply a request waits one more
+    deadline. Once up, a row not back within the deadline is lost, and its execution is abandoned
+    and told to end (its end marker), so that it gives its actors back."""
+    import asyncio
+
+    from longicl.engines.ray_stream import _END, resolve
+
+    async def go():
+        streams, stream = _streams_with(_ListQueue(), deadline=0.5)
+
+        def first_reply() -> None:  # later than one deadline: the execution was starting
+            (rows,) = stream.queue.items
+            resolve(stream, rows[0]["keys"], json.dumps([{"status": 200, "text": "ok"}]))
+
+        asyncio.get_running_loop().call_later(0.7, first_reply)
+        first = await streams.send("target", "block", "{}")
+        second = await streams.send("target", "block", "{}")  # never answered
+        await asyncio.sleep(0)  # the end marker goes in
+        return streams, stream, first, second
+
+    streams, stream, first, second = asyncio.run(go())
+    assert first == ({"status": 200, "text": "ok"}, None)
+    assert second == (None, "no reply from the Ray Data stream within 0.5 s")
+    assert stream.ended.startswith("abandoned") and "target" not in streams.current
+    assert stream.queue.items[-1] == _END
+    assert streams.executions == [{"target": "target", "rows": 2, "ended": stream.ended}]
+
+
+def test_a_stream_whose_queue_died_fails_its_requests_at_once():
+    """The feeder's put fails (the queue's actor went with its node): the stream is abandoned and
+    its requests come back lost now (the policy asks them again), not after the deadline."""
+    import asyncio
+
+    async def go():
+        streams, stream = _streams_with(_ListQueue(fails=True), deadline=30)
+        return stream, await streams.send("target", "block", "{}")
+
+    stream, (reply, why) = asyncio.run(go())
+    assert reply is None and why == stream.ended
+    assert why.startswith("abandoned: its queue failed: RuntimeError: ActorDiedError")

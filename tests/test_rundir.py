@@ -29,6 +29,42 @@ def test_records_resume_latest_success_and_torn_lines(tmp_path):
     assert rundir.finished_records("openseek-1")["b"]["prediction"] == "2"
 
 
+def test_latest_records_stream_the_winning_line_of_each_sample_in_the_order_asked(tmp_path):
+    """The index keeps a byte offset per sample (the latest complete line, else the latest line);
+    records are read back one at a time, in the order of the ids asked, unknown ids skipped."""
+    rundir = RunDir(tmp_path)
+    for row in [
+        {"sample_id": "a", "prediction": "x", "error": None},
+        {"sample_id": "b", "prediction": "", "error": "timeout"},
+        {"sample_id": "a", "prediction": "", "error": "timeout"},  # a later failure never wins
+        {"sample_id": "c", "prediction": "é", "error": None, "unanswered": "empty reply"},
+        {"sample_id": "c", "prediction": "z", "error": None},
+        {"sample_id": "b", "prediction": "", "error": "HTTP 500"},
+    ]:
+        rundir.append_record("t", row)
+    rundir.close()
+    latest = list(rundir.latest_records("t", ["c", "missing", "b", "a"]))
+    assert [(r["sample_id"], r["prediction"], r["error"]) for r in latest] == [
+        ("c", "z", None),
+        ("b", "", "HTTP 500"),
+        ("a", "x", None),
+    ]
+    assert rundir.finished_ids("t") == {"a", "c"}
+    assert list(rundir.all_records("t")) == ["a", "b", "c"]  # the order of their first line
+    assert list(rundir.latest_records("absent")) == []
+
+
+def test_a_summary_record_drops_only_what_no_summary_reads():
+    from longicl.records import UNSUMMARISED_REQUEST_FIELDS, summary_record
+
+    request = {"parsed": "x", "prompt_tokens": 9, "raw_response": "Output: x", "dynamic_demo_ids": ["1"] * 50}
+    record = {"sample_id": "a", "gold": "x", "requests": [request]}
+    slim = summary_record(record)
+    assert slim["requests"] == [{"parsed": "x", "prompt_tokens": 9}] and slim["gold"] == "x"
+    assert record["requests"][0] is request and "raw_response" in request  # the record is left as read
+    assert {"raw_response", "dynamic_demo_ids"} <= UNSUMMARISED_REQUEST_FIELDS
+
+
 def test_fingerprint_mismatch_refuses_to_resume(tmp_path):
     from longicl.errors import UsageError
 

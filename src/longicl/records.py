@@ -251,3 +251,24 @@ class SampleRecord:
 
 def _rounded(scores: Mapping[str, float] | None) -> dict[str, float] | None:
     return None if scores is None else {label: round(value, 6) for label, value in scores.items()}
+
+
+#: fields of a request's entry that no summary of a run reads (metrics, calibration, quality, the
+#: method report): the raw reply and its reasoning, the dynamic demonstrations, usage, timing.
+#: They are most of a record's size; the report's error pages read them from the file.
+UNSUMMARISED_REQUEST_FIELDS = frozenset(
+    {"raw_response", "reasoning", "dynamic_demo_ids", "static_demos", "static_block", "usage", "latency_s"}
+)
+
+
+def summary_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without what a run's summaries never read (`UNSUMMARISED_REQUEST_FIELDS`): what a
+    run keeps per sample for its metrics, about a tenth of the record as read."""
+    requests = record.get("requests")
+    if not isinstance(requests, list):
+        return record
+    slim = [
+        {k: v for k, v in q.items() if k not in UNSUMMARISED_REQUEST_FIELDS} if isinstance(q, dict) else q
+        for q in requests
+    ]
+    return {**record, "requests": slim}

@@ -404,24 +404,83 @@ class RunDir:
         self._handles.clear()
 
     # -- records -------------------------------------------------------------------------------
+    def finished_ids(self, task: str) -> set[str]:
+        """The ids of the samples with a complete record: failed and unanswered samples
+        (`is_complete`) have none, and are asked again on resume."""
+        return {k for k, offset in self.record_index(task).items() if offset >= 0}
+
     def finished_records(self, task: str) -> dict[str, dict]:
-        """The latest complete record per sample id: failed and unanswered samples (`is_complete`)
-        have none, and are asked again on resume."""
+        """The latest complete record per sample id (see `finished_ids`), all in memory."""
         return {k: v for k, v in self.all_records(task).items() if is_complete(v)}
 
-    def all_records(self, task: str) -> dict[str, dict]:
-        """Per sample id, the latest complete record, or, for a sample without one, its latest
-        record (failed or unanswered). Records are only appended: an earlier line stays as written."""
+    def record_index(self, task: str) -> dict[str, int]:
+        """Per sample id, the byte offset in ``records/<task>.jsonl`` of its latest complete
+        record, or, for a sample without one, ``-1 - offset`` of its latest record (failed or
+        unanswered). Ids are in the order of their first record.
+
+        One pass over the file, one line in memory at a time: what stays is O(samples) small
+        ints, not the records (about 8.6 KB each as Python objects). Records are only appended:
+        an earlier line stays as written."""
+        index: dict[str, int] = {}
+        for offset, row in self._scan(task):
+            sample_id = row["sample_id"]
+            if is_complete(row):
+                index[sample_id] = offset
+            elif index.get(sample_id, -1) < 0:
+                index[sample_id] = -1 - offset
+        return index
+
+    def records_at(self, task: str, offsets: Iterable[int]) -> Iterator[dict]:
+        """The records at ``offsets`` (as `record_index` gives them), one at a time, in that order."""
         path = self.records_path(task)
-        latest: dict[str, dict] = {}
-        if path.is_file():
-            for number, row in enumerate(read_jsonl(path), 1):
-                sample_id = row.get("sample_id")
-                if not isinstance(sample_id, str):
+        with path.open("rb") as handle:
+            for offset in offsets:
+                handle.seek(offset if offset >= 0 else -1 - offset)
+                yield json.loads(handle.readline())
+
+    def latest_records(self, task: str, sample_ids: Iterable[str] | None = None) -> Iterator[dict]:
+        """Each sample's latest complete record, else its latest record (see `record_index`),
+        one at a time: of ``sample_ids`` in their order (those with a record), or of every sample
+        in the order of its first record."""
+        index = self.record_index(task)
+        if not index:
+            return iter(())
+        if sample_ids is None:
+            return self.records_at(task, index.values())
+        return self.records_at(task, (index[i] for i in sample_ids if i in index))
+
+    def all_records(self, task: str) -> dict[str, dict]:
+        """Per sample id, its latest record as `latest_records` picks it, all in memory (small
+        runs, tests and tools; a run's own metrics and outputs stream `latest_records`)."""
+        return {r["sample_id"]: r for r in self.latest_records(task)}
+
+    def _scan(self, task: str) -> Iterator[tuple[int, dict]]:
+        """(byte offset, record) of each line of ``records/<task>.jsonl``, checked as `read_jsonl`
+        checks them (a torn last line skipped; a damaged line or one without a sample id: a
+        `DataError` naming file:line)."""
+        path = self.records_path(task)
+        if not path.is_file():
+            return
+        with path.open("rb") as handle:
+            offset, number = 0, 0
+            for raw in handle:
+                number += 1
+                start, offset = offset, offset + len(raw)
+                if not raw.endswith(b"\n"):
+                    return  # written half-way when the process died; the sample will be redone
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw)
+                except (ValueError, RecursionError):
+                    row = None
+                if not isinstance(row, dict):
+                    raise DataError(
+                        f"{path}:{number}: not a JSON object (a damaged line; remove it to redo that sample)"
+                    )
+                if not isinstance(row.get("sample_id"), str):
                     raise DataError(f"{path}:{number}: no sample_id")
-                if is_complete(row) or not is_complete(latest.get(sample_id, {})):
-                    latest[sample_id] = row
-        return latest
+                yield start, row
 
     def append_record(self, task: str, record: dict, *, sync: bool = True) -> None:
         handle = self._handles.get(task)

@@ -43,7 +43,7 @@ from longicl.metrics import TaskMetrics, aggregate, check_metric, metric_for, sc
 from longicl.paths import PROJECT_ROOT
 from longicl.prompt import ContextBuilder, PromptPlan, build_context
 from longicl.quality import task_quality
-from longicl.records import MethodLabel, SampleRecord
+from longicl.records import MethodLabel, SampleRecord, summary_record
 from longicl.rundir import RunDir, atomic_write_json, atomic_write_text
 from longicl.selection import STRATEGIES, PromptBudget
 from longicl.serve import ServerHandle, ensure_server
@@ -375,7 +375,7 @@ def _lanes(engine: Engine, task_runs: Sequence[TaskRun], rundir: RunDir) -> list
     work: dict[str, float] = {}  # expected work: prompt tokens still to send
     for t in task_runs:
         wanted = {s.id for s in t.samples}
-        done = len(wanted & set(rundir.finished_records(t.spec.name)))
+        done = len(wanted & rundir.finished_ids(t.spec.name))
         work[t.spec.name] = float((len(t.samples) - done) * t.prompt_tokens)
     return [[by_name[name] for name in names] for names in pool.assign(work)]
 
@@ -401,7 +401,7 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
     )
     _write_static_blocks(rundir, task_run, annotator.settings.self_consistency)
     wanted = {s.id for s in samples}
-    finished = {k: v for k, v in rundir.finished_records(spec.name).items() if k in wanted}
+    finished = rundir.finished_ids(spec.name) & wanted
     todo = [(i, s) for i, s in enumerate(samples) if s.id not in finished]
     bar = tqdm(
         total=len(samples),
@@ -453,10 +453,14 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
         await annotator.aclose()
         if logger is not None:
             logger.close()
-    records = rundir.all_records(spec.name)
-    ordered = [records[s.id] for s in samples if s.id in records]
+    # One pass over the records, one at a time: each sample's prediction and its summary record
+    # (`summary_record`: without the raw replies and demonstrations), not the records themselves.
+    predictions = dict.fromkeys((s.id for s in samples), "")
+    ordered = []
+    for record in rundir.latest_records(spec.name, predictions):
+        predictions[record["sample_id"]] = _prediction(record)
+        ordered.append(summary_record(record))
     if engine.answers:
-        predictions = {s.id: _prediction(records.get(s.id)) for s in samples}
         write_task_outputs(rundir, task_run.data, [s.id for s in samples], predictions)
     return aggregate(ordered, time.monotonic() - started, spec)
 
@@ -591,7 +595,8 @@ def finish(
     for task_run in task_runs:
         name = task_run.spec.name
         m = metrics[name]
-        records = rundir.all_records(name)
+        # the records' summaries (`summary_record`), read one at a time: O(samples) small dicts
+        records = {r["sample_id"]: summary_record(r) for r in rundir.latest_records(name)}
         own = [records[s.id] for s in task_run.samples if s.id in records]
         why = Counter(str(r["unanswered"]) for r in own if r.get("unanswered"))
         unanswered_all += why

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +60,14 @@ RAY_KEYS = (
 #: started a new worker process (~130 MB, seconds of start-up) for nearly every block: a 100-row
 #: run took 200 s with 100 workers. Two tasks at a time keep two warm workers busy instead.
 _POSTPROCESS = {"num_cpus": 0.01, "concurrency": 2}
+
+
+def ray_address(address: str | None) -> str:
+    """What ``ray.init`` is given: ``engine.ray.address``, else ``RAY_ADDRESS``, else ``local`` (a
+    new local Ray). Never ``ray.init()``'s own fallback to the address a ``ray start`` or a test
+    cluster left in ``/tmp/ray/ray_current_cluster``: that file outlives its cluster, and a run
+    would try to join a cluster that is gone (or someone else's)."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
 class RayEngine(PolicyEngine):
@@ -177,7 +186,7 @@ class RayEngine(PolicyEngine):
             ) from None
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
-            await asyncio.to_thread(ray.init, address=self.address, **kwargs)
+            await asyncio.to_thread(ray.init, address=ray_address(self.address), **kwargs)
             self._started_ray = True
         await self.check_servers()  # the one probe (longicl.engines.probe), with the key
 

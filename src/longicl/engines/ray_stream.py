@@ -149,6 +149,7 @@ class _Stream:
     ended: str | None = None  # why the execution ended; a new stream replaces an ended one
     closing: bool = False  # retired: its input ends once what waits is queued
     rows: int = 0
+    up: asyncio.Event = field(default_factory=asyncio.Event)  # a first reply came back
 
 
 class Streams:
@@ -215,7 +216,17 @@ class Streams:
         stream.wake.set()
         try:
             # The envelope session ends every request within `timeout`; a row that is not back
-            # well after that was lost inside Ray (a crashed worker) and is asked again.
+            # well after that was lost inside Ray (a crashed worker) and is asked again. The
+            # deadline counts from the execution being up (its first reply, or a deadline spent
+            # waiting for one): starting actors on a busy cluster is not a lost row.
+            if not stream.up.is_set():
+                up = asyncio.ensure_future(stream.up.wait())
+                try:
+                    await asyncio.wait(
+                        {up, future}, timeout=self.reply_deadline, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    up.cancel()
             return await asyncio.wait_for(asyncio.shield(future), self.reply_deadline)
         except TimeoutError:
             why = f"no reply from the Ray Data stream within {self.reply_deadline:g} s"
@@ -230,7 +241,13 @@ class Streams:
         if self.current.get(stream.target) is stream:
             del self.current[stream.target]
         stream.closing = True
+        if stream.ended is not None:
+            return  # ended already (failed, or abandoned by another of its requests)
         self._ended(stream, f"abandoned: {why}")
+        # Its input ends (if its queue still lives), so that the execution winds down and gives
+        # its actors back instead of holding them next to the fresh one.
+        ending = asyncio.ensure_future(asyncio.wait_for(stream.queue.put_async(_END), 30))
+        ending.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     async def feed(self, stream: _Stream) -> None:
         """Move waiting requests into the stream's queue, requests of one static block next to
@@ -240,6 +257,14 @@ class Streams:
         row (or a row each), sent together: Ray's fixed cost per row (a block, a task, an
         object) is paid once per row, not once per request. Nothing waits to fill a row: a
         request alone goes alone. A retired stream's feeder ends its input when nothing waits."""
+        try:
+            await self._feed(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the queue's actor died with its node
+            self.abandon(stream, f"its queue failed: {type(exc).__name__}: {one_line(exc, 200)}")
+
+    async def _feed(self, stream: _Stream) -> None:
         while True:
             await stream.wake.wait()
             stream.wake.clear()
@@ -259,12 +284,14 @@ class Streams:
 
     def _read_replies(self, stream: _Stream, dataset: Any, loop: asyncio.AbstractEventLoop) -> None:
         """The stream's execution (in a thread): each reply to its request's future, as it comes."""
-        ended = "the input ended"
         try:
             # No prefetching: a prefetching iterator holds the last reply until another arrives.
             for batch in dataset.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     loop.call_soon_threadsafe(resolve, stream, row["keys"], row["reply"])
+            # Ended without its end marker: the task reading its queue was lost (with a node; Ray
+            # Data skips a failed task, `max_errored_blocks=-1`) and took its rows with it.
+            ended = "the input ended" if stream.closing else "the execution ended before its input (lost)"
         except Exception as exc:  # noqa: BLE001 - a failed execution fails its rows, not the run
             ended = f"Ray Data execution failed: {type(exc).__name__}: {one_line(exc, 300)}"
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
@@ -287,6 +314,7 @@ class Streams:
         if stream.ended is None:
             # An execution that is gone already has nothing to end.
             if not stream.closing:
+                stream.closing = True  # its input ends here (not lost)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(stream.queue.put_async(_END), 30)
             if stream.reader is not None:
@@ -312,6 +340,7 @@ def resolve(stream: _Stream, keys: list[int], reply: str) -> None:
         outcomes = [(r, None) for r in replies]
     else:
         outcomes = [(None, why)] * len(keys)
+    stream.up.set()
     for key, outcome in zip(keys, outcomes, strict=True):
         future = stream.pending.get(int(key))
         if future is not None and not future.done():

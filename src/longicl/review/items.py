@@ -111,11 +111,13 @@ def load_items(
     version = model_version(run_dir)
     items: list[ReviewItem] = []
     for spec in specs:
-        records = rundir.all_records(spec.name)
-        if not records:
+        if not rundir.records_path(spec.name).is_file():
             continue
-        inputs = _inputs(spec, data_dir(run_dir))
-        for sample_id, record in records.items():
+        inputs: dict[str, str] | None = None
+        for record in rundir.latest_records(spec.name):  # one at a time: an item keeps a few fields
+            if inputs is None:
+                inputs = _inputs(spec, data_dir(run_dir))
+            sample_id = record["sample_id"]
             if record.get("answered_by") == "human" or record.get("vote") is None:
                 continue
             value, source = stored_confidence(spec, record)
