@@ -3,7 +3,8 @@ import zipfile
 
 import pytest
 
-from longicl.rundir import RunDir, atomic_write_text, read_jsonl, validate_predictions
+from longicl.files import atomic_write_text, read_jsonl
+from longicl.rundir import RunDir, validate_predictions
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):

@@ -18,7 +18,8 @@ from fake_server import FakeServer
 from test_run_safety import _dry, _one_error_line, _snapshot, main
 
 from longicl.errors import UsageError
-from longicl.rundir import RUN_MARKER, RunDir, repair_torn_tail
+from longicl.files import repair_torn_tail
+from longicl.rundir import RUN_MARKER, RunDir
 from longicl.runner import check_apart_from_data, run, settings_from_config
 
 

@@ -35,8 +35,8 @@ from typing import Any
 
 from longicl.credentials import redact, redact_text, withhold_api_key
 from longicl.errors import ExitCode, UsageError, run_command
+from longicl.files import atomic_write_json
 from longicl.paths import PROJECT_ROOT
-from longicl.rundir import atomic_write_json
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 DEFAULT_OUT = PROJECT_ROOT / "reports" / "notebooks"

@@ -17,6 +17,7 @@ from typing import Any
 
 from longicl.credentials import redact, redact_command
 from longicl.engines import Engine
+from longicl.files import atomic_write_json
 from longicl.methods import task_report
 from longicl.metrics import TaskMetrics, metric_for
 from longicl.paths import PROJECT_ROOT
@@ -24,7 +25,7 @@ from longicl.prompt import ContextBuilder
 from longicl.quality import task_quality
 from longicl.records import summary_record
 from longicl.run_settings import RunSettings, TaskRun, compliance_problems
-from longicl.rundir import RunDir, atomic_write_json
+from longicl.rundir import RunDir
 from longicl.tasks import task_order
 
 

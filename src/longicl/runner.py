@@ -29,6 +29,7 @@ from longicl.data import PREDICTION_COLUMN, Example, TaskData
 from longicl.engines import Engine, build_engine
 from longicl.engines.servers import NoServerLeft, ServerPool
 from longicl.errors import UsageError, one_line
+from longicl.files import atomic_write_json, atomic_write_text
 from longicl.metrics import TaskMetrics, aggregate, score
 from longicl.prompt import PromptPlan
 from longicl.records import MethodLabel, SampleRecord, summary_record
@@ -42,7 +43,7 @@ from longicl.run_settings import (
     settings_from_config,
 )
 from longicl.run_summary import RunResult, finish, static_tokens
-from longicl.rundir import RunDir, atomic_write_json, atomic_write_text
+from longicl.rundir import RunDir
 from longicl.serve import ServerHandle, ensure_server
 from longicl.tasks import TaskSpec
 from longicl.tokens import TokenCounter

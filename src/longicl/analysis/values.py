@@ -13,7 +13,7 @@ import pandas as pd
 
 from longicl.analysis.paths import project_path
 from longicl.analysis.tables import records
-from longicl.rundir import atomic_write_json
+from longicl.files import atomic_write_json
 
 
 class ValueStore:

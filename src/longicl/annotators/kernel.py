@@ -40,6 +40,7 @@ from longicl.code_extract import extract_code
 from longicl.data import Example
 from longicl.engines.base import ChatRequest, Completion
 from longicl.errors import UsageError
+from longicl.files import atomic_write_json
 from longicl.kernels.candidates import Candidate, clip, static_signature_failure, uses_triton, wrapper_phrase
 from longicl.kernels.check import FAILURE_KINDS, CheckResult, Stage, check_candidate
 from longicl.kernels.sandbox import resolve_isolation
@@ -47,7 +48,6 @@ from longicl.kernels.signature import WrapperSignature, parse_signature, parse_w
 from longicl.methods.thinking import unfinished_thinking
 from longicl.prompt import PromptPlan, PromptTemplate
 from longicl.records import ICL, NO_CONFIDENCE, MethodLabel, RequestLog, SampleRecord
-from longicl.rundir import atomic_write_json
 from longicl.tasks import TaskSpec
 
 __all__ = ["FALLBACK_TIERS", "KernelAnnotator", "KernelSettings"]

@@ -16,13 +16,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from longicl.files import atomic_write_json
 from longicl.methods import calibration as cal
 from longicl.methods.scoring import best_label
 from longicl.methods.voting import Vote, rule_for, vote
 from longicl.metrics import score
 from longicl.parse import normalise
 from longicl.records import MethodLabel, task_method
-from longicl.rundir import atomic_write_json
 from longicl.tasks import TaskSpec
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from longicl.files import atomic_write_json
 from longicl.methods.calibration import MIN_CONFIDENCE_ROWS, ConfidenceMap, cross_fitted_confidence
 from longicl.metrics import score
 from longicl.parse import normalise
@@ -32,7 +33,6 @@ from longicl.quality import agreement as ag
 from longicl.quality import confidence_metrics as qm
 from longicl.quality.audit import THRESHOLD, audit
 from longicl.quality.confidence import model_prediction, of_record
-from longicl.rundir import atomic_write_json
 from longicl.tasks import TaskSpec
 
 CALIBRATION_FILE = "calibration.json"  # the file longicl.methods.report writes label biases into

@@ -17,12 +17,12 @@ from longicl import analysis as an
 from longicl import published
 from longicl.credentials import redact_text
 from longicl.errors import ExitCode, UsageError, run_command
+from longicl.files import atomic_write_text
 from longicl.report import formatting
 from longicl.report.document import Report, readable
 from longicl.report.document import notebook_values as read_notebook_values
 from longicl.report.html import render_page
 from longicl.report.sections import SECTIONS
-from longicl.rundir import atomic_write_text
 
 
 @dataclass

@@ -21,10 +21,11 @@ from typing import Any
 
 from longicl.data import TaskData, load_task
 from longicl.errors import UsageError
+from longicl.files import atomic_write_bytes, jsonl_lines, read_jsonl
 from longicl.metrics import score
 from longicl.parse import parse_answer
 from longicl.review.items import Decision, data_dir, run_tasks
-from longicl.rundir import RunDir, atomic_write_bytes, jsonl_lines, read_jsonl, validate_predictions
+from longicl.rundir import RunDir, validate_predictions
 from longicl.runner import write_task_outputs
 from longicl.tasks import TaskSpec
 

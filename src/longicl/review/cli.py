@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from longicl.errors import UsageError, run_command
+from longicl.files import atomic_write_text
 from longicl.review.apply import apply_decisions
 from longicl.review.formats import FORMATS
 from longicl.review.items import load_items, one_task
-from longicl.rundir import atomic_write_text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
