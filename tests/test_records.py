@@ -50,8 +50,12 @@ def served(tmp_path_factory, gold_answers):
     ids=["dryrun", "classical"],
 )
 def test_records_of_a_run_without_a_server_read_back_byte_for_byte(tmp_path, overrides):
+    from longicl.records import RunSummary
+
     run(compose(*overrides, f"out_dir={tmp_path}"))
     assert _assert_round_trip(tmp_path) >= 3
+    summary = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    assert json.dumps(RunSummary.from_dict(summary).to_dict()) == json.dumps(summary)
 
 
 def test_records_of_a_served_run_read_back_byte_for_byte(served):
@@ -89,3 +93,21 @@ def test_an_older_or_unknown_record_is_read_tolerantly_and_kept():
     assert json.dumps(typed.to_dict()) == json.dumps(old)
     typed.compliant = False  # a field set since is written after what was read, like a dict key
     assert list(typed.to_dict()) == [*old, "compliant"]
+
+
+def test_run_json_reads_back_byte_for_byte_and_tolerates_older_summaries(served, tmp_path):
+    from longicl.records import RunSummary
+
+    for path in (served / "run.json",):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        typed = RunSummary.from_dict(data)
+        assert json.dumps(typed.to_dict()) == json.dumps(data)
+        assert typed.split == "dev" and set(typed.tasks) == {"openseek-5", "openseek-7"}
+        assert (
+            typed.engine_name == data["engine"]["name"]
+            and typed.task("openseek-5") == data["tasks"]["openseek-5"]
+        )
+    old = {"tasks": {"openseek-1": {"n": 1}}, "engine": "not a mapping", "later": [1]}
+    typed = RunSummary.from_dict(old)
+    assert typed.created is None and typed.engine_name is None and typed.extra == {"later": [1]}
+    assert typed.task("openseek-2") == {} and json.dumps(typed.to_dict()) == json.dumps(old)
