@@ -243,6 +243,11 @@ class SampleRecord:
         return self.overridden_by == "human"
 
     @property
+    def request_entries(self) -> list[Mapping[str, Any]]:
+        """The record's requests as their JSON entries (as read, or as written)."""
+        return [q.to_dict() if isinstance(q, RequestLog) else q for q in self.requests]
+
+    @property
     def last_request(self) -> Mapping[str, Any]:
         """The entry of the record's last request ({} when it has none)."""
         if not self.requests:
@@ -341,6 +346,15 @@ class SampleRecord:
         ):
             return self.method_text  # as read (a label written in a form parse() would tidy)
         return str(self.method)
+
+
+#: a record as its readers take it: typed, or a line as read (`SampleRecord.from_dict` types it)
+AnyRecord = SampleRecord | Mapping[str, Any]
+
+
+def as_record(record: AnyRecord) -> SampleRecord:
+    """``record`` typed (itself when it already is)."""
+    return record if isinstance(record, SampleRecord) else SampleRecord.from_dict(record)
 
 
 #: SampleRecord's fields every record has, written first, under their own names
