@@ -221,6 +221,74 @@ class SampleRecord:
     program: dict[str, Any] | None = None  # program verification's verdict, when a program checked
     kernel: dict[str, Any] | None = None  # task 8: what was generated, checked, repaired, chosen
     extra: Mapping[str, Any] = field(default_factory=dict)  # an annotator's own fields, last
+    # Set by the runner after the annotator (written only when set):
+    compliant: bool | None = None  # the run's settings keep to the competition's rules for this sample
+    unanswered: str | None = None  # why the model gave no answer (asked again on resume), see annotators.base
+    # Set by a review's import (longicl.review.apply; written only when set):
+    model_prediction: str | None = None  # the model's answer the human's replaced
+    model_error: str | None = None  # the model's error, before the human answered
+    # JSON key ``answered_by``: "human" once a person's decision is the prediction. Not
+    # ``method.answered_by`` (which model answered, part of ``method``): two meanings of one JSON
+    # key, so the typed view names this one `overridden_by` (see `human_decided`).
+    overridden_by: str | None = None
+    human: dict[str, Any] | None = None  # the human's decision: answer, annotator, tool
+    # What `from_dict` read: the source's keys in order (None: built by an annotator), so that a
+    # record read back is written back byte for byte; its method text when not canonical.
+    source_keys: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    method_text: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def human_decided(self) -> bool:
+        """A person's decision replaced the model's prediction (``answered_by: human``)."""
+        return self.overridden_by == "human"
+
+    @property
+    def request_entries(self) -> list[Mapping[str, Any]]:
+        """The record's requests as their JSON entries (as read, or as written)."""
+        return [q.to_dict() if isinstance(q, RequestLog) else q for q in self.requests]
+
+    @property
+    def last_request(self) -> Mapping[str, Any]:
+        """The entry of the record's last request ({} when it has none)."""
+        if not self.requests:
+            return {}
+        last = self.requests[-1]
+        return last.to_dict() if isinstance(last, RequestLog) else last
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SampleRecord:
+        """The typed view of a record line as written (also by older versions): a missing field is
+        None (or its default), an unknown one is kept in `extra`, and ``to_dict()`` gives ``data``
+        back with its keys in the same order. Request entries stay mappings (their fields vary by
+        version, and `summary_record` slims them)."""
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            name = _FIELD_OF_KEY.get(key)
+            if name is None:
+                extra[key] = value
+            elif name != "confidence":
+                values[name] = value
+        method = data.get("method")
+        label = MethodLabel.parse(method if isinstance(method, str) else None)
+        requests = data.get("requests")
+        confidence = {k: data[k] for k in NO_CONFIDENCE if k in data}
+        return cls(
+            **{name: values.get(name) for name in _CORE},
+            method=label,
+            requests=list(requests) if isinstance(requests, list) else [],
+            vote=values.get("vote"),
+            confidence=confidence or None,
+            decided_by=values.get("decided_by"),
+            has_decision="decided_by" in data,
+            calibration=values.get("calibration"),
+            program=values.get("program"),
+            kernel=values.get("kernel"),
+            extra=extra,
+            **{name: values.get(name) for name in _LATE},
+            source_keys=tuple(data),
+            method_text=None if isinstance(method, str) and str(label) == method else method,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -232,9 +300,9 @@ class SampleRecord:
             "parse_error": self.parse_error,
             "gold": self.gold,
             "correct": self.correct,
-            "method": str(self.method),
+            "method": self._method_json(),
             "error": self.error,
-            "requests": [q.to_dict() for q in self.requests],
+            "requests": [q.to_dict() if isinstance(q, RequestLog) else q for q in self.requests],
             "vote": self.vote,
         }
         if self.confidence is not None:
@@ -246,7 +314,63 @@ class SampleRecord:
             if value is not None:
                 out[key] = value
         out.update(self.extra)
-        return out
+        for name in _LATE:  # in the order their writers add them
+            if getattr(self, name) is not None:
+                out[_KEY_OF_FIELD[name]] = getattr(self, name)
+        if self.source_keys is None:
+            return out
+        # Read back: as a dict would be, the source's keys in their order (a key it lacked stays
+        # out), then each field assigned since, in the order of assignment (None included).
+        late = {key: getattr(self, name) for name, key in _KEY_OF_FIELD.items()}  # None included
+        ordered = {
+            key: out[key] if key in out else late[key]
+            for key in self.source_keys
+            if key in out or key in late
+        }
+        for name in self.__dict__.get("_assigned", ()):
+            keys = list(self.confidence or ()) if name == "confidence" else [_KEY_OF_FIELD.get(name, name)]
+            for key in keys:
+                ordered[key] = out[key] if key in out else getattr(self, name)
+        return ordered
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if self.__dict__.get("source_keys") is not None and name in _FIELD_OF_KEY.values():
+            assigned = self.__dict__.setdefault("_assigned", [])
+            if name not in assigned:
+                assigned.append(name)
+
+    def _method_json(self) -> Any:
+        if self.method_text is not None and (
+            not isinstance(self.method_text, str) or MethodLabel.parse(self.method_text) == self.method
+        ):
+            return self.method_text  # as read (a label written in a form parse() would tidy)
+        return str(self.method)
+
+
+#: a record as its readers take it: typed, or a line as read (`SampleRecord.from_dict` types it)
+AnyRecord = SampleRecord | Mapping[str, Any]
+
+
+def as_record(record: AnyRecord) -> SampleRecord:
+    """``record`` typed (itself when it already is)."""
+    return record if isinstance(record, SampleRecord) else SampleRecord.from_dict(record)
+
+
+#: SampleRecord's fields every record has, written first, under their own names
+_CORE = ("task", "sample_id", "index", "prediction", "parsed_ok", "parse_error", "gold", "correct", "error")
+#: fields added after the annotator (by the runner, then a review's import), written last, in this order
+_LATE = ("compliant", "unanswered", "model_prediction", "model_error", "overridden_by", "human")
+_KEY_OF_FIELD = {name: name for name in _LATE} | {"overridden_by": "answered_by"}
+#: JSON key -> SampleRecord field ("confidence" for both confidence keys)
+_FIELD_OF_KEY = (
+    {
+        key: key
+        for key in (*_CORE, "method", "requests", "vote", "decided_by", "calibration", "program", "kernel")
+    }
+    | dict.fromkeys(NO_CONFIDENCE, "confidence")
+    | {key: name for name, key in _KEY_OF_FIELD.items()}
+)
 
 
 def _rounded(scores: Mapping[str, float] | None) -> dict[str, float] | None:
@@ -272,3 +396,77 @@ def summary_record(record: dict[str, Any]) -> dict[str, Any]:
         for q in requests
     ]
     return {**record, "requests": slim}
+
+
+@dataclass
+class RunSummary:
+    """The typed view of a run's ``run.json`` (written by `longicl.run_summary.finish`), for its
+    readers: `from_dict` is tolerant (a missing key is None, an unknown one kept in `extra`) and
+    ``to_dict()`` gives the JSON it read back, keys in the same order. A task's entry stays a
+    mapping (its fields grow with the metrics; `task` reads one)."""
+
+    created: str | None = None  # ISO time, UTC
+    command: list[str] | None = None  # sys.argv, secrets redacted
+    git: dict[str, Any] | None = None  # commit, dirty
+    environment: dict[str, Any] | None = None  # python, platform, packages
+    config: dict[str, Any] | None = None  # the composed config, secrets redacted
+    engine: dict[str, Any] | None = None  # the engine's describe(), secrets redacted
+    split: str | None = None
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task name -> its entry
+    mean_accuracy: float | None = None  # dev runs
+    uncached_prompt_tokens_median: float | None = None
+    missing_predictions: int | None = None
+    unanswered: int | None = None
+    compliant: bool | None = None
+    submission: str | None = None  # the zip's file name (None: none written)
+    submission_refused: str | None = None  # why not (written only then)
+    extra: dict[str, Any] = field(default_factory=dict)
+    source_keys: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSummary:
+        names = _RUN_SUMMARY_FIELDS
+        tasks = data.get("tasks")
+        return cls(
+            **{k: v for k, v in data.items() if k in names and k != "tasks"},
+            tasks=dict(tasks) if isinstance(tasks, Mapping) else {},
+            extra={k: v for k, v in data.items() if k not in names},
+            source_keys=tuple(data),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in _RUN_SUMMARY_FIELDS}
+        if self.submission_refused is None:
+            del out["submission_refused"]
+        out.update(self.extra)
+        if self.source_keys is None:
+            return out
+        return {key: out.get(key, getattr(self, key, None)) for key in self.source_keys}
+
+    def task(self, name: str) -> Mapping[str, Any]:
+        """Task ``name``'s entry ({} when the run has none)."""
+        entry = self.tasks.get(name)
+        return entry if isinstance(entry, Mapping) else {}
+
+    @property
+    def engine_name(self) -> str | None:
+        return self.engine.get("name") if isinstance(self.engine, Mapping) else None
+
+
+_RUN_SUMMARY_FIELDS = (
+    "created",
+    "command",
+    "git",
+    "environment",
+    "config",
+    "engine",
+    "split",
+    "tasks",
+    "mean_accuracy",
+    "uncached_prompt_tokens_median",
+    "missing_predictions",
+    "unanswered",
+    "compliant",
+    "submission",
+    "submission_refused",
+)

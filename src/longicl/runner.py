@@ -200,12 +200,12 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
             except Exception as exc:  # noqa: BLE001 - one sample's bug or bad reply never stops a run
                 rundir.log_failure(f"{spec.name} sample {sample.id} (index {index})", exc)
                 record = failed_record(spec, sample, index, exc, annotator.settings.method_label(spec))
-            record["compliant"] = not compliance_problems(
-                settings, spec, engine, MethodLabel.parse(str(record.get("method") or "")).pure_icl
-            )
+            typed = SampleRecord.from_dict(record)
+            typed.compliant = not compliance_problems(settings, spec, engine, typed.method.pure_icl)
             why = unanswered(record) if engine.answers else None
             if why is not None:  # asked again on resume (rundir.is_complete); not a parse failure
-                record["unanswered"] = why
+                typed.unanswered = why
+            record = typed.to_dict()
             rundir.append_record(spec.name, record)
             tally["done"] += 1
             tally["correct"] += int(bool(record.get("correct")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from longicl.analysis.stats import rounded
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.data import Example, load_task
 from longicl.errors import DataError
+from longicl.records import RunSummary
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task, remember_run_tasks
 
@@ -52,11 +54,14 @@ class RunData:
     records: dict[str, list[dict[str, Any]]]  # task name -> records in sample order
     static: dict[str, dict[str, Any]]
 
+    @cached_property
+    def run_summary(self) -> RunSummary:
+        """``summary`` (run.json), typed."""
+        return RunSummary.from_dict(self.summary)
+
     @property
     def engine(self) -> str:
-        return str(
-            (self.summary.get("engine") or {}).get("name") or self.config.get("engine", {}).get("name")
-        )
+        return str(self.run_summary.engine_name or self.config.get("engine", {}).get("name"))
 
     @property
     def answers(self) -> bool:
@@ -64,15 +69,15 @@ class RunData:
 
     @property
     def split(self) -> str:
-        return str(self.summary.get("split") or self.config.get("split"))
+        return str(self.run_summary.split or self.config.get("split"))
 
     @property
     def config(self) -> dict[str, Any]:
-        return dict(self.summary.get("config") or {})
+        return dict(self.run_summary.config or {})
 
     @property
     def tasks(self) -> dict[str, dict[str, Any]]:
-        return dict(self.summary.get("tasks") or {})
+        return dict(self.run_summary.tasks)
 
     @property
     def thinking(self) -> bool:
@@ -91,7 +96,7 @@ class RunData:
     def model(self) -> str:
         """The language model that answered, in words."""
         if self.language_model:
-            engine = self.summary.get("engine") or {}
+            engine = self.run_summary.engine or {}
             return str(engine.get("model") or self.config.get("engine", {}).get("model") or "?")
         return engine_words(self.engine).model or f"none ({self.engine})"
 
@@ -160,7 +165,7 @@ def load_run(path: str | Path) -> RunData:
 
 def classical_model(run: RunData, name: str) -> dict[str, Any]:
     """The classical engine's model settings for task ``name`` ({} for other engines)."""
-    models = (run.summary.get("engine") or {}).get("models") or {}
+    models = (run.run_summary.engine or {}).get("models") or {}
     entry = models.get(name) or models.get(str(get_task(name).id)) or {}
     return dict(entry.get("settings") or entry) if isinstance(entry, Mapping) else {}
 
@@ -298,7 +303,7 @@ def run_summary(run: RunData) -> str:
     """Markdown: what a run is (engine, model, split, sizes) and how to reproduce it."""
     accuracies = [t["accuracy"] for t in run.tasks.values() if t.get("accuracy") is not None]
     samples = sum(int(t.get("n") or 0) for t in run.tasks.values())
-    command, verified = main_command(run.config, run.summary.get("command"))
+    command, verified = main_command(run.config, run.run_summary.command)
     lines = [
         f"**{run.label}**: engine `{run.engine}`, model: {run.model}, split `{run.split}`, "
         f"{len(run.tasks)} tasks, {samples:,} samples, thinking {'on' if run.thinking else 'off'}.",

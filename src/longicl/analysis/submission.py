@@ -31,7 +31,7 @@ def check_submission(run: RunData) -> SubmissionCheck:
     """Open a test run's ``submission.zip`` and check every member with the pipeline's own
     validator (`longicl.rundir.validate_prediction_lines`) against the task files' test ids, in
     order; every problem is kept (one line each) for the notebook rather than raised."""
-    path = run.path / str(run.summary.get("submission") or "submission.zip")
+    path = run.path / str(run.run_summary.submission or "submission.zip")
     problems: list[str] = []
     rows: dict[str, int] = {}
     empty: dict[str, int] = {}
@@ -39,7 +39,7 @@ def check_submission(run: RunData) -> SubmissionCheck:
     if run.split != "test":
         problems.append(f"{run.path}: a {run.split} run has no submission")
     if not path.is_file():
-        refused = run.summary.get("submission_refused")
+        refused = run.run_summary.submission_refused
         problems.append(
             f"{path}: missing ({refused}: only a compliant run is an entry)"
             if refused
@@ -47,7 +47,7 @@ def check_submission(run: RunData) -> SubmissionCheck:
         )
         return SubmissionCheck(path, files, rows, empty, problems)
     if path.name != "submission.zip":
-        problems.append(f"{path.name}: not an entry ({run.summary.get('submission_refused')})")
+        problems.append(f"{path.name}: not an entry ({run.run_summary.submission_refused})")
     limit = run.config.get("limit")
     with zipfile.ZipFile(path) as archive:
         files = sorted(archive.namelist())

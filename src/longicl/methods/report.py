@@ -22,7 +22,7 @@ from longicl.methods.scoring import best_label
 from longicl.methods.voting import Vote, rule_for, vote
 from longicl.metrics import score
 from longicl.parse import normalise
-from longicl.records import MethodLabel, task_method
+from longicl.records import AnyRecord, MethodLabel, SampleRecord, as_record, task_method
 from longicl.tasks import TaskSpec
 
 
@@ -50,24 +50,25 @@ MIN_CALIBRATION_ROWS = 10
 
 def task_report(
     spec: TaskSpec,
-    records: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
+    records: Sequence[AnyRecord] | Mapping[str, AnyRecord],
     method_settings: MethodSettings,
     out_dir: str | Path,
     split: str,
 ) -> dict[str, Any]:
     """The method part of one task's run.json entry (see the module docstring): its answer label,
     its method settings and what the techniques that ran did."""
-    rows = list(records.values()) if isinstance(records, Mapping) else list(records)
+    lines = list(records.values()) if isinstance(records, Mapping) else list(records)
+    rows = [as_record(r) for r in lines]
     settings = method_settings.for_task(spec)
     side_models = settings.side_models(spec)
-    label = task_method(rows, settings.method_label(spec))
+    label = task_method([r.to_dict() for r in rows], settings.method_label(spec))
     report: dict[str, Any] = {
         "method": label.method,
         "pure_icl": label.pure_icl,
         "side_models": label.side_models,
         "method_settings": settings.summary(spec),
     }
-    answered = [r for r in rows if r.get("vote") is not None]
+    answered = [r for r in rows if r.vote is not None]
     if answered and (settings.self_consistency > 1 or side_models):
         report["self_consistency"] = _consistency(spec, answered, settings.self_consistency)
     if settings.use_program and spec.program:
@@ -77,30 +78,31 @@ def task_report(
     return report
 
 
-def _consistency(spec: TaskSpec, rows: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
-    agreement = [r["vote"]["agreement"] for r in rows if r["vote"].get("agreement") is not None]
+def _consistency(spec: TaskSpec, rows: Sequence[SampleRecord], k: int) -> dict[str, Any]:
+    votes = [r.vote or {} for r in rows]  # every row voted (task_report)
+    agreement = [v["agreement"] for v in votes if v.get("agreement") is not None]
     out: dict[str, Any] = {
         "k": k,
         "mean_agreement": _mean(agreement),
         "unanimous": _mean([float(a >= 1.0) for a in agreement]),
-        "ties_broken": sum(1 for r in rows if r["vote"].get("tie_break")),
+        "ties_broken": sum(1 for v in votes if v.get("tie_break")),
         "unreadable_requests": sum(
-            1 for r in rows for q in r.get("requests", []) if not q.get("answer") and not q.get("error")
+            1 for r in rows for q in r.request_entries if not q.get("answer") and not q.get("error")
         ),
     }
-    if any(r.get("correct") is not None for r in rows):
+    if any(r.correct is not None for r in rows):
         per_variant: dict[int, list[float]] = {}
         for r in rows:
-            for q in r.get("requests", []):
-                verdict = score(spec, q.get("parsed") or "", r.get("gold"))
+            for q in r.request_entries:
+                verdict = score(spec, q.get("parsed") or "", r.gold)
                 if verdict is not None:
                     per_variant.setdefault(int(q.get("variant", 0)), []).append(verdict)
         out["variant_accuracy"] = {str(v): _mean(s) for v, s in sorted(per_variant.items())}
     return out
 
 
-def _program_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    verdicts = [r["program"] for r in rows if r.get("program")]
+def _program_counts(rows: Sequence[SampleRecord]) -> dict[str, int]:
+    verdicts = [r.program for r in rows if r.program]
     return {
         "checked": len(verdicts),
         "usable": sum(1 for v in verdicts if v.get("usable")),
@@ -115,19 +117,20 @@ def _program_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 def revote(
     spec: TaskSpec,
     settings: MethodSettings,
-    record: Mapping[str, Any],
+    line: AnyRecord,
     calibrated: Mapping[int, Mapping[str, float]] | None = None,
 ) -> str:
     """A record's prediction again, from its requests' raw or ``calibrated`` (by variant) scores."""
+    record = as_record(line)
     votes = []
-    for q in record.get("requests", []):
+    for q in record.request_entries:
         variant = int(q.get("variant", 0))
         scores = (calibrated or {}).get(variant)
         if scores:
             votes.append(Vote(best_label(scores, list(scores)), variant, "icl", 1.0, scores))
         else:
             votes.append(Vote(q.get("parsed") or "", variant, "icl", 1.0, q.get("label_logprobs")))
-    for side in (record.get("vote") or {}).get("side", []):
+    for side in (record.vote or {}).get("side", []):
         if side.get("answer"):
             votes.append(Vote(side["answer"], -1, side.get("source", "side"), settings.classical_weight))
     return vote(votes, rule_for(settings.vote, votes), key=lambda a: normalise(spec, a)).answer
@@ -135,26 +138,26 @@ def revote(
 
 def _calibration(
     spec: TaskSpec,
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[SampleRecord],
     settings: MethodSettings,
     out_dir: Path,
     split: str,
 ) -> dict[str, Any]:
     labels = list(spec.labels or ())
-    applied = sorted({r["calibration"]["mode"] for r in rows if r.get("calibration")})
+    applied = sorted({r.calibration["mode"] for r in rows if r.calibration})
     out: dict[str, Any] = {
         "applied": applied[0] if len(applied) == 1 else (applied or None),
         "file": settings.calibration if applied else None,
-        "scored_requests": sum(1 for r in rows for q in r.get("requests", []) if q.get("label_logprobs")),
-        "requests": sum(len(r.get("requests", [])) for r in rows),
+        "scored_requests": sum(1 for r in rows for q in r.request_entries if q.get("label_logprobs")),
+        "requests": sum(len(r.requests) for r in rows),
     }
-    gold_rows = [r for r in rows if r.get("gold") is not None and r.get("correct") is not None]
+    gold_rows = [r for r in rows if r.gold is not None and r.correct is not None]
     if split != "dev" or not gold_rows:
         return out
     data = [
-        cal.Row(int(r["index"]), int(q.get("variant", 0)), q["label_logprobs"], normalise(spec, r["gold"]))
+        cal.Row(int(r.index), int(q.get("variant", 0)), q["label_logprobs"], normalise(spec, r.gold))
         for r in gold_rows
-        for q in r.get("requests", [])
+        for q in r.request_entries
         if q.get("label_logprobs")
     ]
     if len(data) < MIN_CALIBRATION_ROWS:
@@ -167,11 +170,11 @@ def _calibration(
             by_variant = None
             if scores is not None:
                 by_variant = {
-                    int(q.get("variant", 0)): scores[(int(r["index"]), int(q.get("variant", 0)))]
-                    for q in r.get("requests", [])
-                    if (int(r["index"]), int(q.get("variant", 0))) in scores
+                    int(q.get("variant", 0)): scores[(int(r.index), int(q.get("variant", 0)))]
+                    for q in r.request_entries
+                    if (int(r.index), int(q.get("variant", 0))) in scores
                 }
-            hits.append(score(spec, revote(spec, settings, r, by_variant), r["gold"]) or 0.0)
+            hits.append(score(spec, revote(spec, settings, r, by_variant), r.gold) or 0.0)
         return sum(hits) / len(hits)
 
     batch = cal.fit(labels, "batch", data)

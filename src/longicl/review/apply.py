@@ -24,6 +24,7 @@ from longicl.errors import UsageError
 from longicl.files import atomic_write_bytes, jsonl_lines, read_jsonl
 from longicl.metrics import score
 from longicl.parse import parse_answer
+from longicl.records import SampleRecord
 from longicl.review.items import Decision, data_dir, run_tasks
 from longicl.rundir import RunDir, validate_predictions
 from longicl.runner import write_task_outputs
@@ -87,18 +88,16 @@ def human_record(
     spec: TaskSpec, record: dict[str, Any], answer: str, decision: Decision, tool: str
 ) -> dict[str, Any]:
     """The record with the human's answer as its prediction; the model's answer is kept."""
-    updated = dict(record)
-    if record.get("answered_by") != "human":
-        updated["model_prediction"] = record.get("prediction") or ""
-        updated["model_error"] = record.get("error")
-    updated.update(
-        prediction=answer,
-        answered_by="human",
-        human={"answer": answer, "annotator": decision.annotator, "tool": tool or None},
-        error=None,
-        correct=score(spec, answer, record.get("gold")),
-    )
-    return updated
+    typed = SampleRecord.from_dict(record)
+    if not typed.human_decided:
+        typed.model_prediction = typed.prediction or ""
+        typed.model_error = typed.error
+    typed.prediction = answer
+    typed.overridden_by = "human"
+    typed.human = {"answer": answer, "annotator": decision.annotator, "tool": tool or None}
+    typed.error = None
+    typed.correct = score(spec, answer, typed.gold)
+    return typed.to_dict()
 
 
 def _task_of(decision: Decision, specs: dict[str, TaskSpec], records: dict[str, dict]) -> TaskSpec:

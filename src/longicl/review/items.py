@@ -14,6 +14,7 @@ from longicl.data import load_task
 from longicl.errors import UsageError
 from longicl.parse import normalise
 from longicl.quality.confidence import of_record
+from longicl.records import RunSummary
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task, remember_run_tasks, task_order
 
@@ -53,7 +54,7 @@ def run_tasks(run_dir: Path) -> list[TaskSpec]:
     name (known from the task files ``run.json`` names)."""
     if not (run_dir / "records").is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no records/)")
-    remember_run_tasks(_run_json(run_dir).get("tasks") or {})
+    remember_run_tasks(_run_json(run_dir).tasks)
     names = sorted(
         (p.name.removesuffix(".jsonl") for p in (run_dir / "records").glob("*.jsonl")), key=task_order
     )
@@ -81,16 +82,16 @@ def data_dir(run_dir: Path) -> Path:
     return path
 
 
-def _run_json(run_dir: Path) -> dict[str, Any]:
+def _run_json(run_dir: Path) -> RunSummary:
     try:
         run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
-    return run if isinstance(run, dict) else {}
+        return RunSummary()
+    return RunSummary.from_dict(run) if isinstance(run, dict) else RunSummary()
 
 
 def model_version(run_dir: Path) -> str:
-    engine = _run_json(run_dir).get("engine") or (run_config(run_dir).get("engine") or {})
+    engine = _run_json(run_dir).engine or (run_config(run_dir).get("engine") or {})
     return f"longicl/{engine.get('model') or engine.get('name') or 'unknown'}"
 
 
