@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 #: ``answered_by`` of a language model that read the prompt (in-context learning)
 ICL = "icl"
+#: ``answered_by`` of a record whose prediction a human decided (``longicl review import``)
+HUMAN = "human"
 #: the confidence fields of a record nothing answered (dry run) or nothing scored (task 8)
 NO_CONFIDENCE = {"confidence": None, "confidence_source": None}
 #: what may follow ``icl`` in a label and is not pure ICL: a side model changed or voted on the answer
@@ -272,3 +274,23 @@ def summary_record(record: dict[str, Any]) -> dict[str, Any]:
         for q in requests
     ]
     return {**record, "requests": slim}
+
+
+def human_decided(record: Mapping[str, Any]) -> bool:
+    """A human decided the record's prediction (``longicl review import``)."""
+    return record.get("answered_by") == HUMAN
+
+
+def as_model_answered(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as the model left it: a human-decided record's ``prediction``, ``correct`` and
+    ``error`` are the model's (``model_prediction``, ``model_correct``, ``model_error``), so that
+    what scores the model never counts a human's answer. Other records are returned unchanged.
+    ``correct`` is None when the record predates ``model_correct`` (the caller may score it)."""
+    if not human_decided(record):
+        return record
+    return {
+        **record,
+        "prediction": record.get("model_prediction") or "",
+        "correct": record.get("model_correct"),
+        "error": record.get("model_error"),
+    }

@@ -4,7 +4,7 @@ Everything is checked before anything is written: a decision for a sample the ru
 or an answer that is not valid for the task (outside the label set, not an integer, ...), is
 refused with one line. Then, holding the run dir's lock (`RunDir.lock`), per changed sample, a new record line is appended (records are
 append-only; the latest line per sample is the record): it keeps the model's answer
-(``model_prediction``, and its confidence) and adds the human one (``prediction``,
+(``model_prediction``, ``model_correct``, and its confidence) and adds the human one (``prediction``,
 ``answered_by: human``, ``human``). Prediction files and ``submission.zip`` are then derived
 from the records again and replaced atomically where their bytes change. A decision equal to
 what the record already holds changes nothing, so importing the same file twice changes nothing
@@ -89,6 +89,7 @@ def human_record(
     updated = dict(record)
     if record.get("answered_by") != "human":
         updated["model_prediction"] = record.get("prediction") or ""
+        updated["model_correct"] = record.get("correct")
         updated["model_error"] = record.get("error")
     updated.update(
         prediction=answer,
