@@ -112,6 +112,16 @@ def test_dry_run_from_another_directory(tmp_path):
     [
         (["engin=classical"], "did you mean engine"),
         (["selection.nme=bm25"], "did you mean selection.name"),
+        # a key of another option of the group: said so, never "did you mean" the key itself
+        (
+            ["engine=dryrun", "engine.timeout=10"],
+            "engine.timeout is not a setting of engine=dryrun (its settings: engine.name, engine.concurrency)",
+        ),
+        (
+            ["engine=classical", "engine.api_key=x"],
+            "engine.api_key is not a setting of engine=classical (its settings: ",
+        ),
+        (["engine=dryrun", "engine.model=x"], "engine.model is not a setting of engine=dryrun ("),
         (["selection=bm2"], "did you mean bm25"),
         (["method=best"], "python -m longicl.sweep select"),
     ],
