@@ -1,6 +1,7 @@
 """The command line as users meet it: one line and exit 2 for their mistakes, nothing written."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -142,6 +143,9 @@ def test_main_help_lists_the_settings_with_their_defaults():
     for words in ("task", "split", "engine.base_url", "classical, dryrun, local, openai", "README.md"):
         assert words in done.stdout
     assert "Powered by Hydra" not in done.stdout
+    # the sweep example runs as printed: one out_dir per job; the default out_dir as written
+    assert "-m selection=hybrid,bm25 split=dev out_dir='outputs/sweep/${hydra:job.num}'" in done.stdout
+    assert re.search(r"out_dir +outputs/\$\{split\}", done.stdout), done.stdout
 
 
 def test_the_longicl_command_dispatches_to_each_tool():

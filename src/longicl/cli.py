@@ -96,9 +96,12 @@ def main_help(conf_dir: Path, usage: str) -> str:
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose(config_name="config")
     groups = group_options(conf_dir)
+    raw = OmegaConf.to_container(cfg, resolve=False)  # out_dir: outputs/${split}, as written
     rows = []
     for key in HELP_KEYS:
-        value = OmegaConf.select(cfg, key)
+        value = _raw(raw, key)
+        if not (isinstance(value, str) and "${" in value):
+            value = OmegaConf.select(cfg, key)
         if key in groups:
             value = f"{OmegaConf.select(cfg, key + '.name') or ''}".strip() or "default"
             value = f"{value}   (one of: {', '.join(groups[key])})"
@@ -112,6 +115,13 @@ def main_help(conf_dir: Path, usage: str) -> str:
         'composed config; -m runs a hydra sweep (docs/methods.md, "Sweeps"); --hydra-help: hydra\'s own flags.',
     ]
     return "\n".join(lines)
+
+
+def _raw(node: object, key: str) -> object:
+    """The value of dotted ``key`` in a plain container, as written (None: not there)."""
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
@@ -265,7 +275,8 @@ Annotate the challenge's tasks (or your own task files) by long-context in-conte
   longicl run task=5 split=dev limit=50                 score on held-out labelled examples
   longicl run engine=classical split=dev                CPU annotators, no model
   longicl run engine=dryrun task=all                    build and save every request, call nothing
-  longicl run -m selection=hybrid,bm25 split=dev        a hydra sweep
+  longicl run -m selection=hybrid,bm25 split=dev out_dir='outputs/sweep/${hydra:job.num}'
+                                                        a hydra sweep, one out_dir per job
 
 Mistakes in settings or data: one line on stderr, exit 2, nothing written. Exit 1: some samples
 have no prediction; 3: every server stopped answering; 130: interrupted. The same command resumes.
