@@ -102,6 +102,21 @@ def test_markdown_and_html_are_written_with_figures(dry_report):
         assert section in markdown, section
 
 
+def test_reproduction_says_make_install_installs_the_package_alone(dry_report):
+    written, _ = dry_report
+    flat = " ".join(written.markdown.read_text(encoding="utf-8").split())
+    assert "installs the package alone (no extras" in flat and "with its extras" not in flat
+
+
+@pytest.mark.parametrize(("path", "name"), [("/tmp/x", "/tmp/x"), ("/srv/runs/a/b", "…/a/b")])
+def test_a_run_outside_the_project_keeps_its_leading_slash(path, name):
+    from pathlib import Path
+
+    from longicl.analysis.runs import RunData
+
+    assert RunData(Path(path), {}, {}, {}).name == name
+
+
 def test_html_is_self_contained_with_the_per_task_table(dry_report):
     written, _ = dry_report
     page = _page(written.html)
@@ -265,6 +280,9 @@ def test_a_declared_task_is_named_with_its_metric(tmp_path):
     flat = " ".join(summary.split())
     assert "None" not in flat and "tweet-mood: macro F1 0." in flat and ", accuracy " in flat
     assert "(exact match)" not in flat  # the task is scored by macro F1, not labelled exact match
+    whole = " ".join(markdown.split())
+    assert "no labelled example is contradicted" not in whole  # classical answers carry no confidence
+    assert "no sample of this run has a confidence" in whole
     data = " ".join(markdown.split("## Tasks and data")[1].split("\n## ")[0].split())
     assert "eight task files" not in data and data.startswith("The declared task tweet-mood")
 

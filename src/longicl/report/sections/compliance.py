@@ -19,7 +19,7 @@ def _below_floor(run: an.RunData) -> list[str]:
     """Floors below the rule's, from run.json's numbers: run.json (before the runner listed every
     reason) names only the server-token count when both hold."""
     out = []
-    for name, task in run.tasks.items():
+    for task in run.tasks.values():
         floor, rule = task.get("min_icl_tokens"), task.get("min_icl_tokens_rule")
         if isinstance(floor, int) and isinstance(rule, int) and floor < rule:
             said = any("below the rule" in str(why) for why in task.get("not_compliant_because") or ())
