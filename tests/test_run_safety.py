@@ -429,6 +429,18 @@ def test_notebooks_list_works_without_the_notebooks_extra(monkeypatch, capsys):
     assert capsys.readouterr().out.strip()
 
 
+def test_running_a_notebook_without_the_notebooks_extra_is_one_line(monkeypatch, capsys, tmp_path):
+    """``longicl notebooks 01 -o DIR`` gave a ModuleNotFoundError traceback."""
+    from longicl import notebooks
+
+    monkeypatch.setitem(sys.modules, "papermill", None)  # as if not installed
+    out = tmp_path / "nb"
+    assert notebooks.main([notebooks.NOTEBOOKS[0][:2], "-o", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "pip install -e '.[notebooks]'" in line and "make notebooks" in line, line
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def dev_run(tmp_path_factory, gold_answers):
     out = tmp_path_factory.mktemp("dev") / "run"
