@@ -2,7 +2,7 @@
 
     python main.py task=all split=test                         # the submission run
     python main.py task=5 split=dev limit=50 engine=dryrun     # inspect requests, call nothing
-    python main.py -m selection=hybrid,bm25 split=dev          # a hydra sweep
+    python main.py -m selection=hybrid,bm25 split=dev out_dir='outputs/sweep/${hydra:job.num}'  # a sweep
     python main.py --help                                      # the main settings and their defaults
 
 Configuration lives in conf/ (hydra); see README.md for every setting. Mistakes in settings or

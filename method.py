@@ -31,7 +31,7 @@ from typing import Any
 from longicl.annotators import build_request
 from longicl.cli import compose_config
 from longicl.data import Example, load_task, split
-from longicl.engines import Engine, build_engine
+from longicl.engines import ENGINES, Engine, build_engine
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.parse import parse_answer
 from longicl.prompt import ContextBuilder, build_context
@@ -178,7 +178,20 @@ def command_overrides(task_id: int, overrides: Sequence[str]) -> list[str]:
     return [*([] if given else [f"task={task_id}"]), *overrides]
 
 
+def check_language_model() -> None:
+    """Refuse (one line) an engine whose replies are not a language model's answer to the prompt
+    (``engine=dryrun``: no answer; ``engine=classical``: CPU annotators): method.py scores ICL."""
+    name = str(settings().engine.get("name"))
+    cls = ENGINES.get(name, where="engine")
+    if not (cls.answers and cls.reads_prompts):
+        raise UsageError(
+            f"engine={name} gives no language-model answer, so method.py (in-context learning) has "
+            "nothing to score: use engine=openai (a served model), engine=local or engine=ray"
+        )
+
+
 def _report(task_id: int, limit: int) -> int:
+    check_language_model()
     accuracy = _evaluate(task_id, limit)
     print(f"dev accuracy on openseek-{task_id} ({limit} samples): {accuracy:.3f}")
     return ExitCode.OK

@@ -1,6 +1,7 @@
 """The command line as users meet it: one line and exit 2 for their mistakes, nothing written."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,16 @@ def test_dry_run_from_another_directory(tmp_path):
     [
         (["engin=classical"], "did you mean engine"),
         (["selection.nme=bm25"], "did you mean selection.name"),
+        # a key of another option of the group: said so, never "did you mean" the key itself
+        (
+            ["engine=dryrun", "engine.timeout=10"],
+            "engine.timeout is not a setting of engine=dryrun (its settings: engine.name, engine.concurrency)",
+        ),
+        (
+            ["engine=classical", "engine.api_key=x"],
+            "engine.api_key is not a setting of engine=classical (its settings: ",
+        ),
+        (["engine=dryrun", "engine.model=x"], "engine.model is not a setting of engine=dryrun ("),
         (["selection=bm2"], "did you mean bm25"),
         (["method=best"], "python -m longicl.sweep select"),
     ],
@@ -132,6 +143,9 @@ def test_main_help_lists_the_settings_with_their_defaults():
     for words in ("task", "split", "engine.base_url", "classical, dryrun, local, openai", "README.md"):
         assert words in done.stdout
     assert "Powered by Hydra" not in done.stdout
+    # the sweep example runs as printed: one out_dir per job; the default out_dir as written
+    assert "-m selection=hybrid,bm25 split=dev out_dir='outputs/sweep/${hydra:job.num}'" in done.stdout
+    assert re.search(r"out_dir +outputs/\$\{split\}", done.stdout), done.stdout
 
 
 def test_the_longicl_command_dispatches_to_each_tool():

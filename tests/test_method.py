@@ -86,3 +86,22 @@ def test_task_option_sets_the_task_so_a_small_window_works_as_in_main(method, mo
         assert method.settings().max_prompt_tokens == 7680
     finally:
         method.settings.cache_clear()
+
+
+@pytest.mark.parametrize("engine", ["classical", "dryrun"])
+def test_an_engine_without_a_language_model_is_refused_in_one_line(engine, tmp_path):
+    """``method.py --task 5 engine=classical`` scored 0.000 and exited 0: nothing answered the prompts."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "method.py"), "--task", "5", "--limit", "2", f"engine={engine}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"engine={engine} gives no language-model answer" in lines[0], done.stderr
+    assert "dev accuracy" not in done.stdout and list(tmp_path.iterdir()) == []

@@ -34,3 +34,17 @@ def test_aggregate():
 
 def test_aggregate_without_gold_has_no_accuracy():
     assert aggregate([_record(None)], 1.0).accuracy is None
+
+
+def test_human_decided_records_are_scored_with_the_models_answer():
+    """A record from `longicl review import` counts with the model's answer; one from before
+    ``model_correct`` was kept is scored again from ``model_prediction``."""
+    spec = get_task(5)
+    wrong, right = spec.labels
+    human = {"answered_by": "human", "prediction": right, "gold": right, "correct": 1.0, "error": None}
+    kept = {**_record(0.0), **human, "model_prediction": wrong, "model_correct": 0.0, "model_error": None}
+    older = {**_record(0.0), **human, "model_prediction": wrong, "model_error": None}
+    failed = {**_record(0.0), **human, "model_prediction": "", "model_correct": 0.0, "model_error": "timeout"}
+    m = aggregate([kept, older, failed, _record(1.0)], 1.0, spec)
+    assert m.accuracy == 0.25 and m.score == 0.25
+    assert m.human_decided == 3 and m.failed_requests == 1

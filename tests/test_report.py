@@ -102,6 +102,21 @@ def test_markdown_and_html_are_written_with_figures(dry_report):
         assert section in markdown, section
 
 
+def test_reproduction_says_make_install_installs_the_package_alone(dry_report):
+    written, _ = dry_report
+    flat = " ".join(written.markdown.read_text(encoding="utf-8").split())
+    assert "installs the package alone (no extras" in flat and "with its extras" not in flat
+
+
+@pytest.mark.parametrize(("path", "name"), [("/tmp/x", "/tmp/x"), ("/srv/runs/a/b", "…/a/b")])
+def test_a_run_outside_the_project_keeps_its_leading_slash(path, name):
+    from pathlib import Path
+
+    from longicl.analysis.runs import RunData
+
+    assert RunData(Path(path), {}, {}, {}).name == name
+
+
 def test_html_is_self_contained_with_the_per_task_table(dry_report):
     written, _ = dry_report
     page = _page(written.html)
@@ -233,6 +248,26 @@ def test_a_small_model_run_is_named_and_no_qwen_title(gold_dir, dry_dir, tmp_pat
     assert "with Qwen3-4B" not in html.split("</title>")[0]
 
 
+def test_a_small_model_counted_in_its_own_tokens_is_not_said_to_be_qwens_prompts(gold_dir, tmp_path):
+    """engine=local min_icl_tokens=3000 model.tokenizer=server: the prompts are not the ones Qwen3-4B
+    receives, and "Not an entry" names every reason (the floor too, which run.json left out)."""
+    small = tmp_path / "small"
+    shutil.copytree(gold_dir, small)
+    summary = json.loads((small / "run.json").read_text())
+    summary["engine"]["model"] = "SmolLM2-135M-Instruct"
+    summary["config"].setdefault("model", {})["tokenizer"] = "server"
+    server_reason = "demonstrations counted in the served model's tokens (model.tokenizer=server), not Qwen's"
+    for task in summary["tasks"].values():
+        task.update(min_icl_tokens=3000, compliant=False, not_compliant_because=[server_reason])
+    (small / "run.json").write_text(json.dumps(summary))
+    markdown = report.build_report([small], tmp_path / "out").markdown.read_text(encoding="utf-8")
+    flat = " ".join(markdown.split())
+    assert "exact counts with the Qwen BPE" not in flat
+    assert "counted in the served model's own tokens (`model.tokenizer=server`), not Qwen's" in flat
+    reasons = flat.split("Not an entry: ")[1].split(". ")[0]
+    assert server_reason in reasons and "min_icl_tokens=3000 is below the rule's 30000" in reasons
+
+
 def test_a_declared_task_is_named_with_its_metric(tmp_path):
     """No ``None`` task name, the metric named, and no "eight task files" for one declared task."""
     from conftest import ROOT
@@ -243,7 +278,11 @@ def test_a_declared_task_is_named_with_its_metric(tmp_path):
     markdown = report.build_report([out], tmp_path / "r").markdown.read_text(encoding="utf-8")
     summary = markdown.split("## Summary")[1].split("\n## ")[0]
     flat = " ".join(summary.split())
-    assert "None" not in flat and "tweet-mood: " in flat and "scored by macro F1 0." in flat
+    assert "None" not in flat and "tweet-mood: macro F1 0." in flat and ", accuracy " in flat
+    assert "(exact match)" not in flat  # the task is scored by macro F1, not labelled exact match
+    whole = " ".join(markdown.split())
+    assert "no labelled example is contradicted" not in whole  # classical answers carry no confidence
+    assert "no sample of this run has a confidence" in whole
     data = " ".join(markdown.split("## Tasks and data")[1].split("\n## ")[0].split())
     assert "eight task files" not in data and data.startswith("The declared task tweet-mood")
 

@@ -323,3 +323,39 @@ def test_review_help_explains_both_verbs(capsys):
     text = capsys.readouterr().out
     assert "see the package docstring" not in text
     assert "--below" in text and "annotations" in text and "Argilla" in text
+
+
+def test_human_decisions_are_not_scored_as_the_models_accuracy(runs, tmp_path, gold_answers):
+    """Dev run, review import of corrections, the same run again (resume): run.json and the
+    report score the model's answers and count the human ones apart."""
+    from longicl.report.build import build_report
+
+    run_dir = _copy(runs["dev"], tmp_path / "run")
+    before_json = json.loads((run_dir / "run.json").read_text())["tasks"]["openseek-5"]
+    before = RunDir(run_dir).all_records("openseek-5")
+    wrong = [sid for sid, r in before.items() if not r["correct"]]
+    assert wrong and before_json["accuracy"] < 1.0
+    exported = tmp_path / "review.json"
+    main(["export", str(run_dir), "--format", "label-studio", "--task", "5", "-o", str(exported)])
+    answers = {sid: before[sid]["gold"] for sid in wrong}
+    done = tmp_path / "export.json"
+    done.write_text(json.dumps(_annotate_label_studio(json.loads(exported.read_text()), answers)))
+    assert main(["import", str(run_dir), str(done)]) == 0
+    with FakeServer(NoisyAnswers(gold_answers, LABELS, seed=1)) as server:
+        run(
+            compose(
+                "task=[5,7]", "split=dev", "limit=16", f"engine.base_url={server.url}", f"out_dir={run_dir}"
+            )
+        )
+    task = json.loads((run_dir / "run.json").read_text())["tasks"]["openseek-5"]
+    assert task["accuracy"] == before_json["accuracy"]
+    assert task["human_decided"] == len(wrong)
+    assert json.loads((run_dir / "run.json").read_text())["tasks"]["openseek-7"]["human_decided"] == 0
+    # the prediction files carry the human decisions
+    rows = {
+        r["test_sample_id"]: r["prediction"]
+        for r in map(json.loads, (run_dir / "openseek-5.jsonl").read_text().splitlines())
+    }
+    assert all(rows[sid] == answers[sid] for sid in wrong)
+    text = build_report([run_dir], tmp_path / "report").markdown.read_text()
+    assert f"{len(wrong)} of its answers" in text and "human decision" in text

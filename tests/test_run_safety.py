@@ -143,6 +143,7 @@ def test_a_users_folder_is_refused_before_any_write(tmp_path, capsys):
         code = main(_dry(folder, "task=5", "limit=1", f"overwrite={overwrite}"))
         line = _one_error_line(capsys.readouterr().err)
         assert code == 2 and "not a run directory" in line and str(folder) in line, line
+        assert "choose a new or empty folder" in line and RUN_MARKER not in line.split(")", 1)[1], line
     assert _snapshot(folder) == before
     assert sorted(p.name for p in folder.iterdir()) == [
         "config.yaml",
@@ -150,6 +151,26 @@ def test_a_users_folder_is_refused_before_any_write(tmp_path, capsys):
         "run.json",
         "submission.zip",
     ]
+
+
+def test_only_a_run_directory_of_an_older_version_gets_the_marker_hint(tmp_path, capsys):
+    """Folders of `make demo` (demo/, demo-tweet-mood/) are not told to be marked by hand; a
+    folder holding a run's run.json and records/ (made before the marker) is."""
+    outputs = tmp_path / "outputs"
+    (outputs / "demo").mkdir(parents=True)
+    older = tmp_path / "older"
+    (older / "records").mkdir(parents=True)
+    (older / "run.json").write_text("{}")
+    hints = {}
+    for folder in (outputs, older):
+        assert main(_dry(folder, "task=5", "limit=1")) == 2
+        hints[folder.name] = _one_error_line(capsys.readouterr().err)
+    assert (
+        "choose a new or empty folder" in hints["outputs"]
+        and RUN_MARKER not in hints["outputs"].split(")", 1)[1]
+    )
+    assert f"an empty {RUN_MARKER} file in it" in hints["older"]
+    assert not (older / RUN_MARKER).exists() and list(outputs.iterdir()) == [outputs / "demo"]
 
 
 @pytest.mark.parametrize("value", ["", ".", "./"])
@@ -406,6 +427,18 @@ def test_notebooks_list_works_without_the_notebooks_extra(monkeypatch, capsys):
         monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     assert notebooks.main(["--list"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_running_a_notebook_without_the_notebooks_extra_is_one_line(monkeypatch, capsys, tmp_path):
+    """``longicl notebooks 01 -o DIR`` gave a ModuleNotFoundError traceback."""
+    from longicl import notebooks
+
+    monkeypatch.setitem(sys.modules, "papermill", None)  # as if not installed
+    out = tmp_path / "nb"
+    assert notebooks.main([notebooks.NOTEBOOKS[0][:2], "-o", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "pip install -e '.[notebooks]'" in line and "make notebooks" in line, line
+    assert not out.exists()
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +26,7 @@ def compose_config(conf_dir: Path, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
     except Exception as exc:  # noqa: BLE001 - hydra's many types; the known ones get a plainer line
-        explained = explain_override_error(str(exc), conf_dir)
+        explained = explain_override_error(str(exc), conf_dir, overrides)
         if explained is None:
             raise
         raise UsageError(explained) from exc
@@ -95,9 +96,12 @@ def main_help(conf_dir: Path, usage: str) -> str:
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose(config_name="config")
     groups = group_options(conf_dir)
+    raw = OmegaConf.to_container(cfg, resolve=False)  # out_dir: outputs/${split}, as written
     rows = []
     for key in HELP_KEYS:
-        value = OmegaConf.select(cfg, key)
+        value = _raw(raw, key)
+        if not (isinstance(value, str) and "${" in value):
+            value = OmegaConf.select(cfg, key)
         if key in groups:
             value = f"{OmegaConf.select(cfg, key + '.name') or ''}".strip() or "default"
             value = f"{value}   (one of: {', '.join(groups[key])})"
@@ -113,6 +117,13 @@ def main_help(conf_dir: Path, usage: str) -> str:
     return "\n".join(lines)
 
 
+def _raw(node: object, key: str) -> object:
+    """The value of dotted ``key`` in a plain container, as written (None: not there)."""
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def _did_you_mean(word: str, candidates: list[str]) -> str:
     import difflib
 
@@ -120,13 +131,44 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
-def explain_override_error(message: str, conf_dir: Path) -> str | None:
-    """A plainer line for hydra's errors about a setting name or a group option (None: not one)."""
+def _group_settings(conf_dir: Path, group: str, overrides: Sequence[str]) -> tuple[str, list[str]] | None:
+    """The option of config group ``group`` the overrides choose (or the default) and its own
+    keys (``engine.timeout``, not the keys below them); None when ``group`` is not a group or that option does not compose."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if group not in group_options(conf_dir):
+        return None
+    choices = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in group_options(conf_dir)]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            node = OmegaConf.select(compose(config_name="config", overrides=choices), group)
+    except Exception:  # noqa: BLE001 - the group's own error is explained elsewhere
+        return None
+    if not isinstance(node, DictConfig):
+        return None
+    return str(node.get("name") or "default"), [f"{group}.{key}" for key in node]
+
+
+def explain_override_error(message: str, conf_dir: Path, overrides: Sequence[str] = ()) -> str | None:
+    """A plainer line for hydra's errors about a setting name or a group option (None: not one).
+
+    A key under a config group (``engine.timeout``) is explained against the option chosen
+    (``engine=dryrun`` has no ``timeout``): its own settings, never a suggestion of the key itself."""
     import re
 
     if found := re.search(r"Could not override '([^']+)'", message):
         key = found.group(1)
-        hint = _did_you_mean(key, known_keys(conf_dir))
+        group = key.split(".", 1)[0]
+        chosen = _group_settings(conf_dir, group, overrides) if "." in key else None
+        if chosen is not None:
+            option, own = chosen
+            # a key of another option (engine.timeout of engine=openai) is spelled right
+            hint = "" if key in known_keys(conf_dir) else _did_you_mean(key, own)
+            listed = ", ".join(own[:8]) + (f", … {len(own) - 8} more: --cfg job" if len(own) > 8 else "")
+            return f"{key} is not a setting of {group}={option}{hint} (its settings: {listed})"
+        hint = _did_you_mean(key, [k for k in known_keys(conf_dir) if k != key])
         if hint:
             return f"{key} is not a setting{hint} ({SETTINGS_HELP})"
         return f"{key} is not a setting ({SETTINGS_HELP}; a new key is added with +{key}=…)"
@@ -233,7 +275,8 @@ Annotate the challenge's tasks (or your own task files) by long-context in-conte
   longicl run task=5 split=dev limit=50                 score on held-out labelled examples
   longicl run engine=classical split=dev                CPU annotators, no model
   longicl run engine=dryrun task=all                    build and save every request, call nothing
-  longicl run -m selection=hybrid,bm25 split=dev        a hydra sweep
+  longicl run -m selection=hybrid,bm25 split=dev out_dir='outputs/sweep/${hydra:job.num}'
+                                                        a hydra sweep, one out_dir per job
 
 Mistakes in settings or data: one line on stderr, exit 2, nothing written. Exit 1: some samples
 have no prediction; 3: every server stopped answering; 130: interrupted. The same command resumes.

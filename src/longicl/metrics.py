@@ -17,6 +17,7 @@ from sklearn.metrics import f1_score
 from longicl.errors import DataError
 from longicl.kernels.execution_metrics import kernel_metrics
 from longicl.parse import normalise
+from longicl.records import as_model_answered, human_decided
 from longicl.registry import Registry
 from longicl.tasks import AnswerKind, TaskSpec
 
@@ -118,14 +119,21 @@ class TaskMetrics:
     seconds: float
     method: str
     score: float | None = None  # the task's own metric (``metric``: accuracy, macro F1, ...)
+    # samples whose prediction a human decided (``longicl review import``); the numbers above
+    # score the model's own answers to them, the prediction files carry the human's
+    human_decided: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def aggregate(records: Iterable[dict], seconds: float, spec: TaskSpec | None = None) -> TaskMetrics:
-    """Summarise one task's sample records (the dicts written to ``records/*.jsonl``)."""
-    rows = list(records)
+    """Summarise one task's sample records (the dicts written to ``records/*.jsonl``).
+
+    The numbers score what the model answered: a human-decided record counts with the model's
+    answer (`model_answers`), and how many there are is ``human_decided``."""
+    given = list(records)
+    rows = model_answers(given, spec)
     metric = TASK_METRICS.get(spec.metric) if spec is not None and spec.metric in TASK_METRICS else None
     requests = [q for r in rows for q in r.get("requests", [])]
     methods = sorted({r.get("method", "icl") for r in rows})
@@ -145,4 +153,17 @@ def aggregate(records: Iterable[dict], seconds: float, spec: TaskSpec | None = N
         seconds=round(seconds, 3),
         method="+".join(methods) if methods else "icl",
         score=metric.summarise(spec, rows) if metric is not None and spec is not None else None,
+        human_decided=sum(1 for r in given if human_decided(r)),
     )
+
+
+def model_answers(records: Iterable[dict], spec: TaskSpec | None = None) -> list[dict]:
+    """The records as the model answered them (`as_model_answered`); a human-decided record
+    from before ``model_correct`` was kept is scored again here when ``spec`` is given."""
+    out = []
+    for record in records:
+        model = as_model_answered(record)
+        if model is not record and "model_correct" not in record and spec is not None:
+            model["correct"] = score(spec, model["prediction"], record.get("gold"))
+        out.append(model)
+    return out

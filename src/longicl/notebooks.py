@@ -345,6 +345,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(lambda: _run(args))
 
 
+#: what executing a notebook imports, all from the [notebooks] extra
+NOTEBOOK_TOOLS = ("papermill", "nbformat", "jupyter_client")
+
+
+def require_notebook_tools() -> None:
+    """One line (exit 2) naming the extra when a tool to execute notebooks is not installed."""
+    import importlib
+
+    for module in NOTEBOOK_TOOLS:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UsageError(
+                f"executing notebooks needs {module}, from the [notebooks] extra: "
+                "pip install -e '.[notebooks]' (or make notebooks)"
+            ) from None
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         names = [notebook_path(n).stem for n in args.names] if args.names else list(NOTEBOOKS)
@@ -357,6 +375,7 @@ def _run(args: argparse.Namespace) -> int:
             for key, info in declared_parameters(notebook_path(name)).items():
                 print(f"    {key} = {info.get('default')}  {info.get('help') or ''}".rstrip())
         return 0
+    require_notebook_tools()
     started = time.monotonic()
     try:
         done = execute(

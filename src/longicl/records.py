@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 #: ``answered_by`` of a language model that read the prompt (in-context learning)
 ICL = "icl"
+#: ``answered_by`` of a record whose prediction a human decided (``longicl review import``)
+HUMAN = "human"
 #: the confidence fields of a record nothing answered (dry run) or nothing scored (task 8)
 NO_CONFIDENCE = {"confidence": None, "confidence_source": None}
 #: what may follow ``icl`` in a label and is not pure ICL: a side model changed or voted on the answer
@@ -226,6 +228,7 @@ class SampleRecord:
     unanswered: str | None = None  # why the model gave no answer (asked again on resume), see annotators.base
     # Set by a review's import (longicl.review.apply; written only when set):
     model_prediction: str | None = None  # the model's answer the human's replaced
+    model_correct: bool | None = None  # whether the model's answer was right (dev), before the human
     model_error: str | None = None  # the model's error, before the human answered
     # JSON key ``answered_by``: "human" once a person's decision is the prediction. Not
     # ``method.answered_by`` (which model answered, part of ``method``): two meanings of one JSON
@@ -360,7 +363,15 @@ def as_record(record: AnyRecord) -> SampleRecord:
 #: SampleRecord's fields every record has, written first, under their own names
 _CORE = ("task", "sample_id", "index", "prediction", "parsed_ok", "parse_error", "gold", "correct", "error")
 #: fields added after the annotator (by the runner, then a review's import), written last, in this order
-_LATE = ("compliant", "unanswered", "model_prediction", "model_error", "overridden_by", "human")
+_LATE = (
+    "compliant",
+    "unanswered",
+    "model_prediction",
+    "model_correct",
+    "model_error",
+    "overridden_by",
+    "human",
+)
 _KEY_OF_FIELD = {name: name for name in _LATE} | {"overridden_by": "answered_by"}
 #: JSON key -> SampleRecord field ("confidence" for both confidence keys)
 _FIELD_OF_KEY = (
@@ -470,3 +481,24 @@ _RUN_SUMMARY_FIELDS = (
     "submission",
     "submission_refused",
 )
+
+
+def human_decided(record: Mapping[str, Any]) -> bool:
+    """A human decided the record's prediction (``longicl review import``; the record's JSON key
+    ``answered_by``, `SampleRecord.overridden_by` in the typed view)."""
+    return record.get("answered_by") == HUMAN
+
+
+def as_model_answered(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as the model left it: a human-decided record's ``prediction``, ``correct`` and
+    ``error`` are the model's (``model_prediction``, ``model_correct``, ``model_error``), so that
+    what scores the model never counts a human's answer. Other records are returned unchanged.
+    ``correct`` is None when the record predates ``model_correct`` (the caller may score it)."""
+    if not human_decided(record):
+        return record
+    return {
+        **record,
+        "prediction": record.get("model_prediction") or "",
+        "correct": record.get("model_correct"),
+        "error": record.get("model_error"),
+    }

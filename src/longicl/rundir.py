@@ -207,10 +207,17 @@ class RunDir:
         foreign = sorted(p.name for p in self.path.iterdir() if p.name != self.lock_path.name)
         if foreign:
             shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+            # a run directory made before the marker existed: run.json and records/ of a run
+            older = (self.path / "run.json").is_file() and (self.path / "records").is_dir()
+            hint = (
+                f"; if it is a run directory of an older version, an empty {RUN_MARKER} file in it "
+                "lets the run resume there"
+                if older
+                else ""
+            )
             raise UsageError(
                 f"out_dir={self.path} is not a run directory (it holds {shown} and no {RUN_MARKER}); "
-                "choose a new or empty folder (a run directory of an older version: create an empty "
-                f"{RUN_MARKER} file in it)"
+                f"choose a new or empty folder{hint}"
             )
 
     def check_no_links(self) -> None:

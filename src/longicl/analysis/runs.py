@@ -122,11 +122,15 @@ class RunData:
 
     @property
     def name(self) -> str:
-        """The run directory, relative to the project root when inside it (else its last two parts)."""
+        """The run directory, relative to the project root when inside it, else its last two parts:
+        an absolute path keeps its leading ``/`` (``/tmp/x``) or, shortened, says so (``…/a/b``)."""
         try:
             return self.path.resolve().relative_to(PROJECT_ROOT).as_posix()
         except ValueError:
-            return "/".join(self.path.parts[-2:])
+            tail = "/".join(self.path.parts[-2:])
+            if not self.path.is_absolute():
+                return tail
+            return self.path.as_posix() if len(self.path.parts) <= 3 else f"…/{tail}"
 
     def data_dir(self) -> Path:
         configured = self.config.get("data_dir") or "data/openseek"

@@ -4,7 +4,7 @@ Everything is checked before anything is written: a decision for a sample the ru
 or an answer that is not valid for the task (outside the label set, not an integer, ...), is
 refused with one line. Then, holding the run dir's lock (`RunDir.lock`), per changed sample, a new record line is appended (records are
 append-only; the latest line per sample is the record): it keeps the model's answer
-(``model_prediction``, and its confidence) and adds the human one (``prediction``,
+(``model_prediction``, ``model_correct``, and its confidence) and adds the human one (``prediction``,
 ``answered_by: human``, ``human``). Prediction files and ``submission.zip`` are then derived
 from the records again and replaced atomically where their bytes change. A decision equal to
 what the record already holds changes nothing, so importing the same file twice changes nothing
@@ -91,6 +91,7 @@ def human_record(
     typed = SampleRecord.from_dict(record)
     if not typed.human_decided:
         typed.model_prediction = typed.prediction or ""
+        typed.model_correct = typed.correct
         typed.model_error = typed.error
     typed.prediction = answer
     typed.overridden_by = "human"

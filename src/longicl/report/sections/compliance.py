@@ -15,6 +15,19 @@ def _uses_model(run: an.RunData, name: str) -> bool:
     return run.language_model and MethodLabel.parse(an.task_method(run, name)).involves_language_model
 
 
+def _below_floor(run: an.RunData) -> list[str]:
+    """Floors below the rule's, from run.json's numbers: run.json (before the runner listed every
+    reason) names only the server-token count when both hold."""
+    out = []
+    for task in run.tasks.values():
+        floor, rule = task.get("min_icl_tokens"), task.get("min_icl_tokens_rule")
+        if isinstance(floor, int) and isinstance(rule, int) and floor < rule:
+            said = any("below the rule" in str(why) for why in task.get("not_compliant_because") or ())
+            if not said:
+                out.append(f"min_icl_tokens={floor} is below the rule's {rule}")
+    return out
+
+
 def build(report: Report) -> dict[str, Any]:
     tables = []
     for run in report.runs:
@@ -36,6 +49,7 @@ def build(report: Report) -> dict[str, Any]:
             )
         reasons = sorted(
             {why for task in run.tasks.values() for why in task.get("not_compliant_because") or ()}
+            | set(_below_floor(run))
         )
         tables.append({"run": run, "rows": rows, "reasons": reasons})
     return {

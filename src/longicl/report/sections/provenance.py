@@ -40,5 +40,11 @@ def build(report: Report) -> dict[str, Any]:
         "model_runs": model_runs,
         "other_engines": {e: f.Markdown(", ").join(names) for e, names in engines.items()},
         "qwen": bool(report.qwen_runs),
+        # runs whose demonstrations were counted in the served model's tokens, not Qwen's
+        "server_counted": [
+            f.code(run.name)
+            for run in report.runs
+            if str((run.config.get("model") or {}).get("tokenizer")) == "server"
+        ],
         "answered_by": report.answered_by,
     }

@@ -77,6 +77,11 @@ def build(report: Report) -> dict[str, Any] | None:
                 "split": run.split,
                 "rows": an.quality_rows(run),
                 "audit": an.audit_rows(run),
+                # samples with a confidence: none (classical, dry run) leaves the audit nothing to judge
+                "with_confidence": sum(
+                    int(((t.get("quality") or {}).get("confidence") or {}).get("with_confidence") or 0)
+                    for t in run.tasks.values()
+                ),
                 "weak": weak_tasks(report, run) if run.split == "dev" else [],
                 "figures": figures,
             }

@@ -12,6 +12,8 @@ from longicl.tasks import TASKS
 
 
 def _per_task(run: an.RunData) -> list[dict[str, Any]]:
+    # answers a human decided (review import): the accuracy scores the model's answers to them
+    human = any(t.get("human_decided") for t in run.tasks.values())
     return [
         {
             "task": name,
@@ -25,6 +27,7 @@ def _per_task(run: an.RunData) -> list[dict[str, Any]]:
             "uncached prefill (median)": f.median_of(task, "uncached_prompt_tokens"),
             "wall time (s)": task.get("seconds"),
             "program vs ICL": an.task_method(run, name),
+            **({"human answers (not scored)": task.get("human_decided") or 0} if human else {}),
         }
         for name, task in run.tasks.items()
     ]

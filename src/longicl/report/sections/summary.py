@@ -35,6 +35,10 @@ def build(report: Report) -> dict[str, Any]:
                     "mean": sum(scored.values()) / len(scored),
                     "tasks": len(scored),
                     "per_task": [(_short_name(n), a, _own_metric(run.tasks[n])) for n, a in scored.items()],
+                    # every task scored by exact match: the mean is of that metric alone
+                    "exact_match": all(run.tasks[n].get("metric") in (None, "exact_match") for n in scored),
+                    # answers a human decided (review import): in the prediction files, not scored here
+                    "human": sum(int(t.get("human_decided") or 0) for t in run.tasks.values()),
                 }
             )
     compliance = []
