@@ -56,13 +56,18 @@ class RunSettings:
     def rule_floor(self, spec: TaskSpec) -> int:
         return self.rule_floors.get(spec.name, spec.min_icl_tokens)
 
-    def floor_problem(self, spec: TaskSpec) -> str | None:
-        """Why ``spec``'s floor does not meet the rule, or None."""
+    def floor_problems(self, spec: TaskSpec) -> list[str]:
+        """Why ``spec``'s floor does not meet the rule (every reason; empty: it does)."""
+        problems = []
         if self.tokenizer == "server":
-            return "demonstrations counted in the served model's tokens (model.tokenizer=server), not Qwen's"
+            problems.append(
+                "demonstrations counted in the served model's tokens (model.tokenizer=server), not Qwen's"
+            )
         if spec.min_icl_tokens < self.rule_floor(spec):
-            return f"min_icl_tokens={spec.min_icl_tokens} is below the rule's {self.rule_floor(spec)}"
-        return None
+            problems.append(
+                f"min_icl_tokens={spec.min_icl_tokens} is below the rule's {self.rule_floor(spec)}"
+            )
+        return problems
 
     def strategy_for(self, spec: TaskSpec) -> str:
         """The selection strategy of ``spec``: ``selection.per_task.<id or name>.name`` or ``selection.name``."""
@@ -193,9 +198,7 @@ def compliance_problems(settings: RunSettings, spec: TaskSpec, engine: Engine, p
     """Why ``spec``'s answers are not a competition entry (empty: compliant). The rules ask for
     three things: every request keeps the floor in Qwen tokens, the answers are pure in-context
     learning, and they come from a served language model reading the prompts."""
-    problems = []
-    if floor := settings.floor_problem(spec):
-        problems.append(floor)
+    problems = settings.floor_problems(spec)
     if not engine.answers:
         problems.append(f"engine={engine.name} sends nothing, so no model answered")
     elif not engine.reads_prompts:
