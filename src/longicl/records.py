@@ -258,6 +258,11 @@ class SampleRecord:
         last = self.requests[-1]
         return last.to_dict() if isinstance(last, RequestLog) else last
 
+    @property
+    def method_json(self) -> Any:
+        """``method`` as the record's JSON has it (as read, when read back)."""
+        return self._method_json()
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SampleRecord:
         """The typed view of a record line as written (also by older versions): a missing field is

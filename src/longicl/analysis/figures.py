@@ -14,6 +14,7 @@ from longicl.analysis.overview import TaskOverview
 from longicl.analysis.reference import BEST_PUBLIC_ACCURACY, BEST_PUBLIC_SOURCE
 from longicl.analysis.runs import RunData, _spread, task_spec
 from longicl.analysis.strategies import SweepPoint, cost_rows
+from longicl.records import as_record
 from longicl.tasks import get_task, task_order
 
 
@@ -285,10 +286,10 @@ def figure_answer_lengths(run: RunData):
     names = list(run.records)
     fig, axes = _grid(max(1, len(names)))
     for ax, name in zip(axes, names, strict=False):
-        records = run.records[name]
+        records = [as_record(r) for r in run.records[name]]
         for outcome, colour, keep in (
-            ("correct", "#55a868", lambda r: r.get("correct") == 1),
-            ("wrong / unscored", "#c44e52", lambda r: r.get("correct") != 1),
+            ("correct", "#55a868", lambda r: r.correct == 1),
+            ("wrong / unscored", "#c44e52", lambda r: r.correct != 1),
         ):
             lengths = answer_lengths([r for r in records if keep(r)])
             if lengths:
@@ -368,7 +369,9 @@ def figure_icl_floor(run: RunData):
     fig = _figure(9, 3.4)
     ax = fig.subplots()
     for k, name in enumerate(names):
-        values = [q.get("icl_tokens") or 0 for r in run.records[name] for q in r.get("requests") or []]
+        values = [
+            q.get("icl_tokens") or 0 for r in map(as_record, run.records[name]) for q in r.request_entries
+        ]
         if values:
             jitter = [k + 0.3 * ((i * 0.618) % 1 - 0.5) for i in range(len(values))]
             ax.scatter(jitter, values, s=6, alpha=0.5, color="#4c72b0")

@@ -21,7 +21,7 @@ from longicl.engines.base import CONTEXT_LENGTH_ERROR, ChatRequest, Completion, 
 from longicl.methods.structured import structured_outputs_for
 from longicl.methods.thinking import followup_request, merge, unfinished_thinking
 from longicl.prompt import ContextBuilder, PromptPlan
-from longicl.records import NO_CONFIDENCE, RequestLog, SampleRecord
+from longicl.records import NO_CONFIDENCE, AnyRecord, RequestLog, SampleRecord, as_record
 from longicl.registry import Registry
 from longicl.tasks import TaskSpec
 
@@ -94,16 +94,17 @@ def build_request(
     )
 
 
-def unanswered(record: Mapping[str, Any]) -> str | None:
+def unanswered(record: AnyRecord) -> str | None:
     """Why the sample of ``record`` (as an annotator wrote it) got no answer from the model, or None
     when it did: it has no prediction and the last reply of each prompt variant was cut at
     ``max_tokens`` (``finish_reason=length``, also after the engine's retry with more), empty, or a
     transport failure the engine returned as an error. A prompt too long even at the floor is a
     failed sample, not an unanswered one (asking again cannot help)."""
-    if record.get("prediction") or not record.get("requests"):
+    typed = as_record(record)
+    if typed.prediction or not typed.requests:
         return None
     last: dict[Any, Mapping[str, Any]] = {}
-    for request in record["requests"]:
+    for request in typed.request_entries:
         last[request.get("variant")] = request  # a variant's follow-ups come after it
     reasons = [_no_answer(request) for request in last.values()]
     if not reasons or any(reason is None for reason in reasons):

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
+
+from longicl.records import AnyRecord, as_record
 
 __all__ = ["kernel_metrics"]
 
@@ -31,12 +33,12 @@ def _rate(count: int, total: int) -> float | None:
     return round(count / total, 4) if total else None
 
 
-def kernel_metrics(records: Iterable[Mapping[str, Any]], *, samples: bool = True) -> dict[str, Any]:
+def kernel_metrics(records: Iterable[AnyRecord], *, samples: bool = True) -> dict[str, Any]:
     """Checker-measured rates over one task's records; records without ``kernel`` (dry run,
     another annotator) count in ``n`` but not in the rates' numerators."""
-    rows = list(records)
+    rows = [as_record(r) for r in records]
     n = len(rows)
-    kernels = [r.get("kernel") or {} for r in rows]
+    kernels = [r.kernel or {} for r in rows]
     checked = [k for k in kernels if k]
     callable_ = sum(1 for k in checked if k.get("callable"))
     agrees = sum(1 for k in checked if k.get("agrees") is True)
@@ -57,7 +59,7 @@ def kernel_metrics(records: Iterable[Mapping[str, Any]], *, samples: bool = True
     out: dict[str, Any] = {
         "n": n,
         "checked": len(checked),
-        "with_code": sum(1 for r in rows if r.get("prediction")),
+        "with_code": sum(1 for r in rows if r.prediction),
         "callable": callable_,
         "call_rate": _rate(callable_, n),
         "agrees": agrees,
@@ -103,7 +105,7 @@ def kernel_metrics(records: Iterable[Mapping[str, Any]], *, samples: bool = True
     if samples:
         out["samples"] = [
             {
-                "sample_id": r.get("sample_id"),
+                "sample_id": r.sample_id,
                 "final": k.get("final"),
                 "callable": k.get("callable"),
                 "agrees": k.get("agrees"),

@@ -11,10 +11,11 @@ Answers are compared in the metric's normalised form (``key``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from longicl.records import AnyRecord, SampleRecord, as_record
 
 UNREADABLE = "(unreadable)"
 
@@ -53,25 +54,25 @@ def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     return None if np.isnan(value) else value
 
 
-def variant_ratings(records: Sequence[Mapping[str, Any]], key: Callable[[str], str]) -> list[list[str]]:
+def variant_ratings(records: Sequence[AnyRecord], key: Callable[[str], str]) -> list[list[str]]:
     """Each record's K variant answers (normalised; unreadable ones as `UNREADABLE`), for the
     records that have the run's full K."""
     rows = [
-        [key(str(q.get("answer") or "")) if q.get("answer") else UNREADABLE for q in r.get("requests") or []]
-        for r in records
-        if r.get("vote") is not None
+        [key(str(q.get("answer") or "")) if q.get("answer") else UNREADABLE for q in r.request_entries]
+        for r in map(as_record, records)
+        if r.vote is not None
     ]
     k = max((len(r) for r in rows), default=0)
     return [r for r in rows if len(r) == k]
 
 
 def side_pairs(
-    records: Sequence[Mapping[str, Any]], key: Callable[[str], str]
+    records: Sequence[AnyRecord], key: Callable[[str], str]
 ) -> dict[str, tuple[list[str], list[str]]]:
     """Per side voter (``classifier``, ...): the model's and the side voter's answers, paired."""
     pairs: dict[str, tuple[list[str], list[str]]] = {}
-    for r in records:
-        for side in (r.get("vote") or {}).get("side") or []:
+    for r in map(as_record, records):
+        for side in (r.vote or {}).get("side") or []:
             model = _model_answer(r, key)
             if model is None or not side.get("answer"):
                 continue
@@ -81,9 +82,9 @@ def side_pairs(
     return pairs
 
 
-def _model_answer(record: Mapping[str, Any], key: Callable[[str], str]) -> str | None:
+def _model_answer(record: SampleRecord, key: Callable[[str], str]) -> str | None:
     """The language model's own decision: the answers of its variants, majority (no side votes)."""
-    answers = [key(str(q["answer"])) for q in record.get("requests") or [] if q.get("answer")]
+    answers = [key(str(q["answer"])) for q in record.request_entries if q.get("answer")]
     if not answers:
         return None
     return max(sorted(set(answers)), key=answers.count)

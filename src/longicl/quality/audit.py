@@ -10,12 +10,13 @@ audit in the limit); `audit` takes the records of one or several runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from longicl.metrics import score
 from longicl.quality.confidence import model_prediction, of_record
+from longicl.records import AnyRecord, as_record
 from longicl.tasks import TaskSpec
 
 THRESHOLD = 0.8
@@ -36,24 +37,21 @@ class Suspect:
         return out
 
 
-def audit(
-    spec: TaskSpec, records: Iterable[Mapping[str, Any]], threshold: float = THRESHOLD
-) -> list[Suspect]:
+def audit(spec: TaskSpec, records: Iterable[AnyRecord], threshold: float = THRESHOLD) -> list[Suspect]:
     """Dev records whose model answer contradicts gold with confidence >= ``threshold``, most
     confident first (one row per sample id; the most confident when several runs saw it)."""
     best: dict[str, Suspect] = {}
-    for record in records:
-        gold = record.get("gold")
+    for record in map(as_record, records):
+        gold = record.gold
         answer = model_prediction(record)
         if gold is None or not answer or score(spec, answer, gold) != 0.0:
             continue
         conf = of_record(record)
-        value = record.get("confidence", conf.value)  # the calibrated value when one was applied
+        # the calibrated value when one was applied
+        value = (record.confidence or {}).get("confidence", conf.value)
         if value is None or float(value) < threshold:
             continue
-        suspect = Suspect(
-            spec.name, str(record["sample_id"]), str(gold), answer, float(value), str(conf.source)
-        )
+        suspect = Suspect(spec.name, str(record.sample_id), str(gold), answer, float(value), str(conf.source))
         if suspect.sample_id not in best or best[suspect.sample_id].confidence < suspect.confidence:
             best[suspect.sample_id] = suspect
     return sorted(best.values(), key=lambda s: (-s.confidence, s.sample_id))

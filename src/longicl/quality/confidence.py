@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from longicl.records import AnyRecord, as_record
+
 LOGPROB = "logprob"
 AGREEMENT = "agreement"
 BOTH = "logprob+agreement"
@@ -81,33 +83,38 @@ def confidence(
     return Confidence(value, BOTH if scored else AGREEMENT)
 
 
-def supports_of(record: Mapping[str, Any]) -> list[Support]:
+def supports_of(record: AnyRecord) -> list[Support]:
     """Each request's `Support`, read back from a record written by the annotator."""
     out = []
-    for request in record.get("requests") or []:
+    for request in as_record(record).request_entries:
         scores = request.get("calibrated_logprobs") or request.get("label_logprobs")
         out.append(Support(str(request.get("answer") or ""), scores or None))
     return out
 
 
-def model_prediction(record: Mapping[str, Any]) -> str:
+def model_prediction(record: AnyRecord) -> str:
     """The model's final answer, also after a human replaced it (`longicl.review`)."""
-    if "model_prediction" in record:
-        return str(record.get("model_prediction") or "")
-    return str(record.get("prediction") or "")
+    typed = as_record(record)
+    if typed.model_prediction is not None or "model_prediction" in (typed.source_keys or ()):
+        return str(typed.model_prediction or "")
+    return str(typed.prediction or "")
 
 
-def of_record(record: Mapping[str, Any], key: Callable[[str], str] | None = None) -> Confidence:
+def of_record(record: AnyRecord, key: Callable[[str], str] | None = None) -> Confidence:
     """The record's stored confidence, or one computed from its requests (older records)."""
-    if "confidence_source" in record:  # the raw value: what a calibration is fitted on
-        value = record.get("confidence_raw", record.get("confidence"))
-        source = record.get("confidence_source")
+    typed = as_record(record)
+    stored = typed.confidence or {}
+    if "confidence_source" in stored:  # the raw value: what a calibration is fitted on
+        # ``confidence_raw`` is an extra field as read, a confidence field as an annotator built it
+        fields = {**typed.extra, **stored}
+        value = fields.get("confidence_raw", fields.get("confidence"))
+        source = stored.get("confidence_source")
         return Confidence(
             None if value is None else float(value), None if source is None else source.split("|")[0]
         )
-    if record.get("error") or record.get("vote") is None:
+    if typed.error or typed.vote is None:
         return NONE
-    return confidence(model_prediction(record), supports_of(record), key)
+    return confidence(model_prediction(typed), supports_of(typed), key)
 
 
 def record_fields(

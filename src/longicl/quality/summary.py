@@ -33,6 +33,7 @@ from longicl.quality import agreement as ag
 from longicl.quality import confidence_metrics as qm
 from longicl.quality.audit import THRESHOLD, audit
 from longicl.quality.confidence import model_prediction, of_record
+from longicl.records import AnyRecord, SampleRecord, as_record
 from longicl.tasks import TaskSpec
 
 CALIBRATION_FILE = "calibration.json"  # the file longicl.methods.report writes label biases into
@@ -41,15 +42,15 @@ HISTOGRAM_BINS = 10
 
 def task_quality(
     spec: TaskSpec,
-    records: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
+    records: Sequence[AnyRecord] | Mapping[str, AnyRecord],
     split: str,
     out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The ``quality`` entry of one task in run.json (see the module docstring)."""
     rows = [
         r
-        for r in (records.values() if isinstance(records, Mapping) else records)
-        if r.get("vote") is not None
+        for r in map(as_record, records.values() if isinstance(records, Mapping) else records)
+        if r.vote is not None
     ]
     if not rows:
         return {}
@@ -69,9 +70,9 @@ def task_quality(
             "histogram": _histogram(values),
         }
     }
-    gold_rows = [(r, c) for r, c in scored if r.get("gold") is not None and spec.metric == "exact_match"]
+    gold_rows = [(r, c) for r, c in scored if r.gold is not None and spec.metric == "exact_match"]
     if split == "dev" and gold_rows:
-        correct = [score(spec, model_prediction(r), r["gold"]) or 0.0 for r, _ in gold_rows]
+        correct = [score(spec, model_prediction(r), r.gold) or 0.0 for r, _ in gold_rows]
         raw = [float(c.value) for _, c in gold_rows]
         out["confidence"].update(_dev_numbers(raw, correct, gold_rows))
         if out_dir is not None and len(raw) >= MIN_CONFIDENCE_ROWS:
@@ -85,7 +86,9 @@ def task_quality(
     return out
 
 
-def _dev_numbers(raw: list[float], correct: list[float], gold_rows: Sequence[tuple]) -> dict[str, Any]:
+def _dev_numbers(
+    raw: list[float], correct: list[float], gold_rows: Sequence[tuple[SampleRecord, Any]]
+) -> dict[str, Any]:
     numbers: dict[str, Any] = {
         "auroc": _round(qm.auroc(raw, correct)),
         "accuracy": _round(float(np.mean(correct))),
@@ -99,13 +102,14 @@ def _dev_numbers(raw: list[float], correct: list[float], gold_rows: Sequence[tup
         calibrated = cross_fitted_confidence(raw, correct)
         numbers["ece_calibrated_cv"] = _round(qm.ece(calibrated, correct))
         numbers["reliability_calibrated_cv"] = qm.bins_as_dicts(qm.reliability(calibrated, correct))
-    applied = [r.get("confidence") for r, _ in gold_rows]
-    if any("|" in str(r.get("confidence_source") or "") for r, _ in gold_rows) and None not in applied:
+    stored = [r.confidence or {} for r, _ in gold_rows]
+    applied = [s.get("confidence") for s in stored]
+    if any("|" in str(s.get("confidence_source") or "") for s in stored) and None not in applied:
         numbers["ece_applied"] = _round(qm.ece([float(v) for v in applied], correct))
     return numbers
 
 
-def _agreement(spec: TaskSpec, rows: Sequence[Mapping[str, Any]], split: str, key) -> dict[str, Any]:
+def _agreement(spec: TaskSpec, rows: Sequence[SampleRecord], split: str, key) -> dict[str, Any]:
     out: dict[str, Any] = {}
     ratings = ag.variant_ratings(rows, key)
     if ratings and len(ratings[0]) >= 2:
@@ -121,7 +125,7 @@ def _agreement(spec: TaskSpec, rows: Sequence[Mapping[str, Any]], split: str, ke
             "agreement": _round(float(np.mean([a == b for a, b in zip(mine, theirs, strict=True)]))),
         }
     if split == "dev" and spec.metric == "exact_match":
-        pairs = [(key(model_prediction(r)), key(str(r["gold"]))) for r in rows if r.get("gold") is not None]
+        pairs = [(key(model_prediction(r)), key(str(r.gold))) for r in rows if r.gold is not None]
         if pairs:
             mine, gold = [p[0] for p in pairs], [p[1] for p in pairs]
             out["vs_gold"] = {"samples": len(pairs), "cohen_kappa": _round(ag.cohen_kappa(mine, gold))}

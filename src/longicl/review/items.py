@@ -14,7 +14,7 @@ from longicl.data import load_task
 from longicl.errors import UsageError
 from longicl.parse import normalise
 from longicl.quality.confidence import of_record
-from longicl.records import RunSummary
+from longicl.records import AnyRecord, RunSummary, as_record
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task, remember_run_tasks, task_order
 
@@ -118,22 +118,22 @@ def load_items(
         for record in rundir.latest_records(spec.name):  # one at a time: an item keeps a few fields
             if inputs is None:
                 inputs = _inputs(spec, data_dir(run_dir))
-            sample_id = record["sample_id"]
-            if record.get("answered_by") == "human" or record.get("vote") is None:
+            typed = as_record(record)
+            if typed.human_decided or typed.vote is None:
                 continue
-            value, source = stored_confidence(spec, record)
+            value, source = stored_confidence(spec, typed)
             if below is not None and value is not None and float(value) >= below:
                 continue
             items.append(
                 ReviewItem(
                     spec,
-                    sample_id,
-                    int(record.get("index", 0)),
-                    inputs.get(sample_id, ""),
-                    str(record.get("prediction") or ""),
+                    typed.sample_id,
+                    int(0 if typed.index is None else typed.index),
+                    inputs.get(typed.sample_id, ""),
+                    str(typed.prediction or ""),
                     value,
                     source,
-                    f"{version}/{record.get('method') or 'icl'}",
+                    f"{version}/{typed.method_json or 'icl'}",
                 )
             )
     return sorted(
@@ -142,13 +142,15 @@ def load_items(
     )
 
 
-def stored_confidence(spec: TaskSpec, record: dict[str, Any]) -> tuple[float | None, str | None]:
+def stored_confidence(spec: TaskSpec, record: AnyRecord) -> tuple[float | None, str | None]:
     """The record's confidence as written (calibrated when a map was applied); computed from its
     requests for records written before confidences were."""
-    if "confidence_source" in record:
-        value = record.get("confidence")
-        return (None if value is None else float(value)), record.get("confidence_source")
-    computed = of_record(record, lambda answer: normalise(spec, answer))
+    typed = as_record(record)
+    stored = typed.confidence or {}
+    if "confidence_source" in stored:
+        value = stored.get("confidence")
+        return (None if value is None else float(value)), stored.get("confidence_source")
+    computed = of_record(typed, lambda answer: normalise(spec, answer))
     return computed.value, computed.source
 
 
