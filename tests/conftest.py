@@ -32,3 +32,12 @@ def compose(*overrides: str):
     from longicl.cli import compose_config
 
     return compose_config(CONF_DIR, ["progress=false", f"data_dir={DATA_DIR}", *overrides])
+
+
+def sigint_default() -> None:
+    """A child's SIGINT back to Python's default: a test that interrupts a run with SIGINT must
+    not depend on how the suite was started (a shell's background job ignores SIGINT, and its
+    children inherit that)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

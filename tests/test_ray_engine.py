@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose
+from conftest import ROOT, compose, sigint_default
 from fake_server import FakeServer
 from test_multiserver import DyingServer
 
@@ -195,7 +195,12 @@ def test_an_interrupted_run_resumes_without_asking_finished_samples_again(tmp_pa
         ]
         env = {**os.environ, "RAY_ADDRESS": ""}  # its own Ray, not this test process's
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=sigint_default,
         )
         deadline = time.monotonic() + 180
         while _lines(out) < 4:

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, ROOT, compose
+from conftest import DATA_DIR, ROOT, compose, sigint_default
 from fake_server import FAULTS, FakeServer, FaultPlan, FixedAnswer
 
 from longicl.data import Example
@@ -257,7 +257,9 @@ def uninterrupted(server_process, tmp_path_factory):
 def _start_main(url: str, out: Path) -> subprocess.Popen:
     args = [sys.executable, str(ROOT / "main.py"), "progress=false", f"data_dir={DATA_DIR}", *KILL_RUN]
     args += [f"engine.base_url={url}", f"out_dir={out}"]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=sigint_default
+    )
 
 
 def _wait_for_records(process: subprocess.Popen, out: Path, n: int) -> None:
