@@ -14,7 +14,7 @@ cost, when it helps, and its compliance with the challenge's rules.
 """
 
 from longicl.methods.calibration import Calibration
-from longicl.methods.report import task_report
+from longicl.methods.report import MethodTally, task_report
 from longicl.methods.scoring import label_logprobs
 from longicl.methods.structured import FIELD_STYLES, constraint_for, structured_outputs_for
 from longicl.methods.voting import Vote, VoteResult, vote
@@ -22,6 +22,7 @@ from longicl.methods.voting import Vote, VoteResult, vote
 __all__ = [
     "FIELD_STYLES",
     "Calibration",
+    "MethodTally",
     "Vote",
     "VoteResult",
     "constraint_for",

@@ -12,6 +12,6 @@ The calibration itself (the isotonic `ConfidenceMap`) lives with the label-score
 """
 
 from longicl.quality.confidence import Confidence, Support, confidence, of_record
-from longicl.quality.summary import task_quality
+from longicl.quality.summary import QualityTally, task_quality
 
-__all__ = ["Confidence", "Support", "confidence", "of_record", "task_quality"]
+__all__ = ["Confidence", "QualityTally", "Support", "confidence", "of_record", "task_quality"]

@@ -73,7 +73,7 @@ def side_pairs(
     pairs: dict[str, tuple[list[str], list[str]]] = {}
     for r in map(as_record, records):
         for side in (r.vote or {}).get("side") or []:
-            model = _model_answer(r, key)
+            model = model_answer(r, key)
             if model is None or not side.get("answer"):
                 continue
             mine, theirs = pairs.setdefault(str(side.get("source") or "side"), ([], []))
@@ -82,7 +82,7 @@ def side_pairs(
     return pairs
 
 
-def _model_answer(record: SampleRecord, key: Callable[[str], str]) -> str | None:
+def model_answer(record: SampleRecord, key: Callable[[str], str]) -> str | None:
     """The language model's own decision: the answers of its variants, majority (no side votes)."""
     answers = [key(str(q["answer"])) for q in record.request_entries if q.get("answer")]
     if not answers:

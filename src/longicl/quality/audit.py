@@ -40,18 +40,37 @@ class Suspect:
 def audit(spec: TaskSpec, records: Iterable[AnyRecord], threshold: float = THRESHOLD) -> list[Suspect]:
     """Dev records whose model answer contradicts gold with confidence >= ``threshold``, most
     confident first (one row per sample id; the most confident when several runs saw it)."""
-    best: dict[str, Suspect] = {}
-    for record in map(as_record, records):
+    suspects = Suspects(spec, threshold)
+    for record in records:
+        suspects.add(record)
+    return suspects.result()
+
+
+class Suspects:
+    """`audit` one record at a time. It keeps only the suspects (output content: one per
+    contradicted sample id), never the other records."""
+
+    def __init__(self, spec: TaskSpec, threshold: float = THRESHOLD) -> None:
+        self.spec = spec
+        self.threshold = threshold
+        self.best: dict[str, Suspect] = {}
+
+    def add(self, record: AnyRecord) -> None:
+        record = as_record(record)
         gold = record.gold
         answer = model_prediction(record)
-        if gold is None or not answer or score(spec, answer, gold) != 0.0:
-            continue
+        if gold is None or not answer or score(self.spec, answer, gold) != 0.0:
+            return
         conf = of_record(record)
         # the calibrated value when one was applied
         value = (record.confidence or {}).get("confidence", conf.value)
-        if value is None or float(value) < threshold:
-            continue
-        suspect = Suspect(spec.name, str(record.sample_id), str(gold), answer, float(value), str(conf.source))
-        if suspect.sample_id not in best or best[suspect.sample_id].confidence < suspect.confidence:
-            best[suspect.sample_id] = suspect
-    return sorted(best.values(), key=lambda s: (-s.confidence, s.sample_id))
+        if value is None or float(value) < self.threshold:
+            return
+        suspect = Suspect(
+            self.spec.name, str(record.sample_id), str(gold), answer, float(value), str(conf.source)
+        )
+        if suspect.sample_id not in self.best or self.best[suspect.sample_id].confidence < suspect.confidence:
+            self.best[suspect.sample_id] = suspect
+
+    def result(self) -> list[Suspect]:
+        return sorted(self.best.values(), key=lambda s: (-s.confidence, s.sample_id))
