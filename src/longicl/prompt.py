@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 from longicl.data import Example
@@ -24,6 +24,45 @@ from longicl.errors import UsageError
 from longicl.selection import PromptBudget, build_selector
 from longicl.tasks import TaskSpec
 from longicl.tokens import TokenCounter
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """A run's ``prompt`` section (``conf/prompt/<name>.yaml``, the only home of its defaults): the
+    texts of one prompt style, and per answer kind (``kinds.<kind>``) the texts that differ."""
+
+    name: str
+    system: str
+    header: str
+    demo: str
+    separator: str
+    query: str
+    format_instruction: str
+    stop: Any  # auto | null | a list of strings (see `stop_sequences`)
+    kinds: Mapping[str, Mapping[str, Any] | None]
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> PromptSettings:
+        """Exactly the keys of a prompt preset: one missing or unknown is one `UsageError` line."""
+        for key in section:
+            if key not in _PROMPT_KEYS:
+                raise UsageError(
+                    f"prompt.{key} is not a prompt setting (conf/prompt/<name>.yaml: {', '.join(_PROMPT_KEYS)})"
+                )
+        for key in _PROMPT_KEYS:
+            if key not in section:
+                raise UsageError(f"prompt.{key} is not set (conf/prompt/<name>.yaml sets it)")
+        return cls(**{key: section[key] for key in _PROMPT_KEYS})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The section as the config gave it (its digest is part of a run's fingerprint)."""
+        return {key: getattr(self, key) for key in _PROMPT_KEYS}
+
+    def template_for(self, spec: TaskSpec) -> PromptTemplate:
+        return PromptTemplate.from_config(self, spec)
+
+
+_PROMPT_KEYS = tuple(f.name for f in fields(PromptSettings))
 
 
 @dataclass(frozen=True)
@@ -42,12 +81,14 @@ class PromptTemplate:
     followups: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: Mapping, spec: TaskSpec) -> PromptTemplate:
-        kinds = cfg.get("kinds") or {}
-        kind_cfg = kinds.get(spec.answer_kind.value) or {}
+    def from_config(cls, cfg: PromptSettings | Mapping[str, Any], spec: TaskSpec) -> PromptTemplate:
+        """The template of ``spec``'s answer kind under the prompt settings ``cfg``."""
+        if not isinstance(cfg, PromptSettings):
+            cfg = PromptSettings.from_config(cfg)
+        kind_cfg = (cfg.kinds or {}).get(spec.answer_kind.value) or {}
 
         def pick(key: str) -> str:
-            value = kind_cfg.get(key, cfg.get(key))
+            value = kind_cfg.get(key, getattr(cfg, key))
             if not isinstance(value, str):
                 raise UsageError(f"prompt.{key} must be a string (answer kind {spec.answer_kind.value})")
             return value
@@ -55,7 +96,7 @@ class PromptTemplate:
         labels = ", ".join(f'"{label}"' for label in spec.labels or ())
         instruction = pick("format_instruction").format(labels=labels)
         demo, separator = pick("demo"), pick("separator")
-        stop = kind_cfg["stop"] if "stop" in kind_cfg else cfg.get("stop")
+        stop = kind_cfg.get("stop", cfg.stop)
         followups = kind_cfg.get("followups") or {}
         if not isinstance(followups, Mapping) or not all(isinstance(v, str) for v in followups.values()):
             raise UsageError(f"prompt.kinds.{spec.answer_kind.value}.followups must map names to texts")
@@ -274,7 +315,7 @@ class ContextBuilder:
 class ContextSettings(Protocol):
     """What `build_context` reads of a run's settings (`longicl.runner.RunSettings` has it all)."""
 
-    prompt: Mapping[str, Any]
+    prompt: PromptSettings
     seed: int
 
     def strategy_for(self, spec: TaskSpec) -> str: ...
@@ -300,7 +341,7 @@ def build_context(
         spec=spec,
         definition=definition,
         pool=pool,
-        template=PromptTemplate.from_config(settings.prompt, spec),
+        template=settings.prompt.template_for(spec),
         counter=counter,
         budget=settings.budget_for(spec),
         strategy=settings.strategy_for(spec),
