@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
+from longicl.config_values import exact_keys
 from longicl.data import Example
 from longicl.errors import UsageError
 from longicl.selection import PromptBudget, build_selector
@@ -27,31 +28,30 @@ from longicl.tokens import TokenCounter
 
 
 @dataclass(frozen=True)
-class PromptSettings:
-    """A run's ``prompt`` section (``conf/prompt/<name>.yaml``, the only home of its defaults): the
-    texts of one prompt style, and per answer kind (``kinds.<kind>``) the texts that differ."""
+class PromptTexts:
+    """The texts of one prompt style (see ``conf/prompt/default.yaml`` for their placeholders)."""
 
-    name: str
     system: str
     header: str
     demo: str
     separator: str
     query: str
     format_instruction: str
+
+
+@dataclass(frozen=True)
+class PromptSettings(PromptTexts):
+    """A run's ``prompt`` section (``conf/prompt/<name>.yaml``, the only home of its defaults): the
+    texts of one prompt style, and per answer kind (``kinds.<kind>``) the texts that differ."""
+
+    name: str
     stop: Any  # auto | null | a list of strings (see `stop_sequences`)
     kinds: Mapping[str, Mapping[str, Any] | None]
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> PromptSettings:
         """Exactly the keys of a prompt preset: one missing or unknown is one `UsageError` line."""
-        for key in section:
-            if key not in _PROMPT_KEYS:
-                raise UsageError(
-                    f"prompt.{key} is not a prompt setting (conf/prompt/<name>.yaml: {', '.join(_PROMPT_KEYS)})"
-                )
-        for key in _PROMPT_KEYS:
-            if key not in section:
-                raise UsageError(f"prompt.{key} is not set (conf/prompt/<name>.yaml sets it)")
+        exact_keys(section, _PROMPT_KEYS, "prompt", "conf/prompt/<name>.yaml")
         return cls(**{key: section[key] for key in _PROMPT_KEYS})
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,15 +66,9 @@ _PROMPT_KEYS = tuple(f.name for f in fields(PromptSettings))
 
 
 @dataclass(frozen=True)
-class PromptTemplate:
+class PromptTemplate(PromptTexts):
     """The texts of one prompt style, already specialised to one task's answer kind."""
 
-    system: str
-    header: str
-    demo: str
-    separator: str
-    query: str
-    format_instruction: str
     # Where a reply that runs on into a new demonstration is cut (see `stop_sequences`).
     stop: tuple[str, ...] = ()
     # Texts of further turns an annotator may send (task 8: the reference and repair queries).

@@ -10,12 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from longicl.config_values import as_int
-from longicl.errors import UsageError
+from longicl.config_values import as_int, exact_keys
 from longicl.selection.base import PromptBudget
 from longicl.tasks import TaskSpec, per_task_entry
-
-SOURCE = "conf/selection/<name>.yaml"
 
 
 @dataclass(frozen=True)
@@ -31,12 +28,7 @@ class SelectionSettings:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> SelectionSettings:
-        for key in section:
-            if key not in _KEYS:
-                raise UsageError(f"selection.{key} is not a selection setting ({SOURCE}: {', '.join(_KEYS)})")
-        for key in _KEYS:
-            if key not in section:
-                raise UsageError(f"selection.{key} is not set ({SOURCE} sets it)")
+        exact_keys(section, _KEYS, "selection", "conf/selection/<name>.yaml")
         static = section["static_tokens"]
         return cls(
             name=str(section["name"]),
