@@ -181,7 +181,7 @@ def command_overrides(task_id: int, overrides: Sequence[str]) -> list[str]:
 def check_language_model() -> None:
     """Refuse (one line) an engine whose replies are not a language model's answer to the prompt
     (``engine=dryrun``: no answer; ``engine=classical``: CPU annotators): method.py scores ICL."""
-    name = str(settings().engine.get("name"))
+    name = settings().engine.name
     cls = ENGINES.get(name, where="engine")
     if not (cls.answers and cls.reads_prompts):
         raise UsageError(

@@ -7,6 +7,7 @@ added to a file without its reader (or a default added in code beside the file's
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -145,6 +146,17 @@ def _parameters(cls: type) -> dict[str, inspect.Parameter]:
     return found
 
 
+def _engine_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The settings an engine class takes: its constructor's keywords (the transport's), and for an
+    engine of the request policy, `PolicySettings`' fields in place of its ``policy`` argument."""
+    from longicl.engines.policy import PolicySettings
+
+    params = _parameters(cls)
+    if params.pop("policy", None) is not None:
+        params |= dict(inspect.signature(PolicySettings).parameters)
+    return params
+
+
 @pytest.mark.parametrize("name", _files("engine"))
 def test_each_engine_takes_the_keys_of_its_yaml_and_no_code_defaults(name):
     from longicl.engines import ENGINES
@@ -152,13 +164,64 @@ def test_each_engine_takes_the_keys_of_its_yaml_and_no_code_defaults(name):
     engine = _composed(f"engine={name}")["engine"]
     assert engine["name"] == name and name in ENGINES
     keys = set(engine) - {"name"}
-    params = _parameters(ENGINES.get(name))
+    params = _engine_parameters(ENGINES.get(name))
     assert keys - set(params) == set(), "a key of the YAML that the engine does not take"
     required = {n for n, p in params.items() if p.default is p.empty}
     assert required - keys - SET_BY_THE_ENGINE.get(name, set()) == set(), "a setting no YAML gives"
     # a default in code for a key the YAML sets could drift from it; None means "read the YAML"
     repeated = {n: p.default for n, p in params.items() if n in keys and p.default not in (p.empty, None)}
     assert repeated == {}
+
+
+POLICY_ENGINES = ("local", "openai", "ray")
+
+
+def test_the_engines_of_the_request_policy_are_the_policy_engines():
+    from longicl.engines import ENGINES
+    from longicl.engines.policy import PolicyEngine
+
+    policy = {name for name in _files("engine") if issubclass(ENGINES.get(name), PolicyEngine)}
+    assert policy == set(POLICY_ENGINES)
+
+
+@pytest.mark.parametrize("name", POLICY_ENGINES)
+def test_policy_settings_are_the_policy_keys_of_each_yaml(name):
+    """What an engine's YAML sets beside its transport's own settings is exactly `PolicySettings`."""
+    from longicl.engines import ENGINES
+    from longicl.engines.policy import PolicySettings
+
+    engine = _composed(f"engine={name}")["engine"]
+    transport = set(_parameters(ENGINES.get(name))) - {"policy"}
+    policy_keys = set(engine) - {"name"} - transport
+    fields = set(PolicySettings.__dataclass_fields__)
+    assert policy_keys == fields - SET_BY_THE_ENGINE.get(name, set())
+    assert all(
+        f.default is f.default_factory is dataclasses.MISSING for f in dataclasses.fields(PolicySettings)
+    )
+
+
+@pytest.mark.parametrize("name", POLICY_ENGINES)
+def test_policy_engines_name_a_missing_or_unknown_setting_in_one_line(name):
+    from longicl.engines import build_engine
+
+    section = _composed(f"engine={name}")["engine"]
+    key = "timeout"
+    with pytest.raises(UsageError, match=rf"^engine\.{key} is not set \(see conf/engine/{name}\.yaml\)$"):
+        build_engine({k: v for k, v in section.items() if k != key})
+    with pytest.raises(UsageError, match=rf"^engine\.nosuch is not a setting of engine={name}$"):
+        build_engine({**section, "nosuch": 1})
+    for own in SET_BY_THE_ENGINE.get(name, ()):
+        with pytest.raises(UsageError, match=rf"^engine\.{own} is not a setting of engine={name}$"):
+            build_engine({**section, own: "x"})
+
+
+@pytest.mark.parametrize("name", ["dryrun"])
+def test_engines_without_the_policy_reject_an_unknown_setting(name):
+    from longicl.engines import build_engine
+
+    section = _composed(f"engine={name}")["engine"]
+    with pytest.raises(UsageError, match=rf"^engine\.nosuch is not a setting of engine={name}$"):
+        build_engine({**section, "nosuch": 1})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,11 +233,15 @@ SELECTION_KEYS = {"name", "static_tokens", "margin_tokens", "dynamic_tokens", "p
 @pytest.mark.parametrize("preset", _files("selection"))
 def test_selection_presets_set_exactly_the_keys_the_runner_reads(preset):
     from longicl.runner import settings_from_config
-    from longicl.selection import STRATEGIES
+    from longicl.selection import STRATEGIES, SelectionSettings
     from longicl.tasks import TASKS
 
     conf = _composed(f"selection={preset}")
     assert set(conf["selection"]) == SELECTION_KEYS and conf["selection"]["name"] in STRATEGIES
+    assert set(SelectionSettings.__dataclass_fields__) == SELECTION_KEYS
+    assert settings_from_config(conf).selection == SelectionSettings.from_config(conf["selection"])
+    with pytest.raises(UsageError, match=r"^selection\.nosuch is not a selection setting"):
+        SelectionSettings.from_config({**conf["selection"], "nosuch": 1})
     settings_from_config(conf).budget_for(TASKS[5])
     for key in ("static_tokens", "margin_tokens", "dynamic_tokens"):
         broken = copy.deepcopy(conf)
@@ -188,12 +255,18 @@ def test_selection_presets_set_exactly_the_keys_the_runner_reads(preset):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("preset", _files("prompt"))
 def test_prompt_presets_set_the_template_texts_and_per_kind_overrides(preset):
-    from longicl.prompt import PromptTemplate
+    from longicl.prompt import PromptSettings, PromptTemplate
     from longicl.tasks import TASKS, AnswerKind
 
     prompt = _composed(f"prompt={preset}")["prompt"]
     fields = set(PromptTemplate.__dataclass_fields__)
     assert set(prompt) - {"name", "kinds"} == fields - {"followups"}  # followups: per kind only
+    assert set(prompt) == set(PromptSettings.__dataclass_fields__)
+    assert PromptSettings.from_config(prompt).as_dict() == prompt  # the fingerprint digests this
+    with pytest.raises(UsageError, match=r"^prompt\.nosuch is not a prompt setting"):
+        PromptSettings.from_config({**prompt, "nosuch": "x"})
+    with pytest.raises(UsageError, match=r"^prompt\.header is not set"):
+        PromptSettings.from_config({k: v for k, v in prompt.items() if k != "header"})
     for kind, entry in prompt["kinds"].items():
         AnswerKind(kind)
         assert set(entry or {}) <= fields, kind

@@ -95,7 +95,7 @@ def annotate(
     kernels: KernelSettings,
     request_logger: Callable[[Any, Any], None] | None = None,
 ) -> list[dict]:
-    engine = build_engine({**settings.engine, "base_url": server.url, "max_retries": 1})
+    engine = build_engine({**settings.engine.as_dict(), "base_url": server.url, "max_retries": 1})
     annotator = KernelAnnotator(
         task_run.spec,
         task_run.builder,

@@ -9,7 +9,7 @@ keys an older run's config lacks (sweeps and analyses of earlier runs).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -60,6 +60,17 @@ def setting(section: Mapping[str, Any], key: str, name: str, source: str) -> Any
     if key not in section:
         raise UsageError(f"{name} is not set ({source} sets it)")
     return section[key]
+
+
+def exact_keys(section: Mapping[str, Any], keys: Sequence[str], where: str, source: str) -> None:
+    """``section`` has exactly ``keys``: else its first unknown key, or the first key it lacks, is
+    one `UsageError` line naming ``<where>.<key>`` and the YAML that sets them (``source``)."""
+    unknown = [key for key in section if key not in keys]
+    if unknown:
+        raise UsageError(f"{where}.{unknown[0]} is not a {where} setting ({source}: {', '.join(keys)})")
+    missing = [key for key in keys if key not in section]
+    if missing:
+        raise UsageError(f"{where}.{missing[0]} is not set ({source} sets it)")
 
 
 # ------------------------------------------------------------------------------------------------

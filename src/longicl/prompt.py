@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
+from longicl.config_values import exact_keys
 from longicl.data import Example
 from longicl.errors import UsageError
 from longicl.selection import PromptBudget, build_selector
@@ -27,8 +28,8 @@ from longicl.tokens import TokenCounter
 
 
 @dataclass(frozen=True)
-class PromptTemplate:
-    """The texts of one prompt style, already specialised to one task's answer kind."""
+class PromptTexts:
+    """The texts of one prompt style (see ``conf/prompt/default.yaml`` for their placeholders)."""
 
     system: str
     header: str
@@ -36,18 +37,52 @@ class PromptTemplate:
     separator: str
     query: str
     format_instruction: str
+
+
+@dataclass(frozen=True)
+class PromptSettings(PromptTexts):
+    """A run's ``prompt`` section (``conf/prompt/<name>.yaml``, the only home of its defaults): the
+    texts of one prompt style, and per answer kind (``kinds.<kind>``) the texts that differ."""
+
+    name: str
+    stop: Any  # auto | null | a list of strings (see `stop_sequences`)
+    kinds: Mapping[str, Mapping[str, Any] | None]
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> PromptSettings:
+        """Exactly the keys of a prompt preset: one missing or unknown is one `UsageError` line."""
+        exact_keys(section, _PROMPT_KEYS, "prompt", "conf/prompt/<name>.yaml")
+        return cls(**{key: section[key] for key in _PROMPT_KEYS})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The section as the config gave it (its digest is part of a run's fingerprint)."""
+        return {key: getattr(self, key) for key in _PROMPT_KEYS}
+
+    def template_for(self, spec: TaskSpec) -> PromptTemplate:
+        return PromptTemplate.from_config(self, spec)
+
+
+_PROMPT_KEYS = tuple(f.name for f in fields(PromptSettings))
+
+
+@dataclass(frozen=True)
+class PromptTemplate(PromptTexts):
+    """The texts of one prompt style, already specialised to one task's answer kind."""
+
     # Where a reply that runs on into a new demonstration is cut (see `stop_sequences`).
     stop: tuple[str, ...] = ()
     # Texts of further turns an annotator may send (task 8: the reference and repair queries).
     followups: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: Mapping, spec: TaskSpec) -> PromptTemplate:
-        kinds = cfg.get("kinds") or {}
-        kind_cfg = kinds.get(spec.answer_kind.value) or {}
+    def from_config(cls, cfg: PromptSettings | Mapping[str, Any], spec: TaskSpec) -> PromptTemplate:
+        """The template of ``spec``'s answer kind under the prompt settings ``cfg``."""
+        if not isinstance(cfg, PromptSettings):
+            cfg = PromptSettings.from_config(cfg)
+        kind_cfg = (cfg.kinds or {}).get(spec.answer_kind.value) or {}
 
         def pick(key: str) -> str:
-            value = kind_cfg.get(key, cfg.get(key))
+            value = kind_cfg.get(key, getattr(cfg, key))
             if not isinstance(value, str):
                 raise UsageError(f"prompt.{key} must be a string (answer kind {spec.answer_kind.value})")
             return value
@@ -55,7 +90,7 @@ class PromptTemplate:
         labels = ", ".join(f'"{label}"' for label in spec.labels or ())
         instruction = pick("format_instruction").format(labels=labels)
         demo, separator = pick("demo"), pick("separator")
-        stop = kind_cfg["stop"] if "stop" in kind_cfg else cfg.get("stop")
+        stop = kind_cfg.get("stop", cfg.stop)
         followups = kind_cfg.get("followups") or {}
         if not isinstance(followups, Mapping) or not all(isinstance(v, str) for v in followups.values()):
             raise UsageError(f"prompt.kinds.{spec.answer_kind.value}.followups must map names to texts")
@@ -274,7 +309,7 @@ class ContextBuilder:
 class ContextSettings(Protocol):
     """What `build_context` reads of a run's settings (`longicl.runner.RunSettings` has it all)."""
 
-    prompt: Mapping[str, Any]
+    prompt: PromptSettings
     seed: int
 
     def strategy_for(self, spec: TaskSpec) -> str: ...
@@ -300,7 +335,7 @@ def build_context(
         spec=spec,
         definition=definition,
         pool=pool,
-        template=PromptTemplate.from_config(settings.prompt, spec),
+        template=settings.prompt.template_for(spec),
         counter=counter,
         budget=settings.budget_for(spec),
         strategy=settings.strategy_for(spec),

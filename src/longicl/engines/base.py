@@ -7,7 +7,7 @@ request that keeps failing comes back with ``error`` set, so one bad sample neve
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,11 @@ class Engine(ABC):
     #: whether replies come from a model that reads the prompt, so that follow-up requests
     #: (task 8's reference and repair turns) can change them (False for classical annotators)
     reads_prompts = True
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Engine:
+        """The engine of an ``engine.*`` section (without ``name``): each key one argument."""
+        return cls(**settings)
 
     def launch(self) -> None:
         """Start what the engine runs itself (``engine=local``: its llama.cpp server), before the

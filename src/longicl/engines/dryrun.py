@@ -10,7 +10,7 @@ class DryRunEngine(Engine):
     name = "dryrun"
     answers = False
 
-    def __init__(self, concurrency: int | None = None, **_: object) -> None:
+    def __init__(self, concurrency: int | None = None) -> None:
         if concurrency is None:  # built without its settings: conf/engine/dryrun.yaml's
             concurrency = load_defaults("engine", "dryrun")["concurrency"]
         self.concurrency = max(1, int(concurrency))

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from typing import Any
 import httpx
 
 from longicl.engines.openai_compat import OpenAIEngine
+from longicl.engines.policy_settings import PolicySettings
 from longicl.errors import ServerUnreachable, UsageError
 from longicl.tokens import GgufTokenizer
 
@@ -66,18 +68,23 @@ def free_port() -> int:
 class LocalEngine(OpenAIEngine):
     name = "local"
 
+    set_by_engine = ("base_url", "model")  # the server it starts, and the model file's name
+
     def __init__(
         self,
+        policy: PolicySettings,
         *,
+        model_path: str | None,  # null: the packaged SmolLM2 (default_model_path)
         n_ctx: int,
+        n_threads: int | None,  # null: the server's own choice
         logits_all: bool,
         startup_timeout: float,
-        model_path: str | None = None,  # null: the packaged SmolLM2 (default_model_path)
-        n_threads: int | None = None,  # null: the server's own choice
-        server_args: dict[str, Any] | None = None,
-        **options: Any,
+        server_args: dict[str, Any] | None,
+        connections_per_slot: int,
+        connections_floor: int,
     ) -> None:
-        """Every setting comes from ``conf/engine/local.yaml`` (the only home of its defaults)."""
+        """Every setting comes from ``conf/engine/local.yaml`` (the only home of its defaults);
+        ``policy``'s ``base_url`` and ``model`` are replaced by the server this engine starts."""
         if importlib.util.find_spec("llama_cpp") is None:
             raise UsageError(f"engine=local needs llama-cpp-python[server]; {INSTALL_HELP}")
         self.model_path = Path(model_path) if model_path else default_model_path()
@@ -89,10 +96,12 @@ class LocalEngine(OpenAIEngine):
         self.startup_timeout = float(startup_timeout)
         self.server_args = dict(server_args or {})
         self.alias = self.model_path.stem
-        options.pop("base_url", None)
-        options["model"] = self.alias
         self.port = free_port()
-        super().__init__(base_url=f"http://127.0.0.1:{self.port}/v1", **options)
+        super().__init__(
+            replace(policy, base_url=f"http://127.0.0.1:{self.port}/v1", model=self.alias),
+            connections_per_slot=connections_per_slot,
+            connections_floor=connections_floor,
+        )
         self.process: subprocess.Popen | None = None
         self._log = None
         self._previous_sigterm: Any = None

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import openai
-from omegaconf import OmegaConf
 from openai import AsyncOpenAI
 
 from longicl.engines.base import CONTEXT_LENGTH_ERROR, Completion
@@ -30,6 +29,7 @@ from longicl.engines.policy import (
     TIMEOUT,
     Outcome,
     PolicyEngine,
+    PolicySettings,
     Prepared,
     Transport,
     request_parts,
@@ -40,7 +40,6 @@ from longicl.engines.policy import (
 )
 from longicl.engines.policy import setting as _setting
 from longicl.errors import one_line
-from longicl.paths import CONF_DIR
 from longicl.reasoning import reasoning_field
 from longicl.tokens import ServerTokenizer
 
@@ -124,47 +123,11 @@ def _response_text(response: httpx.Response | None) -> str:
 class OpenAIEngine(PolicyEngine):
     name = "openai"
 
-    def __init__(
-        self,
-        *,
-        base_url: str | list[str],
-        model: str,
-        api_key: str,
-        concurrency: int,
-        timeout: float,
-        max_retries: int,
-        backoff_initial: float,
-        backoff_max: float,
-        retry_after_max: float,
-        length_retry_factor: float,
-        connect_timeout: float,
-        max_failures_in_row: int | None,
-        failures_floor: int,
-        failures_per_slot: int,
-        health_checks: int,
-        connections_per_slot: int,
-        connections_floor: int,
-    ) -> None:
-        """Every setting is required: their defaults live in ``conf/engine/openai.yaml`` only
-        (`from_config` reads them from there for library use and tests). An unknown setting is a
-        TypeError here, one `UsageError` line through `longicl.engines.build_engine`."""
-        self._init_policy(
-            base_url=base_url,
-            model=model,
-            api_key=api_key,
-            concurrency=concurrency,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            retry_after_max=retry_after_max,
-            length_retry_factor=length_retry_factor,
-            max_failures_in_row=max_failures_in_row,
-            failures_floor=failures_floor,
-            failures_per_slot=failures_per_slot,
-            health_checks=health_checks,
-        )
+    def __init__(self, policy: PolicySettings, *, connections_per_slot: int, connections_floor: int) -> None:
+        """``policy``: the request policy's settings; the others are the client's. Every setting is
+        required: their defaults live in ``conf/engine/openai.yaml`` only (`from_settings` builds
+        the engine from its section, `from_config` from the file, for library use and tests)."""
+        self._init_policy(policy)
         per_slot = _setting(connections_per_slot, "connections_per_slot", minimum=1, integer=True)
         floor = _setting(connections_floor, "connections_floor", minimum=1, integer=True)
         self._transport = OpenAIClientTransport(
@@ -174,14 +137,6 @@ class OpenAIEngine(PolicyEngine):
     @property
     def transport(self) -> OpenAIClientTransport:
         return self._transport
-
-    @classmethod
-    def from_config(cls, **overrides: Any) -> OpenAIEngine:
-        """An engine with the settings of ``conf/engine/openai.yaml``, ``overrides`` replacing some."""
-        settings = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "engine" / "openai.yaml"))
-        assert isinstance(settings, dict)
-        settings.pop("name", None)
-        return cls(**{**settings, **overrides})
 
     def client(self, base_url: str) -> AsyncOpenAI:
         return self._transport.client(base_url)

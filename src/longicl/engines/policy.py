@@ -29,13 +29,17 @@ import random
 import sys
 import time
 from abc import abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
+
+from omegaconf import OmegaConf
 
 from longicl.credentials import resolve_api_key
 from longicl.engines import capabilities as caps_table
 from longicl.engines.base import CONTEXT_LENGTH_ERROR, ChatRequest, Completion, Engine
 from longicl.engines.capabilities import Capabilities, is_context_overflow
+from longicl.engines.policy_settings import PolicySettings
 from longicl.engines.probe import HTTP_STATUS, MALFORMED, UNREACHABLE, healthy, probe_async
 from longicl.engines.servers import Server, ServerPool
 from longicl.engines.shaping import (
@@ -47,10 +51,12 @@ from longicl.engines.shaping import (
     validate_base_urls,
 )
 from longicl.errors import ServerUnreachable, UsageError
+from longicl.paths import CONF_DIR
 
 __all__ = [
     "Outcome",
     "PolicyEngine",
+    "PolicySettings",
     "Prepared",
     "Transport",
     "request_parts",
@@ -129,52 +135,43 @@ class PolicyEngine(Engine):
     ``servers`` is False for a transport without HTTP servers (Ray's vLLM replicas): then there is
     no pool, no probe and no capability record, and the target is the transport's name."""
 
-    def _init_policy(
-        self,
-        *,
-        base_url: str | list[str] | None,
-        model: str,
-        api_key: str,
-        concurrency: int,
-        timeout: float,
-        connect_timeout: float,
-        max_retries: int,
-        backoff_initial: float,
-        backoff_max: float,
-        retry_after_max: float,
-        length_retry_factor: float,
-        max_failures_in_row: int | None,
-        failures_floor: int,
-        failures_per_slot: int,
-        health_checks: int,
-        servers: bool = True,
-        slots: int | None = None,
-    ) -> None:
-        """Every setting is required: the defaults live in ``conf/engine/<name>.yaml`` only.
+    #: policy settings the engine sets itself (``engine=local``: the server it starts, its model)
+    set_by_engine: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Self:
+        """The engine of an ``engine.*`` section: the policy's keys make its `PolicySettings`, the
+        rest are the transport's (a key the constructor does not take is a TypeError, one
+        `UsageError` line through `longicl.engines.build_engine`)."""
+        policy, transport = PolicySettings.from_section(settings, cls.name, set_by_engine=cls.set_by_engine)
+        return cls(policy, **transport)
+
+    @classmethod
+    def from_config(cls, **overrides: Any) -> Self:
+        """An engine with the settings of ``conf/engine/<name>.yaml``, ``overrides`` replacing some
+        (merged key by key): for library use and tests."""
+        merged = OmegaConf.merge(OmegaConf.load(CONF_DIR / "engine" / f"{cls.name}.yaml"), overrides)
+        settings = OmegaConf.to_container(merged)
+        assert isinstance(settings, dict)
+        settings.pop("name", None)
+        return cls.from_settings(settings)
+
+    def _init_policy(self, policy: PolicySettings, *, servers: bool = True, slots: int | None = None) -> None:
+        """``policy``: the settings of ``conf/engine/<name>.yaml`` (the only home of their defaults).
         ``slots``: what ``failures_per_slot`` counts (concurrency, or Ray's HTTP actors)."""
-        self.model = str(model or "auto")
-        self.api_key = resolve_api_key(api_key)  # engine.api_key, else $OPENAI_API_KEY, else EMPTY
-        self.concurrency = setting(concurrency, "concurrency", minimum=1, integer=True)
-        self.timeout = setting(timeout, "timeout", minimum=0, strict=True)
-        self.connect_timeout = setting(connect_timeout, "connect_timeout", minimum=0, strict=True)
-        self.max_retries = setting(max_retries, "max_retries", minimum=0, integer=True)
-        self.backoff_initial = setting(backoff_initial, "backoff_initial", minimum=0)
-        self.backoff_max = setting(backoff_max, "backoff_max", minimum=0)
-        self.retry_after_max = setting(retry_after_max, "retry_after_max", minimum=0)
-        self.length_retry_factor = setting(length_retry_factor, "length_retry_factor", minimum=1, strict=True)
-        self.health_checks = setting(health_checks, "health_checks", minimum=1, integer=True)
-        floor = setting(failures_floor, "failures_floor", minimum=1, integer=True)
-        per_slot = setting(failures_per_slot, "failures_per_slot", minimum=1, integer=True)
-        if max_failures_in_row is None:
-            in_row = max(floor, per_slot * (slots if slots is not None else self.concurrency))
-        else:
-            in_row = setting(max_failures_in_row, "max_failures_in_row", minimum=1, integer=True)
+        self.policy = policy
+        self.model = policy.model
+        self.api_key = resolve_api_key(policy.api_key)  # engine.api_key, else $OPENAI_API_KEY, else EMPTY
+        self.concurrency = policy.concurrency
+        self.timeout = policy.timeout
+        self.connect_timeout = policy.connect_timeout
+        in_row = policy.failures_in_row(slots if slots is not None else self.concurrency)
         self.base_urls: list[str] = []
         self.pool: ServerPool | None = None
         if servers:
-            if base_url is None:
+            if policy.base_url is None:
                 raise UsageError(f"engine.base_url is not set: engine={self.name} sends to servers")
-            self.base_urls = validate_base_urls(base_url)
+            self.base_urls = validate_base_urls(policy.base_url)
             self.pool = ServerPool(
                 self.base_urls, concurrency=self.concurrency, max_failures_in_row=in_row, probe=self._healthy
             )
@@ -215,9 +212,9 @@ class PolicyEngine(Engine):
             url,
             api_key=self.api_key,
             timeout=self.connect_timeout,
-            tries=self.health_checks,
-            backoff_initial=self.backoff_initial,
-            backoff_max=self.backoff_max,
+            tries=self.policy.health_checks,
+            backoff_initial=self.policy.backoff_initial,
+            backoff_max=self.policy.backoff_max,
         )
 
     async def _check_server(self, url: str) -> None:
@@ -270,7 +267,7 @@ class PolicyEngine(Engine):
             "model": self.model,
             "concurrency": self.concurrency,
             "timeout": self.timeout,
-            "max_retries": self.max_retries,
+            "max_retries": self.policy.max_retries,
         }
         if self.pool is not None:
             described.update(
@@ -294,7 +291,7 @@ class PolicyEngine(Engine):
     async def complete(self, request: ChatRequest) -> Completion:
         """One answer, after as many retries as it takes; raises only `NoServerLeft`."""
         state = _Attempts(request.max_tokens)
-        while state.attempt <= self.max_retries:
+        while state.attempt <= self.policy.max_retries:
             state.attempt += 1
             server = self.pick_server(request)
             state.target = server.url if server is not None else self.target_name
@@ -317,7 +314,7 @@ class PolicyEngine(Engine):
                 if not server.up:  # not this request's fault: go to the task's new server now
                     state.attempt -= 1
                     continue
-            if state.attempt <= self.max_retries:
+            if state.attempt <= self.policy.max_retries:
                 delay = outcome.retry_after if outcome.kind == STATUS and outcome.status == 429 else None
                 await asyncio.sleep(self._backoff(state.attempt, delay))
         return self._failed(state, state.last_error)
@@ -366,7 +363,7 @@ class PolicyEngine(Engine):
         if completion.finish_reason == "length":
             if not state.length_retried:
                 state.length_retried = True
-                state.max_tokens = int(state.max_tokens * self.length_retry_factor)
+                state.max_tokens = int(state.max_tokens * self.policy.length_retry_factor)
                 state.notes.append(f"finish_reason=length; retried with max_tokens={state.max_tokens}")
                 return "again"  # a longer answer is not a fault of the server
             # Cut short twice: the annotator treats the answer as unreadable (a parse failure),
@@ -386,8 +383,8 @@ class PolicyEngine(Engine):
         if retry_after is not None:
             # The server said how long to wait: honour it (bounded against a nonsense header),
             # plus a little jitter so that clients told the same thing do not return together.
-            return min(retry_after, self.retry_after_max) + self._jitter.uniform(0, 0.25)
-        base = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+            return min(retry_after, self.policy.retry_after_max) + self._jitter.uniform(0, 0.25)
+        base = min(self.policy.backoff_max, self.policy.backoff_initial * 2 ** (attempt - 1))
         return self._jitter.uniform(base / 2, base)  # "equal jitter"
 
     @staticmethod

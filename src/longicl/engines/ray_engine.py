@@ -28,9 +28,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from longicl.engines.policy import PolicyEngine, Transport, setting
+from longicl.engines.policy import PolicyEngine, PolicySettings, Transport, setting
 from longicl.engines.ray_stream import EnvelopeSession, Streams, _Stream, queue_datasource
 from longicl.engines.ray_transports import (
     RayHttpTransport,
@@ -41,7 +39,6 @@ from longicl.engines.ray_transports import (
     vllm_row,
 )
 from longicl.errors import UsageError, one_line
-from longicl.paths import CONF_DIR
 
 MODES = ("http", "vllm")
 RAY_KEYS = (
@@ -74,28 +71,10 @@ class RayEngine(PolicyEngine):
     name = "ray"
     target_name = "vllm"
 
-    def __init__(
-        self,
-        *,
-        base_url: str | list[str] | None,
-        model: str,
-        api_key: str,
-        concurrency: int,
-        timeout: float,
-        connect_timeout: float,
-        max_retries: int,
-        backoff_initial: float,
-        backoff_max: float,
-        retry_after_max: float,
-        length_retry_factor: float,
-        max_failures_in_row: int | None,
-        failures_floor: int,
-        failures_per_slot: int,
-        health_checks: int,
-        ray: Mapping[str, Any],
-    ) -> None:
-        """Every setting is required: their defaults live in ``conf/engine/ray.yaml`` only
-        (`from_config` reads them from there for library use and tests)."""
+    def __init__(self, policy: PolicySettings, *, ray: Mapping[str, Any]) -> None:
+        """``policy``: the request policy's settings; ``ray``: the transport's. Every setting is
+        required: their defaults live in ``conf/engine/ray.yaml`` only (`from_settings` builds the
+        engine from its section, `from_config` from the file, for library use and tests)."""
         settings = dict(ray or {})
         for key in RAY_KEYS:
             if key not in settings:
@@ -119,25 +98,7 @@ class RayEngine(PolicyEngine):
         self.reply_grace = setting(settings["reply_grace"], "ray.reply_grace", minimum=0)
         self.restart_rows = setting(settings["restart_rows"], "ray.restart_rows", minimum=1, integer=True)
         self.vllm = dict(settings["vllm"] or {})
-        self._init_policy(
-            base_url=base_url,
-            model=model,
-            api_key=api_key,
-            concurrency=concurrency,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            retry_after_max=retry_after_max,
-            length_retry_factor=length_retry_factor,
-            max_failures_in_row=max_failures_in_row,
-            failures_floor=failures_floor,
-            failures_per_slot=failures_per_slot,
-            health_checks=health_checks,
-            servers=self.mode == "http",
-            slots=self.actors,
-        )
+        self._init_policy(policy, servers=self.mode == "http", slots=self.actors)
         if self.mode == "vllm":
             self.vllm_settings = vllm_engine_kwargs(
                 str(self.vllm["llm_config"]), str(self.vllm["profile"]), self.vllm.get("engine_kwargs")
@@ -164,16 +125,6 @@ class RayEngine(PolicyEngine):
     @property
     def executions(self) -> list[dict[str, Any]]:
         return self.streams.executions
-
-    @classmethod
-    def from_config(cls, **overrides: Any) -> RayEngine:
-        """An engine with the settings of ``conf/engine/ray.yaml``, ``overrides`` replacing some
-        (merged key by key)."""
-        merged = OmegaConf.merge(OmegaConf.load(CONF_DIR / "engine" / f"{cls.name}.yaml"), overrides)
-        settings = OmegaConf.to_container(merged)
-        assert isinstance(settings, dict)
-        settings.pop("name", None)
-        return cls(**settings)
 
     # -- setup ---------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from longicl.selection.bm25 import BM25Index, BM25Selector
 from longicl.selection.centroid import CentroidSelector
 from longicl.selection.hybrid import HybridSelector
 from longicl.selection.random import RandomSelector
+from longicl.selection.settings import SelectionSettings
 from longicl.tasks import TaskSpec
 
 STRATEGIES: Registry[type[Selector]] = Registry(
@@ -30,4 +31,4 @@ def build_selector(
     return cls(spec, pool, costs, seed)
 
 
-__all__ = ["BM25Index", "PromptBudget", "Selector", "STRATEGIES", "build_selector"]
+__all__ = ["BM25Index", "PromptBudget", "STRATEGIES", "SelectionSettings", "Selector", "build_selector"]
