@@ -169,11 +169,11 @@ def _one_pass(path: str, spec, settings, rundir):
     from types import SimpleNamespace
 
     from longicl import run_summary
-    from longicl.metrics import Collected
+    from longicl.metrics import _Nothing
     from longicl.runner import end_of_task
 
     if path == "tallies":  # the summaries that keep every record, left out
-        run_summary._method_tally = run_summary._quality_tally = lambda *a, **k: Collected(lambda rows: {})
+        run_summary._method_tally = run_summary._quality_tally = lambda *a, **k: _Nothing()
     ids = list(rundir.record_index(TASK))
     data = SimpleNamespace(spec=spec, table=None, id_key="tweet_id", raw_id=lambda sample_id: sample_id)
     task_run = SimpleNamespace(spec=spec, samples=[SimpleNamespace(id=i) for i in ids], data=data)
