@@ -250,6 +250,7 @@ def end_of_task(
             if typed is not None:
                 tallies.add(typed, own=True)
             write(sample.id, _prediction(typed))
+    records.close()
     own = {s.id for s in samples}
     for record in rundir.records_at(spec.name, (o for i, o in index.items() if i not in own)):
         tallies.add(_typed(record), own=False)
