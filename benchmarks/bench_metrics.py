@@ -1,6 +1,6 @@
 """The end of a run over N records: the driver's peak memory of the metrics and outputs step.
 
-    python benchmarks/bench_metrics.py [--rows 1000000] [--paths stream all]
+    python benchmarks/bench_metrics.py [--rows 1000000] [--paths tallies pass stream all]
 
 Writes ``--rows`` synthetic records of a declared label task (``macro_f1``, split ``dev``: gold
 answers, so the dev-only quality numbers and the confidence map are computed too) in the shape
@@ -8,12 +8,19 @@ answers, so the dev-only quality numbers and the confidence map are computed too
 raw reply, label scores, usage: about 2 KB a line, as in a real run's records), then, in a fresh
 process per path, runs what a run does after its last row:
 
-- ``stream`` (what the runner does): each sample's latest record read one at a time
-  (`RunDir.latest_records`, an index of byte offsets first), its prediction kept and its
-  `summary_record` (without the raw reply and demonstrations) handed to the summaries
-  (`aggregate`, `task_report`, `task_quality`), the predictions file written;
-- ``all`` (the runner before this change): every record read back whole (`RunDir.all_records`)
-  and handed to the same summaries.
+- ``pass`` (what the runner does): `longicl.runner.end_of_task`, the one pass: an index of byte
+  offsets (`RunDir.record_index`), then each sample's latest record read once, typed once
+  (`SampleRecord` of its `summary_record`), its prediction written to the predictions file as it
+  comes and the record fed to every summary (`run_summary.TaskTallies`: `MetricsTally`, the method
+  report, the quality numbers);
+- ``tallies``: the same pass with only the summaries that are one-pass tallies already (the
+  metrics, the counts of run.json, the predictions file); the method report and the quality
+  numbers left out (their one-pass tallies are written separately; until they replace the
+  stand-ins, which keep every record, ``pass`` is what a run pays);
+- ``stream`` (the runner before the one pass): each record's `summary_record` kept in a dict,
+  then handed to `aggregate`, `task_report`, `task_quality`;
+- ``all`` (before that): every record read back whole (`RunDir.all_records`) and handed to the
+  same summaries.
 
 Each prints its seconds and peak RSS (``ru_maxrss``). Nothing is asserted.
 """
@@ -125,24 +132,27 @@ def child(path: str, folder: Path, task: Path) -> None:
     rundir = RunDir(folder / "out")
     base_mb = _rss_mb()  # the interpreter and the imports, before any record is read
     started = time.perf_counter()
-    if path == "stream":
-        records = {r["sample_id"]: summary_record(r) for r in rundir.latest_records(TASK)}
-        predictions = [(sample_id, r.get("prediction") or "") for sample_id, r in records.items()]
+    if path in ("pass", "tallies"):
+        metrics, report, quality, rows = _one_pass(path, spec, settings, rundir)
     else:
-        records = rundir.all_records(TASK)
+        if path == "stream":
+            records = {r["sample_id"]: summary_record(r) for r in rundir.latest_records(TASK)}
+        else:
+            records = rundir.all_records(TASK)
         predictions = [(sample_id, r.get("prediction") or "") for sample_id, r in records.items()]
-    ordered = list(records.values())
-    metrics = aggregate(ordered, 0.0, spec)
-    report = task_report(spec, records, settings.method, rundir.path, "dev")
-    quality = task_quality(spec, ordered, "dev", rundir.path)
-    rundir.write_predictions(TASK, predictions, id_key="tweet_id")
+        ordered = list(records.values())
+        metrics = aggregate(ordered, 0.0, spec)
+        report = task_report(spec, records, settings.method, rundir.path, "dev")
+        quality = task_quality(spec, ordered, "dev", rundir.path)
+        rundir.write_predictions(TASK, predictions, id_key="tweet_id")
+        rows = len(records)
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
             {
                 "path": path,
-                "rows": len(records),
+                "rows": rows,
                 "seconds": seconds,
                 "peak_mb": peak_mb,
                 "base_mb": base_mb,
@@ -152,6 +162,24 @@ def child(path: str, folder: Path, task: Path) -> None:
             }
         )
     )
+
+
+def _one_pass(path: str, spec, settings, rundir):
+    """`runner.end_of_task` over every record of the file (all of them the run's samples)."""
+    from types import SimpleNamespace
+
+    from longicl import run_summary
+    from longicl.metrics import _Nothing
+    from longicl.runner import end_of_task
+
+    if path == "tallies":  # the summaries that keep every record, left out
+        run_summary._method_tally = run_summary._quality_tally = lambda *a, **k: _Nothing()
+    ids = list(rundir.record_index(TASK))
+    data = SimpleNamespace(spec=spec, table=None, id_key="tweet_id", raw_id=lambda sample_id: sample_id)
+    task_run = SimpleNamespace(spec=spec, samples=[SimpleNamespace(id=i) for i in ids], data=data)
+    del ids
+    totals = end_of_task(task_run, rundir, settings, SimpleNamespace(answers=True), time.monotonic())
+    return totals.metrics, totals.method, totals.quality, totals.metrics.n
 
 
 def _rss_mb() -> float:
@@ -164,7 +192,12 @@ def _rss_mb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
-    parser.add_argument("--paths", nargs="+", default=["stream", "all"], choices=["stream", "all"])
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        default=["tallies", "pass", "stream", "all"],
+        choices=["tallies", "pass", "stream", "all"],
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -251,3 +251,37 @@ def test_the_bar_says_the_shared_block_is_prefilling_and_cached_tokens_is_a_note
     static = json.loads((tmp_path / "run.json").read_text())["tasks"]["openseek-5"]["static_block"]["tokens"]
     assert f"prefilling the shared block ({static:,} tokens)" in err
     assert "warning" not in err and "does not report cached_tokens" in err
+
+
+def test_the_end_of_a_task_reads_each_latest_record_once(tmp_path, gold_answers, monkeypatch):
+    """After the last row, one pass: every latest record of the task is read once (the run's
+    samples and an earlier invocation's), and run.json is written without reading any again.
+    The summaries still cover what they always did: the metrics the run's samples, the requests
+    per server every latest record of the task."""
+    from collections import Counter
+
+    from longicl.rundir import RunDir
+
+    with FakeServer(gold_answers) as server:
+        overrides = ("task=1", "split=dev", f"engine.base_url={server.url}", f"out_dir={tmp_path}")
+        run(compose(*overrides, "limit=6"))
+        read: Counter[str] = Counter()
+        records_at = RunDir.records_at
+
+        def counted(self, task, offsets):
+            for record in records_at(self, task, offsets):
+                read[record["sample_id"]] += 1
+                yield record
+
+        def refused(*args, **kwargs):
+            raise AssertionError("a record read outside the end-of-task pass")
+
+        monkeypatch.setattr(RunDir, "records_at", counted)
+        monkeypatch.setattr(RunDir, "latest_records", refused)
+        monkeypatch.setattr(RunDir, "all_records", refused)
+        result = run(compose(*overrides, "limit=4"))
+    assert len(read) == 6 and set(read.values()) == {1}
+    task = result.summary["tasks"]["openseek-1"]
+    assert task["n"] == 4 and task["accuracy"] == 1.0
+    assert sum(task["servers"].values()) == 6  # one request per sample, of all six records
+    assert len((tmp_path / "openseek-1.jsonl").read_text().splitlines()) == 4

@@ -41,8 +41,8 @@ def test_every_answer_kind_has_a_reader():
 def test_task_8_is_annotated_by_the_kernel_annotator_and_judged_by_running():
     assert annotator_for(TASKS[8]) is KernelAnnotator and annotator_for(TASKS[5]) is IclAnnotator
     assert score(TASKS[8], "x = 1", "x = 1") is None
-    assert list(metric_for(TASKS[8]).task_summary([])) == ["kernels"]
-    assert metric_for(TASKS[1]).task_summary([]) == {}
+    assert list(metric_for(TASKS[8]).task_summary().result()) == ["kernels"]
+    assert metric_for(TASKS[1]).task_summary().result() == {}
 
 
 @pytest.mark.parametrize(

@@ -359,3 +359,27 @@ def test_human_decisions_are_not_scored_as_the_models_accuracy(runs, tmp_path, g
     assert all(rows[sid] == answers[sid] for sid in wrong)
     text = build_report([run_dir], tmp_path / "report").markdown.read_text()
     assert f"{len(wrong)} of its answers" in text and "human decision" in text
+
+
+def test_export_reads_the_records_one_at_a_time(runs, tmp_path, monkeypatch):
+    """`review export` streams each task's latest records (`RunDir.latest_records`): it never
+    holds a run's records whole (`RunDir.all_records`)."""
+    streamed = []
+    latest = RunDir.latest_records
+
+    def counted(self, task, sample_ids=None):
+        for record in latest(self, task, sample_ids):
+            streamed.append(record["sample_id"])
+            yield record
+
+    def refused(*args, **kwargs):
+        raise AssertionError("review export read every record at once")
+
+    monkeypatch.setattr(RunDir, "latest_records", counted)
+    monkeypatch.setattr(RunDir, "all_records", refused)
+    monkeypatch.setattr(RunDir, "finished_records", refused)
+    target = tmp_path / "review.json"
+    assert (
+        main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "5", "-o", str(target)]) == 0
+    )
+    assert len(json.loads(target.read_text())) == len(streamed) == len(set(streamed)) == 16

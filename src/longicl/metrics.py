@@ -1,41 +1,175 @@
 """Sample-level scores and task-level aggregates, kept apart.
 
-``score`` judges one prediction against its gold answer; ``aggregate`` summarises a task's
-records into the numbers that go into ``run.json`` and the report, including the task's own
-metric (``TASK_METRICS``, named by the task file's ``metric``).
+``score`` judges one prediction against its gold answer; `MetricsTally` summarises a task's
+records, one at a time, into the numbers that go into ``run.json`` and the report, including the
+task's own metric (``TASK_METRICS``, named by the task file's ``metric``). What it keeps does not
+grow with the rows: counts, a `Counter` per token spread (one entry per distinct value) and, for
+macro F1, a `Counter` of (gold, prediction) pairs (one entry per pair of labels). ``aggregate`` is
+the same over a list.
 """
 
 from __future__ import annotations
 
-import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sklearn.metrics import f1_score
 
 from longicl.errors import DataError
 from longicl.kernels.execution_metrics import kernel_metrics
 from longicl.parse import normalise
-from longicl.records import as_model_answered, human_decided
+from longicl.records import AnyRecord, SampleRecord, as_record
 from longicl.registry import Registry
 from longicl.tasks import AnswerKind, TaskSpec
 
 
-def accuracy_of(rows: Sequence[dict]) -> float | None:
+class Tally(Protocol):
+    """A summary built one record at a time: `add` each record, then `result` once."""
+
+    def add(self, record: SampleRecord) -> None: ...
+    def result(self) -> dict[str, Any]: ...
+
+
+class Collected:
+    """A `Tally` over a whole-list summary ``summarise(records)``: it keeps the records it is given
+    (O(rows): for a summary not yet computed one record at a time), in the order ``order`` names
+    their sample ids when given (ids it was not given are skipped), else as added."""
+
+    def __init__(
+        self, summarise: Callable[[list[SampleRecord]], dict[str, Any]], order: Iterable[str] | None = None
+    ) -> None:
+        self.summarise, self.order = summarise, order
+        self.records: list[SampleRecord] = []
+
+    def add(self, record: SampleRecord) -> None:
+        self.records.append(record)
+
+    def result(self) -> dict[str, Any]:
+        rows = self.records
+        if self.order is not None:
+            by_id = {r.sample_id: r for r in rows}
+            rows = [by_id[i] for i in self.order if i in by_id]
+        return self.summarise(rows)
+
+
+class Keyed:
+    """A tally whose result is put under ``key`` (``{key: tally.result()}``)."""
+
+    def __init__(self, key: str, tally: Tally) -> None:
+        self.key, self.tally = key, tally
+
+    def add(self, record: SampleRecord) -> None:
+        self.tally.add(record)
+
+    def result(self) -> dict[str, Any]:
+        return {self.key: self.tally.result()}
+
+
+class _Nothing:
+    """A metric that adds nothing to the task's entry."""
+
+    def add(self, record: SampleRecord) -> None:
+        pass
+
+    def result(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What scores the model in one record: a human-decided record's prediction, correctness and
+    error are the model's (``model_prediction``, ``model_correct``, ``model_error``), so that a
+    human's answer is never counted; a record from before ``model_correct`` was kept is scored
+    again from the model's prediction (when the task is known)."""
+
+    prediction: str | None
+    correct: float | None
+    error: str | None
+    gold: str | None
+
+    @classmethod
+    def of(cls, record: SampleRecord, spec: TaskSpec | None = None) -> ModelAnswer:
+        if not record.human_decided:
+            return cls(record.prediction, record.correct, record.error, record.gold)
+        prediction = record.model_prediction or ""
+        correct = record.model_correct
+        kept = correct is not None or "model_correct" in (record.source_keys or ())
+        if not kept and spec is not None:
+            correct = score(spec, prediction, record.gold)
+        return cls(prediction, correct, record.model_error, record.gold)
+
+
+class ScoreTally(Protocol):
+    """A task metric's number, one model answer at a time."""
+
+    def add(self, answer: ModelAnswer) -> None: ...
+    def result(self) -> float | None: ...
+
+
+class Accuracy:
     """Share of correct samples; None unless every sample was judged."""
-    scored = [r["correct"] for r in rows if r.get("correct") is not None]
-    return (sum(scored) / len(scored)) if scored and len(scored) == len(rows) else None
+
+    def __init__(self, spec: TaskSpec | None = None) -> None:
+        self.n = self.judged = 0
+        self.correct: float = 0
+
+    def add(self, answer: ModelAnswer) -> None:
+        self.n += 1
+        if answer.correct is not None:
+            self.judged += 1
+            self.correct += answer.correct
+
+    def result(self) -> float | None:
+        return (self.correct / self.judged) if self.judged and self.judged == self.n else None
 
 
-def _macro_f1(spec: TaskSpec, rows: Sequence[dict]) -> float | None:
-    """F1 per label, averaged with equal weight (a parse failure counts against its gold label)."""
-    if not rows or any(r.get("gold") is None for r in rows):
+class MacroF1:
+    """F1 per label, averaged with equal weight (a parse failure counts against its gold label);
+    None without samples or when one has no gold. Kept: a count per (gold, prediction) pair."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.pairs: Counter[tuple[str, str]] = Counter()
+        self.n = 0
+        self.without_gold = False
+
+    def add(self, answer: ModelAnswer) -> None:
+        self.n += 1
+        if answer.gold is None:
+            self.without_gold = True
+            return
+        predicted = normalise(self.spec, answer.prediction) if answer.prediction else ""
+        self.pairs[(normalise(self.spec, answer.gold), predicted)] += 1
+
+    def result(self) -> float | None:
+        if not self.n or self.without_gold:
+            return None
+        pairs = list(self.pairs.items())
+        gold = [g for (g, _), _ in pairs]
+        predicted = [p for (_, p), _ in pairs]
+        labels = [normalise(self.spec, label) for label in self.spec.labels or ()] or sorted(set(gold))
+        weights = [count for _, count in pairs]
+        return float(
+            f1_score(gold, predicted, labels=labels, average="macro", zero_division=0, sample_weight=weights)
+        )
+
+
+class _NoScore:
+    def __init__(self, spec: TaskSpec | None = None) -> None:
+        pass
+
+    def add(self, answer: ModelAnswer) -> None:
+        pass
+
+    def result(self) -> float | None:
         return None
-    gold = [normalise(spec, r["gold"]) for r in rows]
-    predicted = [normalise(spec, r.get("prediction") or "") if r.get("prediction") else "" for r in rows]
-    labels = [normalise(spec, label) for label in spec.labels or ()] or sorted(set(gold))
-    return float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0))
+
+
+def _kernel_summary() -> Tally:
+    # stand-in for the one-pass `KernelTally` (longicl.kernels.execution_metrics)
+    return Keyed("kernels", Collected(kernel_metrics))
 
 
 @dataclass(frozen=True)
@@ -43,24 +177,22 @@ class TaskMetric:
     """How a task is scored: per sample by string match or not, and the task-level number."""
 
     string_match: bool  # each sample is correct or not after normalisation
-    summarise: Callable[[TaskSpec, Sequence[dict]], float | None]
+    # the task-level number, one model answer at a time (`ScoreTally`)
+    score_tally: Callable[[TaskSpec], ScoreTally]
     answer_kinds: tuple[AnswerKind, ...] | None = None  # None: any
-    # What run.json adds to the task's entry from its records (task 8: ``kernels``).
-    task_summary: Callable[[Iterable[Mapping[str, Any]]], dict[str, Any]] = lambda records: {}
+    # What run.json adds to the task's entry from its records (task 8: ``kernels``): a new
+    # `Tally` per task, fed the task's records of the run in sample order.
+    task_summary: Callable[[], Tally] = _Nothing
 
 
 #: metric name (a task file's ``metric``) -> how it is computed
 TASK_METRICS: Registry[TaskMetric] = Registry(
     "metric",
     {
-        "exact_match": TaskMetric(string_match=True, summarise=lambda spec, rows: accuracy_of(rows)),
-        "macro_f1": TaskMetric(string_match=True, summarise=_macro_f1, answer_kinds=(AnswerKind.LABEL,)),
+        "exact_match": TaskMetric(string_match=True, score_tally=Accuracy),
+        "macro_f1": TaskMetric(string_match=True, score_tally=MacroF1, answer_kinds=(AnswerKind.LABEL,)),
         # task 8: judged by running the code (longicl.kernels.execution_metrics), never by string match
-        "kernel_check": TaskMetric(
-            string_match=False,
-            summarise=lambda spec, rows: None,
-            task_summary=lambda records: {"kernels": kernel_metrics(records)},
-        ),
+        "kernel_check": TaskMetric(string_match=False, score_tally=_NoScore, task_summary=_kernel_summary),
     },
     error=DataError,
 )
@@ -100,10 +232,27 @@ class Spread:
     max: int
 
     @classmethod
-    def of(cls, values: Sequence[int]) -> Spread | None:
-        if not values:
+    def of(cls, values: Sequence[int] | Mapping[int, int]) -> Spread | None:
+        """The spread of ``values``: a list, or a count per value (`Counter`); the median as
+        `statistics.median` gives it (the middle value, or the mean of the two middle ones)."""
+        counts = values if isinstance(values, Mapping) else Counter(values)
+        n = sum(counts.values())
+        if not n:
             return None
-        return cls(min(values), float(statistics.median(values)), max(values))
+        ordered = sorted(counts.items())
+        middle = _nth(ordered, n // 2)
+        median = middle if n % 2 else (_nth(ordered, n // 2 - 1) + middle) / 2
+        return cls(ordered[0][0], float(median), ordered[-1][0])
+
+
+def _nth(ordered: Sequence[tuple[int, int]], position: int) -> int:
+    """The value at ``position`` (from 0) of the sorted values that ``ordered`` counts."""
+    seen = 0
+    for value, count in ordered:
+        seen += count
+        if position < seen:
+            return value
+    raise IndexError(position)
 
 
 @dataclass(frozen=True)
@@ -127,43 +276,66 @@ class TaskMetrics:
         return asdict(self)
 
 
-def aggregate(records: Iterable[dict], seconds: float, spec: TaskSpec | None = None) -> TaskMetrics:
-    """Summarise one task's sample records (the dicts written to ``records/*.jsonl``).
+class MetricsTally:
+    """A task's `TaskMetrics`, one record at a time (`add`), in memory that does not grow with the
+    rows. The numbers score what the model answered (`ModelAnswer`: a human-decided record counts
+    with the model's answer); how many a human decided is ``human_decided``."""
 
-    The numbers score what the model answered: a human-decided record counts with the model's
-    answer (`model_answers`), and how many there are is ``human_decided``."""
-    given = list(records)
-    rows = model_answers(given, spec)
-    metric = TASK_METRICS.get(spec.metric) if spec is not None and spec.metric in TASK_METRICS else None
-    requests = [q for r in rows for q in r.get("requests", [])]
-    methods = sorted({r.get("method", "icl") for r in rows})
-    return TaskMetrics(
-        n=len(rows),
-        accuracy=accuracy_of(rows),
-        parse_failures=sum(
-            1 for r in rows if not r.get("error") and not r.get("unanswered") and r.get("parsed_ok") is False
-        ),
-        failed_requests=sum(1 for r in rows if r.get("error")),
-        prompt_tokens=Spread.of([q["prompt_tokens"] for q in requests if q.get("prompt_tokens")]),
-        icl_tokens=Spread.of([q["icl_tokens"] for q in requests if q.get("icl_tokens") is not None]),
-        uncached_prompt_tokens=Spread.of(
-            [q["uncached_tokens"] for q in requests if q.get("uncached_tokens") is not None]
-        ),
-        requests=len(requests),
-        seconds=round(seconds, 3),
-        method="+".join(methods) if methods else "icl",
-        score=metric.summarise(spec, rows) if metric is not None and spec is not None else None,
-        human_decided=sum(1 for r in given if human_decided(r)),
-    )
+    def __init__(self, spec: TaskSpec | None = None) -> None:
+        self.spec = spec
+        metric = TASK_METRICS.get(spec.metric) if spec is not None and spec.metric in TASK_METRICS else None
+        self.score = metric.score_tally(spec) if metric is not None and spec is not None else None
+        self.accuracy = Accuracy()
+        self.n = self.parse_failures = self.failed = self.requests = self.human_decided = 0
+        self.prompt_tokens: Counter[int] = Counter()
+        self.icl_tokens: Counter[int] = Counter()
+        self.uncached_tokens: Counter[int] = Counter()
+        self.methods: set[str] = set()
+
+    def add(self, record: AnyRecord) -> None:
+        typed = as_record(record)
+        answer = ModelAnswer.of(typed, self.spec)
+        self.n += 1
+        self.accuracy.add(answer)
+        if self.score is not None:
+            self.score.add(answer)
+        if answer.error:
+            self.failed += 1
+        elif not typed.unanswered and typed.parsed_ok is False:
+            self.parse_failures += 1
+        self.human_decided += typed.human_decided
+        self.methods.add(typed.method_json)
+        for q in typed.request_entries:
+            self.requests += 1
+            if q.get("prompt_tokens"):
+                self.prompt_tokens[q["prompt_tokens"]] += 1
+            if q.get("icl_tokens") is not None:
+                self.icl_tokens[q["icl_tokens"]] += 1
+            if q.get("uncached_tokens") is not None:
+                self.uncached_tokens[q["uncached_tokens"]] += 1
+
+    def result(self, seconds: float) -> TaskMetrics:
+        methods = sorted(self.methods)
+        return TaskMetrics(
+            n=self.n,
+            accuracy=self.accuracy.result(),
+            parse_failures=self.parse_failures,
+            failed_requests=self.failed,
+            prompt_tokens=Spread.of(self.prompt_tokens),
+            icl_tokens=Spread.of(self.icl_tokens),
+            uncached_prompt_tokens=Spread.of(self.uncached_tokens),
+            requests=self.requests,
+            seconds=round(seconds, 3),
+            method="+".join(methods) if methods else "icl",
+            score=self.score.result() if self.score is not None else None,
+            human_decided=self.human_decided,
+        )
 
 
-def model_answers(records: Iterable[dict], spec: TaskSpec | None = None) -> list[dict]:
-    """The records as the model answered them (`as_model_answered`); a human-decided record
-    from before ``model_correct`` was kept is scored again here when ``spec`` is given."""
-    out = []
+def aggregate(records: Iterable[AnyRecord], seconds: float, spec: TaskSpec | None = None) -> TaskMetrics:
+    """Summarise one task's sample records (typed, or the dicts written to ``records/*.jsonl``):
+    `MetricsTally` over ``records``."""
+    tally = MetricsTally(spec)
     for record in records:
-        model = as_model_answered(record)
-        if model is not record and "model_correct" not in record and spec is not None:
-            model["correct"] = score(spec, model["prediction"], record.get("gold"))
-        out.append(model)
-    return out
+        tally.add(record)
+    return tally.result(seconds)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-import statistics
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,14 @@ from longicl.credentials import redact, redact_command
 from longicl.engines import Engine
 from longicl.files import atomic_write_json
 from longicl.methods import task_report
-from longicl.metrics import TaskMetrics, metric_for
+from longicl.metrics import Collected, MetricsTally, Spread, Tally, TaskMetrics, metric_for
 from longicl.paths import PROJECT_ROOT
 from longicl.prompt import ContextBuilder
 from longicl.quality import task_quality
-from longicl.records import summary_record
+from longicl.records import RunSummary, SampleRecord
 from longicl.run_settings import RunSettings, TaskRun, compliance_problems
 from longicl.rundir import RunDir
-from longicl.tasks import task_order
+from longicl.tasks import TaskSpec, task_order
 
 
 @dataclass
@@ -38,31 +37,108 @@ class RunResult:
     unanswered: dict[str, int] = field(default_factory=dict)  # why -> samples (of ``missing``)
 
 
+@dataclass
+class TaskTotals:
+    """What run.json says of one task, from the one pass over its records at the task's end
+    (`TaskTallies`): nothing here grows with the rows but what the summaries themselves keep."""
+
+    metrics: TaskMetrics  # the run's samples
+    method: dict[str, Any]  # `task_report`: every latest record of the task
+    quality: dict[str, Any]  # `task_quality`: the run's samples
+    summary: dict[str, Any]  # the metric's own entry (`TaskMetric.task_summary`): the run's samples
+    unanswered: Counter[str]  # the run's samples the model gave no answer, by why
+    failed_or_unanswered: int  # the run's samples that failed or were not answered
+    uncached: Counter[int]  # uncached prompt tokens of each request of every latest record of the task
+    servers: Counter[str | None]  # requests per server, of every latest record of the task
+
+
+def _method_tally(spec: TaskSpec, settings: RunSettings, out_dir: Path, order: Iterable[str]) -> Tally:
+    """The method part of the task's entry (`task_report`), over every latest record of the task
+    in the order of its first record (``order``)."""
+    # stand-in for the one-pass methods.report.MethodTally(spec, settings.method, out_dir, settings.split)
+    return Collected(lambda rows: task_report(spec, rows, settings.method, out_dir, settings.split), order)
+
+
+def _quality_tally(spec: TaskSpec, settings: RunSettings, out_dir: Path) -> Tally:
+    """The task's ``quality`` entry (`task_quality`), over the run's samples in sample order."""
+    # stand-in for the one-pass quality.summary.QualityTally(spec, settings.split, out_dir)
+    return Collected(lambda rows: task_quality(spec, rows, settings.split, out_dir))
+
+
+class TaskTallies:
+    """Every summary of a task's end, fed each latest record once (`add`): the run's own samples
+    (``own``: this invocation's sample set) in sample order, then the task's other records.
+
+    Who sees what, as run.json has always said it: the metrics, the quality numbers, the
+    metric's own entry, the unanswered reasons and the missing count cover the run's samples;
+    the method report, the uncached-token median and the requests per server cover every latest
+    record of the task (samples of an earlier invocation with other limits included)."""
+
+    def __init__(self, task_run: TaskRun, settings: RunSettings, out_dir: Path, order: Iterable[str]) -> None:
+        spec = task_run.spec
+        self.metrics = MetricsTally(spec)
+        self.method = _method_tally(spec, settings, out_dir, order)
+        self.quality = _quality_tally(spec, settings, out_dir)
+        self.summary = metric_for(spec).task_summary()
+        self.unanswered: Counter[str] = Counter()
+        self.failed_or_unanswered = 0
+        self.uncached: Counter[int] = Counter()
+        self.servers: Counter[str | None] = Counter()
+
+    def add(self, record: SampleRecord, *, own: bool) -> None:
+        self.method.add(record)
+        for q in record.request_entries:
+            if q.get("uncached_tokens") is not None:
+                self.uncached[q["uncached_tokens"]] += 1
+            self.servers[q.get("server")] += 1
+        if not own:
+            return
+        self.metrics.add(record)
+        self.quality.add(record)
+        self.summary.add(record)
+        if record.unanswered:
+            self.unanswered[str(record.unanswered)] += 1
+        if record.error or record.unanswered:
+            self.failed_or_unanswered += 1
+
+    def result(self, seconds: float) -> TaskTotals:
+        metrics = self.metrics.result(seconds)
+        method = self.method.result()  # before `quality`: both merge into calibration.json, in this order
+        return TaskTotals(
+            metrics=metrics,
+            method=method,
+            quality=self.quality.result(),
+            summary=self.summary.result(),
+            unanswered=self.unanswered,
+            failed_or_unanswered=self.failed_or_unanswered,
+            uncached=self.uncached,
+            servers=self.servers,
+        )
+
+
 def finish(
     settings: RunSettings,
     task_runs: Sequence[TaskRun],
     engine: Engine,
     rundir: RunDir,
-    metrics: dict[str, TaskMetrics],
+    totals: Mapping[str, TaskTotals],
 ) -> RunResult:
+    """``run.json`` from each task's `TaskTotals` (no record is read here), and the submission."""
     previous = _previous_tasks(rundir)
     tasks: dict[str, Any] = dict(previous)
     missing = 0
-    uncached: list[int] = []
+    uncached: Counter[int] = Counter()
     unanswered_all: Counter[str] = Counter()
     for task_run in task_runs:
         name = task_run.spec.name
-        m = metrics[name]
-        # the records' summaries (`summary_record`), read one at a time: O(samples) small dicts
-        records = {r["sample_id"]: summary_record(r) for r in rundir.latest_records(name)}
-        own = [records[s.id] for s in task_run.samples if s.id in records]
-        why = Counter(str(r["unanswered"]) for r in own if r.get("unanswered"))
+        t = totals[name]
+        m = t.metrics
+        why = t.unanswered
         unanswered_all += why
         if engine.answers:
-            missing += sum(1 for r in own if r.get("error") or r.get("unanswered"))
+            missing += t.failed_or_unanswered
         missing += len(task_run.samples) - m.n
-        uncached += [q["uncached_tokens"] for r in records.values() for q in r.get("requests", [])]
-        served = Counter(q.get("server") for r in records.values() for q in r.get("requests", []))
+        uncached += t.uncached
         tasks[name] = {
             **m.to_dict(),
             "split": settings.split,
@@ -84,44 +160,35 @@ def finish(
             "unanswered": sum(why.values()),
             "unanswered_reasons": dict(sorted(why.items())),
             **({} if task_run.spec.is_challenge else {"task_file": str(task_run.spec.task_file)}),
-            "servers": {url: n for url, n in sorted(served.items()) if url},  # requests per server
-            **task_report(task_run.spec, records, settings.method, rundir.path, settings.split),
-            "quality": task_quality(
-                task_run.spec,
-                [records[s.id] for s in task_run.samples if s.id in records],
-                settings.split,
-                rundir.path,
-            ),
+            "servers": {url: n for url, n in sorted(t.servers.items()) if url},  # requests per server
+            **t.method,
+            "quality": t.quality,
         }
-        tasks[name].update(
-            metric_for(task_run.spec).task_summary(records[s.id] for s in task_run.samples if s.id in records)
-        )
+        tasks[name].update(t.summary)
         problems = compliance_problems(settings, task_run.spec, engine, tasks[name]["pure_icl"])
         tasks[name]["compliant"] = not problems
         tasks[name]["not_compliant_because"] = problems or None
     accuracies = [t["accuracy"] for t in tasks.values() if t.get("accuracy") is not None]
-    summary = {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": redact_command(sys.argv),
-        "git": _git_state(),
-        "environment": _environment(engine),
-        "config": redact(settings.config),
-        "engine": redact(engine.describe()),
-        "split": settings.split,
-        "tasks": dict(sorted(tasks.items(), key=lambda kv: task_order(kv[0]))),
-        "mean_accuracy": (sum(accuracies) / len(accuracies))
-        if accuracies and settings.split == "dev"
-        else None,
-        "uncached_prompt_tokens_median": float(statistics.median(uncached)) if uncached else None,
-        "missing_predictions": missing,
-        "unanswered": sum(unanswered_all.values()),
-        "compliant": all(tasks[t.spec.name]["compliant"] for t in task_runs),
-        "submission": None,
-    }
+    spread = Spread.of(uncached)
+    summary = RunSummary(
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        command=redact_command(sys.argv),
+        git=_git_state(),
+        environment=_environment(engine),
+        config=redact(settings.config),
+        engine=redact(engine.describe()),
+        split=settings.split,
+        tasks=dict(sorted(tasks.items(), key=lambda kv: task_order(kv[0]))),
+        mean_accuracy=(sum(accuracies) / len(accuracies)) if accuracies and settings.split == "dev" else None,
+        uncached_prompt_tokens_median=spread.median if spread is not None else None,
+        missing_predictions=missing,
+        unanswered=sum(unanswered_all.values()),
+        compliant=all(tasks[t.spec.name]["compliant"] for t in task_runs),
+    )
     submission = None
     problems = sorted({p for t in task_runs for p in tasks[t.spec.name]["not_compliant_because"] or ()})
     if problems:
-        summary["submission_refused"] = "not compliant: " + "; ".join(problems)
+        summary.submission_refused = "not compliant: " + "; ".join(problems)
         rundir.zip_path.unlink(missing_ok=True)  # an earlier invocation's entry no longer stands
     if (
         settings.split == "test"
@@ -131,9 +198,10 @@ def finish(
     ):
         # a non-compliant run's zip (not_an_entry_zip=true) is named so that it cannot pass for an entry
         submission = _write_submission(settings, task_runs, rundir, entry=not problems)
-        summary["submission"] = submission.name if submission else None
-    atomic_write_json(rundir.run_json, summary)
-    return RunResult(rundir.path, summary, missing, submission, dict(sorted(unanswered_all.items())))
+        summary.submission = submission.name if submission else None
+    written = summary.to_dict()
+    atomic_write_json(rundir.run_json, written)
+    return RunResult(rundir.path, written, missing, submission, dict(sorted(unanswered_all.items())))
 
 
 def _write_submission(

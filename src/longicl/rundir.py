@@ -45,7 +45,7 @@ import stat
 import tempfile
 import traceback
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -56,7 +56,7 @@ from longicl.files import (
     _open_own,
     atomic_write_json,
     atomic_write_text,
-    jsonl_lines,
+    atomic_writer,
     open_append,
     repair_torn_tail,
     shared_mode,
@@ -418,12 +418,28 @@ class RunDir:
 
     # -- final files ---------------------------------------------------------------------------
     def write_predictions(
-        self, task: str, rows: Sequence[tuple[object, str]], id_key: str = "test_sample_id"
+        self, task: str, rows: Iterable[tuple[object, str]], id_key: str = "test_sample_id"
     ) -> Path:
         """One line per sample: ``{id_key: id, "prediction": p}``, in the order given."""
-        path = self.predictions_path(task)
-        atomic_write_text(path, jsonl_lines({id_key: i, "prediction": p} for i, p in rows))
-        return path
+        with self.predictions_writer(task, id_key) as line:
+            for i, p in rows:
+                line(i, p)
+        return self.predictions_path(task)
+
+    @contextlib.contextmanager
+    def predictions_writer(
+        self, task: str, id_key: str = "test_sample_id"
+    ) -> Iterator[Callable[[object, str], None]]:
+        """``line(id, prediction)`` writes one line of `write_predictions`' file as it comes; the
+        file appears whole when the block ends (atomically), and not at all if it raises."""
+        with atomic_writer(self.predictions_path(task)) as handle:
+
+            def line(sample_id: object, prediction: str) -> None:
+                handle.write(
+                    json.dumps({id_key: sample_id, "prediction": prediction}, ensure_ascii=False) + "\n"
+                )
+
+            yield line
 
     def table_path(self, task: str) -> Path:
         return self.path / f"{task}.csv"

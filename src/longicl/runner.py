@@ -13,10 +13,11 @@ flight, and every finished sample is appended to the records at once (resume rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +31,7 @@ from longicl.engines import Engine, build_engine
 from longicl.engines.servers import NoServerLeft, ServerPool
 from longicl.errors import UsageError, one_line
 from longicl.files import atomic_write_json, atomic_write_text
-from longicl.metrics import TaskMetrics, aggregate, score
+from longicl.metrics import score
 from longicl.prompt import PromptPlan
 from longicl.records import MethodLabel, SampleRecord, summary_record
 from longicl.run_settings import (
@@ -42,7 +43,7 @@ from longicl.run_settings import (
     prepare_tasks,
     settings_from_config,
 )
-from longicl.run_summary import RunResult, finish, static_tokens
+from longicl.run_summary import RunResult, TaskTallies, TaskTotals, finish, static_tokens
 from longicl.rundir import RunDir
 from longicl.serve import ServerHandle, ensure_server
 from longicl.tasks import TaskSpec
@@ -56,6 +57,7 @@ __all__ = [
     "check_apart_from_data",
     "check_floor",
     "compliance_problems",
+    "end_of_task",
     "failed_record",
     "prepare_tasks",
     "run",
@@ -121,11 +123,11 @@ async def _run(
     rundir: RunDir,
     fingerprints: dict[str, dict],
 ) -> RunResult:
-    metrics: dict[str, TaskMetrics] = {}
+    totals: dict[str, TaskTotals] = {}
 
     async def lane(runs: list[TaskRun]) -> None:
         for task_run in runs:
-            metrics[task_run.spec.name] = await run_task(task_run, engine, rundir, settings)
+            totals[task_run.spec.name] = await run_task(task_run, engine, rundir, settings)
 
     try:
         await engine.start()
@@ -137,7 +139,7 @@ async def _run(
     finally:
         await engine.aclose()
         rundir.close()
-    return finish(settings, task_runs, engine, rundir, metrics)
+    return finish(settings, task_runs, engine, rundir, totals)
 
 
 def _lanes(engine: Engine, task_runs: Sequence[TaskRun], rundir: RunDir) -> list[list[TaskRun]]:
@@ -165,7 +167,7 @@ async def _together(coroutines: Sequence[Any]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: RunSettings) -> TaskMetrics:
+async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: RunSettings) -> TaskTotals:
     spec, samples = task_run.spec, task_run.samples
     started = time.monotonic()
     await engine.prepare(spec, task_run.split.pool)
@@ -225,16 +227,60 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
         await annotator.aclose()
         if logger is not None:
             logger.close()
-    # One pass over the records, one at a time: each sample's prediction and its summary record
-    # (`summary_record`: without the raw replies and demonstrations), not the records themselves.
-    predictions = dict.fromkeys((s.id for s in samples), "")
-    ordered = []
-    for record in rundir.latest_records(spec.name, predictions):
-        predictions[record["sample_id"]] = _prediction(record)
-        ordered.append(summary_record(record))
-    if engine.answers:
-        write_task_outputs(rundir, task_run.data, [s.id for s in samples], predictions)
-    return aggregate(ordered, time.monotonic() - started, spec)
+    return end_of_task(task_run, rundir, settings, engine, started)
+
+
+def end_of_task(
+    task_run: TaskRun, rundir: RunDir, settings: RunSettings, engine: Engine, started: float
+) -> TaskTotals:
+    """One pass over the task's latest records, each read once (`RunDir.record_index`, then a
+    seek per record) and typed once (`SampleRecord`, without what no summary reads:
+    `summary_record`): the run's samples in sample order, each one's prediction written to the
+    outputs as it comes (input order) and the record handed to every summary (`TaskTallies`);
+    then the task's other records (an earlier invocation's samples), for the summaries that
+    cover them. What stays in memory is O(samples) small things: the offset index, the task's own
+    samples (already loaded), a declared table's prediction column; plus what the summaries keep."""
+    spec, samples = task_run.spec, task_run.samples
+    index = rundir.record_index(spec.name)
+    tallies = TaskTallies(task_run, settings, rundir.path, order=index)
+    records = rundir.records_at(spec.name, (index[s.id] for s in samples if s.id in index))
+    with _outputs(rundir, task_run.data, enabled=engine.answers) as write:
+        for sample in samples:
+            typed = _typed(next(records)) if sample.id in index else None
+            if typed is not None:
+                tallies.add(typed, own=True)
+            write(sample.id, _prediction(typed))
+    records.close()
+    own = {s.id for s in samples}
+    for record in rundir.records_at(spec.name, (o for i, o in index.items() if i not in own)):
+        tallies.add(_typed(record), own=False)
+    return tallies.result(time.monotonic() - started)
+
+
+def _typed(record: dict[str, Any]) -> SampleRecord:
+    return SampleRecord.from_dict(summary_record(record))
+
+
+@contextlib.contextmanager
+def _outputs(rundir: RunDir, data: TaskData, *, enabled: bool) -> Iterator[Callable[[str, str], None]]:
+    """``write(sample_id, prediction)``, called in input order: ``<name>.jsonl`` written line by
+    line (whole when the block ends), and a table's prediction column (`write_task_outputs`).
+    Nothing is written when not ``enabled`` (a dry run)."""
+    if not enabled:
+        yield lambda sample_id, prediction: None
+        return
+    name = data.spec.name
+    column = [""] * len(data.table.frame) if data.table is not None else None
+    with rundir.predictions_writer(name, id_key=data.id_key) as line:
+
+        def write(sample_id: str, prediction: str) -> None:
+            line(data.raw_id(sample_id), prediction)
+            if column is not None:
+                column[data.table.positions[sample_id]] = prediction
+
+        yield write
+    if column is not None:
+        rundir.write_annotated_table(name, data.table.frame, column, PREDICTION_COLUMN)
 
 
 def write_task_outputs(
@@ -242,13 +288,9 @@ def write_task_outputs(
 ) -> None:
     """``<name>.jsonl`` (id under the data's id key, prediction; in input order) and, for tables,
     ``<name>.csv``: the input table with a prediction column (empty for rows not annotated)."""
-    name = data.spec.name
-    rundir.write_predictions(name, [(data.raw_id(i), predictions[i]) for i in sample_ids], id_key=data.id_key)
-    if data.table is not None:
-        column = [""] * len(data.table.frame)
+    with _outputs(rundir, data, enabled=True) as write:
         for sample_id in sample_ids:
-            column[data.table.positions[sample_id]] = predictions[sample_id]
-        rundir.write_annotated_table(name, data.table.frame, column, PREDICTION_COLUMN)
+            write(sample_id, predictions[sample_id])
 
 
 def failed_record(
@@ -273,10 +315,10 @@ def failed_record(
     ).to_dict()
 
 
-def _prediction(record: dict | None) -> str:
-    if not record or record.get("error"):
+def _prediction(record: SampleRecord | None) -> str:
+    if record is None or record.error:
         return ""
-    return record.get("prediction") or ""
+    return record.prediction or ""
 
 
 def _write_static_blocks(rundir: RunDir, task_run: TaskRun, variants: int = 1) -> None:
