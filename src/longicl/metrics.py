@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sklearn.metrics import f1_score
 
 from longicl.errors import DataError
-from longicl.kernels.execution_metrics import kernel_metrics
+from longicl.kernels.execution_metrics import KernelTally
 from longicl.parse import normalise
 from longicl.records import AnyRecord, SampleRecord, as_record
 from longicl.registry import Registry
@@ -30,28 +30,6 @@ class Tally(Protocol):
 
     def add(self, record: SampleRecord) -> None: ...
     def result(self) -> dict[str, Any]: ...
-
-
-class Collected:
-    """A `Tally` over a whole-list summary ``summarise(records)``: it keeps the records it is given
-    (O(rows): for a summary not yet computed one record at a time), in the order ``order`` names
-    their sample ids when given (ids it was not given are skipped), else as added."""
-
-    def __init__(
-        self, summarise: Callable[[list[SampleRecord]], dict[str, Any]], order: Iterable[str] | None = None
-    ) -> None:
-        self.summarise, self.order = summarise, order
-        self.records: list[SampleRecord] = []
-
-    def add(self, record: SampleRecord) -> None:
-        self.records.append(record)
-
-    def result(self) -> dict[str, Any]:
-        rows = self.records
-        if self.order is not None:
-            by_id = {r.sample_id: r for r in rows}
-            rows = [by_id[i] for i in self.order if i in by_id]
-        return self.summarise(rows)
 
 
 class Keyed:
@@ -168,8 +146,7 @@ class _NoScore:
 
 
 def _kernel_summary() -> Tally:
-    # stand-in for the one-pass `KernelTally` (longicl.kernels.execution_metrics)
-    return Keyed("kernels", Collected(kernel_metrics))
+    return Keyed("kernels", KernelTally())
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import platform
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,15 +17,15 @@ from typing import Any
 from longicl.credentials import redact, redact_command
 from longicl.engines import Engine
 from longicl.files import atomic_write_json
-from longicl.methods import task_report
-from longicl.metrics import Collected, MetricsTally, Spread, Tally, TaskMetrics, metric_for
+from longicl.methods import MethodTally
+from longicl.metrics import MetricsTally, Spread, TaskMetrics, metric_for
 from longicl.paths import PROJECT_ROOT
 from longicl.prompt import ContextBuilder
-from longicl.quality import task_quality
+from longicl.quality import QualityTally
 from longicl.records import RunSummary, SampleRecord
 from longicl.run_settings import RunSettings, TaskRun, compliance_problems
 from longicl.rundir import RunDir
-from longicl.tasks import TaskSpec, task_order
+from longicl.tasks import task_order
 
 
 @dataclass
@@ -52,19 +52,6 @@ class TaskTotals:
     servers: Counter[str | None]  # requests per server, of every latest record of the task
 
 
-def _method_tally(spec: TaskSpec, settings: RunSettings, out_dir: Path, order: Iterable[str]) -> Tally:
-    """The method part of the task's entry (`task_report`), over every latest record of the task
-    in the order of its first record (``order``)."""
-    # stand-in for the one-pass methods.report.MethodTally(spec, settings.method, out_dir, settings.split)
-    return Collected(lambda rows: task_report(spec, rows, settings.method, out_dir, settings.split), order)
-
-
-def _quality_tally(spec: TaskSpec, settings: RunSettings, out_dir: Path) -> Tally:
-    """The task's ``quality`` entry (`task_quality`), over the run's samples in sample order."""
-    # stand-in for the one-pass quality.summary.QualityTally(spec, settings.split, out_dir)
-    return Collected(lambda rows: task_quality(spec, rows, settings.split, out_dir))
-
-
 class TaskTallies:
     """Every summary of a task's end, fed each latest record once (`add`): the run's own samples
     (``own``: this invocation's sample set) in sample order, then the task's other records.
@@ -72,13 +59,15 @@ class TaskTallies:
     Who sees what, as run.json has always said it: the metrics, the quality numbers, the
     metric's own entry, the unanswered reasons and the missing count cover the run's samples;
     the method report, the uncached-token median and the requests per server cover every latest
-    record of the task (samples of an earlier invocation with other limits included)."""
+    record of the task (samples of an earlier invocation with other limits included). Every
+    summary sees its records in this order, whatever order the engine finished them in, so the
+    numbers of a run do not depend on which request came back first."""
 
-    def __init__(self, task_run: TaskRun, settings: RunSettings, out_dir: Path, order: Iterable[str]) -> None:
+    def __init__(self, task_run: TaskRun, settings: RunSettings, out_dir: Path) -> None:
         spec = task_run.spec
         self.metrics = MetricsTally(spec)
-        self.method = _method_tally(spec, settings, out_dir, order)
-        self.quality = _quality_tally(spec, settings, out_dir)
+        self.method = MethodTally(spec, settings.method, out_dir, settings.split)
+        self.quality = QualityTally(spec, settings.split, out_dir)
         self.summary = metric_for(spec).task_summary()
         self.unanswered: Counter[str] = Counter()
         self.failed_or_unanswered = 0

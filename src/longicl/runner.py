@@ -242,7 +242,7 @@ def end_of_task(
     samples (already loaded), a declared table's prediction column; plus what the summaries keep."""
     spec, samples = task_run.spec, task_run.samples
     index = rundir.record_index(spec.name)
-    tallies = TaskTallies(task_run, settings, rundir.path, order=index)
+    tallies = TaskTallies(task_run, settings, rundir.path)
     records = rundir.records_at(spec.name, (index[s.id] for s in samples if s.id in index))
     with _outputs(rundir, task_run.data, enabled=engine.answers) as write:
         for sample in samples:
