@@ -76,15 +76,15 @@ class TaskMethod:
     side_models: list[str]
 
 
-def task_method(records: Iterable[Mapping[str, Any]], configured: MethodLabel) -> TaskMethod:
+def task_method(records: Iterable[AnyRecord], configured: MethodLabel) -> TaskMethod:
     """A task's method from its records and the label its settings give a language model's answers.
 
     Answered records of an engine that is not a language model (``engine=classical``) name what
     answered; otherwise the configured label stands, or an annotator's own ICL pipeline (task 8:
     ``icl+kernel_check``) when the settings add no side model."""
-    rows = list(records)
-    labels = {str(r["method"]): MethodLabel.parse(r["method"]) for r in rows if r.get("method")}
-    answered_by = sorted({str(r["method"]) for r in rows if r.get("method") and r.get("vote") is not None})
+    rows = [r for r in map(as_record, records) if r.has_key("method") and r.method_json]
+    labels = {str(r.method_json): MethodLabel.parse(r.method_json) for r in rows}
+    answered_by = sorted({str(r.method_json) for r in rows if r.vote is not None})
     engine_models = [m for m in answered_by if not labels[m].by_language_model]
     label = configured
     own = {text for text, parsed in labels.items() if parsed.by_language_model and parsed.stages}
@@ -262,6 +262,11 @@ class SampleRecord:
     def method_json(self) -> Any:
         """``method`` as the record's JSON has it (as read, when read back)."""
         return self._method_json()
+
+    def has_key(self, key: str) -> bool:
+        """The record's JSON has ``key``: the line it was read from had it, or (built) ``to_dict()``
+        writes it. A field a line lacks reads as None, as does one written as null."""
+        return key in (self.source_keys if self.source_keys is not None else self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SampleRecord:
