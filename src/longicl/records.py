@@ -400,21 +400,26 @@ def _rounded(scores: Mapping[str, float] | None) -> dict[str, float] | None:
 
 #: fields of a request's entry that no summary of a run reads (metrics, calibration, quality, the
 #: method report): the raw reply and its reasoning, the dynamic demonstrations, usage, timing.
-#: They are most of a record's size; the report's error pages read them from the file.
+#: They are most of a record's size; the report's error pages keep two of them of a record's last
+#: request (`longicl.analysis.runs.report_record`).
 UNSUMMARISED_REQUEST_FIELDS = frozenset(
     {"raw_response", "reasoning", "dynamic_demo_ids", "static_demos", "static_block", "usage", "latency_s"}
 )
 
 
-def summary_record(record: dict[str, Any]) -> dict[str, Any]:
+def summary_record(record: dict[str, Any], *, keep_last: frozenset[str] = frozenset()) -> dict[str, Any]:
     """``record`` without what a run's summaries never read (`UNSUMMARISED_REQUEST_FIELDS`): what a
-    run keeps per sample for its metrics, about a tenth of the record as read."""
+    run keeps per sample for its metrics, about a tenth of the record as read. The last request
+    keeps those of its fields named in ``keep_last``."""
     requests = record.get("requests")
     if not isinstance(requests, list):
         return record
+    dropped = [UNSUMMARISED_REQUEST_FIELDS] * len(requests)
+    if dropped:
+        dropped[-1] = UNSUMMARISED_REQUEST_FIELDS - keep_last
     slim = [
-        {k: v for k, v in q.items() if k not in UNSUMMARISED_REQUEST_FIELDS} if isinstance(q, dict) else q
-        for q in requests
+        {k: v for k, v in q.items() if k not in drop} if isinstance(q, dict) else q
+        for q, drop in zip(requests, dropped, strict=True)
     ]
     return {**record, "requests": slim}
 
@@ -491,6 +496,23 @@ _RUN_SUMMARY_FIELDS = (
     "submission",
     "submission_refused",
 )
+
+
+def read_run_summary(data: Any) -> RunSummary | None:
+    """run.json as parsed, typed; None when it is not a run summary: a JSON object whose
+    ``tasks`` (each task's entry), ``config`` and ``engine``, where present, are objects."""
+    if not isinstance(data, Mapping):
+        return None
+    summary = RunSummary.from_dict(data)
+    parts = (data.get("tasks"), summary.config, summary.engine, *summary.tasks.values())
+    if not all(part is None or isinstance(part, Mapping) for part in parts):
+        return None
+    return summary
+
+
+def as_run_summary(summary: RunSummary | Mapping[str, Any]) -> RunSummary:
+    """``summary`` typed (itself when it already is): run.json as read, or a run's result."""
+    return summary if isinstance(summary, RunSummary) else RunSummary.from_dict(summary)
 
 
 def human_decided(record: Mapping[str, Any]) -> bool:
