@@ -183,6 +183,38 @@ def test_worst_samples_parse_failures_and_neighbours():
     assert "No scored answers" in an.worst_markdown([_record("x", "Sad", "") | {"correct": None}], pool)
 
 
+def test_a_run_keeps_of_each_record_what_its_error_pages_read():
+    """load_run keeps a record without its earlier requests' replies, reasoning and usage (most of
+    its size), but with the last request's reply and demonstrations: the error pages, tables and
+    figures read the same from it as from the whole line."""
+    from longicl.analysis.runs import report_record
+
+    pool = {"n1": Example("n1", "sad text", "Sad"), "n2": Example("n2", "happy text", "Not sad")}
+    lines = [
+        _record("wrong", "Sad", "Not sad", dynamic=["n2", "n1"], reply="Not sad, surely", index=1),
+        _record("unread", "Sad", "", parsed_ok=False, reply="I cannot tell", index=2),
+        _record("ok", "Sad", "Sad", index=0),
+    ]
+    for line in lines:  # two variants: the first one's reply is not what the pages show
+        first = {
+            "raw_response": "x" * 500,
+            "reasoning": "long",
+            "usage": {"prompt_tokens": 9},
+            "icl_tokens": 7,
+        }
+        line["requests"] = [first, {**line["requests"][0], "usage": {"prompt_tokens": 8}, "icl_tokens": 6}]
+    kept = [report_record(line) for line in lines]
+    assert [list(r.requests[0]) for r in kept] == [["icl_tokens"]] * 3
+    assert [sorted(r.requests[1]) for r in kept] == [["dynamic_demo_ids", "icl_tokens", "raw_response"]] * 3
+    assert an.worst_markdown(kept, pool) == an.worst_markdown(lines, pool)
+    assert "Not sad, surely" in an.worst_markdown(kept, pool) and "50% of them" in an.worst_markdown(
+        kept, pool
+    )
+    assert an.parse_failures(kept) == an.parse_failures(lines)
+    assert an.answer_lengths(kept) == an.answer_lengths(lines) == [15, 13, 3]
+    assert lines[0]["requests"][0]["raw_response"] == "x" * 500  # the line read is left as it was
+
+
 # ------------------------------------------------------------------------------------------------
 # configurations and runs
 # ------------------------------------------------------------------------------------------------
@@ -256,7 +288,7 @@ def test_load_run_and_rows_of_a_dry_run(dry_run):
     assert dry_run.engine == "dryrun" and not dry_run.answers and dry_run.split == "dev"
     assert dry_run.model.startswith("none")
     assert list(dry_run.records) == ["openseek-5", "openseek-8"]
-    assert [r["index"] for r in dry_run.records["openseek-5"]] == [0, 1, 2]
+    assert [r.index for r in dry_run.records["openseek-5"]] == [0, 1, 2]
     rows = an.task_rows(dry_run)
     assert list(rows["task"]) == ["openseek-5", "openseek-8"]
     assert (rows["method"] == "none").all() and rows["accuracy"].isna().all()

@@ -354,3 +354,26 @@ def test_syntax_errors_and_empty_code_never_start_a_process() -> None:
     assert broken.stage is Stage.PARSE and broken.kind == "syntax" and broken.seconds < 1
     empty = check_candidate(None, task("div"))
     assert empty.stage is Stage.PARSE and empty.kind == "empty"
+
+
+def test_gold_report_tallies_the_checker_verdicts(tmp_path: Path, monkeypatch) -> None:
+    """check_gold_examples counts stages, kinds, callable, passed and CUDA shims over the verdicts,
+    and lists one row per example (its id first, the log left out)."""
+    from longicl.kernels import check
+
+    verdicts = {
+        "a": check.CheckResult(check.Stage.PASSED, callable=True, agrees=True, kind="triton", log="x"),
+        "b": check.CheckResult(check.Stage.PASSED, callable=True, kind="torch", cuda_shim_used=True),
+        "c": check.CheckResult(check.Stage.RUN, error="boom"),
+    }
+    examples = [{"id": i, "input": i, "output": [f"# {i}"]} for i in verdicts]
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps({"examples": examples}), encoding="utf-8")
+    monkeypatch.setattr(check, "parse_signature", lambda task_input, gold: None)
+    monkeypatch.setattr(check, "check_candidate", lambda code, task_input, **_: verdicts[task_input])
+    report = check.check_gold_examples(task_file, workers=2)
+    assert (report.total, report.callable, report.passed, report.cuda_shim_used) == (3, 2, 2, 1)
+    assert report.stages == {"passed": 2, check.Stage.RUN.value: 1}
+    assert report.kinds == {"triton": 1, "torch": 1, "none": 1}
+    assert [r["id"] for r in report.results] == ["a", "b", "c"]
+    assert report.results[2]["error"] == "boom" and all("log" not in r for r in report.results)

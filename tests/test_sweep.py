@@ -105,6 +105,15 @@ def test_unreadable_inputs_are_usage_errors(tmp_path, capsys):
     assert "split=dev" in capsys.readouterr().err
 
 
+def test_a_run_json_that_is_not_a_run_summary_is_a_usage_error(tmp_path, capsys):
+    for n, text in enumerate(("[1, 2]", '{"tasks": [1]}', '{"config": 3, "tasks": {}}')):
+        (tmp_path / str(n)).mkdir()
+        (tmp_path / str(n) / "run.json").write_text(text)
+        assert main(["select", str(tmp_path / str(n))]) == 2
+        err = capsys.readouterr().err
+        assert "run.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_a_hydra_sweep_over_two_settings_produces_a_loadable_best_yaml(tmp_path):
     sweep = tmp_path / "sweep"

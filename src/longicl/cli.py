@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from longicl.credentials import withhold_api_key, withhold_url_credentials
 from longicl.errors import ExitCode, UsageError, one_line, run_command
+from longicl.records import RunSummary, as_run_summary
 
 EXIT_MISSING = ExitCode.FAILED  # the run finished, but some samples have no prediction (failed requests)
 EXIT_NO_SERVER = ExitCode.NOT_ANSWERING  # every server stopped answering mid-run; finished samples are kept
@@ -219,7 +221,8 @@ def _execute(cfg: DictConfig) -> int:
     return ExitCode.OK
 
 
-def print_summary(summary: dict, out_dir: Path) -> None:
+def print_summary(summary: RunSummary | Mapping[str, Any], out_dir: Path) -> None:
+    run = as_run_summary(summary)
     rows = [
         (
             "task",
@@ -233,7 +236,7 @@ def print_summary(summary: dict, out_dir: Path) -> None:
             "method",
         )
     ]
-    for name, task in summary["tasks"].items():
+    for name, task in run.tasks.items():
         prompt = (task.get("prompt_tokens") or {}).get("median")
         uncached = (task.get("uncached_prompt_tokens") or {}).get("median")
         accuracy = task.get("accuracy")
@@ -253,15 +256,12 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    for name, task in summary["tasks"].items():
+    for name, task in run.tasks.items():
         if task.get("score") is not None and task.get("metric") not in (None, "exact_match"):
             print(f"{name}: {task['metric']} {task['score']:.4f}")
-    if summary.get("mean_accuracy") is not None:
-        print(f"mean accuracy: {summary['mean_accuracy']:.4f}")
-    print(
-        f"outputs: {out_dir}"
-        + (f" (submission: {out_dir / summary['submission']})" if summary.get("submission") else "")
-    )
+    if run.mean_accuracy is not None:
+        print(f"mean accuracy: {run.mean_accuracy:.4f}")
+    print(f"outputs: {out_dir}" + (f" (submission: {out_dir / run.submission})" if run.submission else ""))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -76,15 +76,15 @@ class TaskMethod:
     side_models: list[str]
 
 
-def task_method(records: Iterable[Mapping[str, Any]], configured: MethodLabel) -> TaskMethod:
+def task_method(records: Iterable[AnyRecord], configured: MethodLabel) -> TaskMethod:
     """A task's method from its records and the label its settings give a language model's answers.
 
     Answered records of an engine that is not a language model (``engine=classical``) name what
     answered; otherwise the configured label stands, or an annotator's own ICL pipeline (task 8:
     ``icl+kernel_check``) when the settings add no side model."""
-    rows = list(records)
-    labels = {str(r["method"]): MethodLabel.parse(r["method"]) for r in rows if r.get("method")}
-    answered_by = sorted({str(r["method"]) for r in rows if r.get("method") and r.get("vote") is not None})
+    rows = [r for r in map(as_record, records) if r.has_key("method") and r.method_json]
+    labels = {str(r.method_json): MethodLabel.parse(r.method_json) for r in rows}
+    answered_by = sorted({str(r.method_json) for r in rows if r.vote is not None})
     engine_models = [m for m in answered_by if not labels[m].by_language_model]
     label = configured
     own = {text for text, parsed in labels.items() if parsed.by_language_model and parsed.stages}
@@ -263,6 +263,11 @@ class SampleRecord:
         """``method`` as the record's JSON has it (as read, when read back)."""
         return self._method_json()
 
+    def has_key(self, key: str) -> bool:
+        """The record's JSON has ``key``: the line it was read from had it, or (built) ``to_dict()``
+        writes it. A field a line lacks reads as None, as does one written as null."""
+        return key in (self.source_keys if self.source_keys is not None else self.to_dict())
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SampleRecord:
         """The typed view of a record line as written (also by older versions): a missing field is
@@ -395,21 +400,26 @@ def _rounded(scores: Mapping[str, float] | None) -> dict[str, float] | None:
 
 #: fields of a request's entry that no summary of a run reads (metrics, calibration, quality, the
 #: method report): the raw reply and its reasoning, the dynamic demonstrations, usage, timing.
-#: They are most of a record's size; the report's error pages read them from the file.
+#: They are most of a record's size; the report's error pages keep two of them of a record's last
+#: request (`longicl.analysis.runs.report_record`).
 UNSUMMARISED_REQUEST_FIELDS = frozenset(
     {"raw_response", "reasoning", "dynamic_demo_ids", "static_demos", "static_block", "usage", "latency_s"}
 )
 
 
-def summary_record(record: dict[str, Any]) -> dict[str, Any]:
+def summary_record(record: dict[str, Any], *, keep_last: frozenset[str] = frozenset()) -> dict[str, Any]:
     """``record`` without what a run's summaries never read (`UNSUMMARISED_REQUEST_FIELDS`): what a
-    run keeps per sample for its metrics, about a tenth of the record as read."""
+    run keeps per sample for its metrics, about a tenth of the record as read. The last request
+    keeps those of its fields named in ``keep_last``."""
     requests = record.get("requests")
     if not isinstance(requests, list):
         return record
+    dropped = [UNSUMMARISED_REQUEST_FIELDS] * len(requests)
+    if dropped:
+        dropped[-1] = UNSUMMARISED_REQUEST_FIELDS - keep_last
     slim = [
-        {k: v for k, v in q.items() if k not in UNSUMMARISED_REQUEST_FIELDS} if isinstance(q, dict) else q
-        for q in requests
+        {k: v for k, v in q.items() if k not in drop} if isinstance(q, dict) else q
+        for q, drop in zip(requests, dropped, strict=True)
     ]
     return {**record, "requests": slim}
 
@@ -486,6 +496,23 @@ _RUN_SUMMARY_FIELDS = (
     "submission",
     "submission_refused",
 )
+
+
+def read_run_summary(data: Any) -> RunSummary | None:
+    """run.json as parsed, typed; None when it is not a run summary: a JSON object whose
+    ``tasks`` (each task's entry), ``config`` and ``engine``, where present, are objects."""
+    if not isinstance(data, Mapping):
+        return None
+    summary = RunSummary.from_dict(data)
+    parts = (data.get("tasks"), summary.config, summary.engine, *summary.tasks.values())
+    if not all(part is None or isinstance(part, Mapping) for part in parts):
+        return None
+    return summary
+
+
+def as_run_summary(summary: RunSummary | Mapping[str, Any]) -> RunSummary:
+    """``summary`` typed (itself when it already is): run.json as read, or a run's result."""
+    return summary if isinstance(summary, RunSummary) else RunSummary.from_dict(summary)
 
 
 def human_decided(record: Mapping[str, Any]) -> bool:

@@ -39,6 +39,7 @@ import yaml
 from longicl.annotators.settings import PER_TASK_KEYS, MethodSettings
 from longicl.errors import ExitCode, UsageError, run_command
 from longicl.paths import CONF_DIR
+from longicl.records import read_run_summary
 from longicl.tasks import TaskSpec, get_task
 
 DEFAULT_OUTPUT = CONF_DIR / "method" / "best.yaml"
@@ -102,14 +103,17 @@ def candidates(run_json: Path) -> list[Candidate]:
         doc = json.loads(run_json.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{run_json}: not a readable run.json ({exc})") from None
-    config = doc.get("config") or {}
+    summary = read_run_summary(doc)
+    if summary is None:
+        raise UsageError(f"{run_json}: not a run summary (a JSON object with tasks); written by main.py")
+    config = summary.config or {}
     # An earlier run's config: keys added since take their values from conf/method/default.yaml.
     method = MethodSettings.from_config(
         config.get("method") or {}, check_environment=False, fill_missing=True
     )
     run_dir = run_json.parent
     out = []
-    for name, entry in (doc.get("tasks") or {}).items():
+    for name, entry in summary.tasks.items():
         if entry.get("split") != "dev" or entry.get("accuracy") is None or not entry.get("n"):
             continue
         spec = get_task(name)

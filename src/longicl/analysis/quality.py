@@ -21,6 +21,7 @@ from longicl.parse import normalise
 from longicl.quality import confidence_metrics as qm
 from longicl.quality import task_quality
 from longicl.quality.confidence import model_prediction, of_record
+from longicl.records import as_record
 
 
 def quality_of(run: RunData) -> dict[str, dict[str, Any]]:
@@ -103,12 +104,12 @@ def audit_rows(run: RunData) -> pd.DataFrame:
 def _scored(run: RunData, name: str) -> tuple[list[float], list[float]]:
     spec = task_spec(name)
     conf, hits = [], []
-    for record in run.records[name]:
+    for record in map(as_record, run.records[name]):
         value = of_record(record, lambda a: normalise(spec, a)).value
-        if value is None or record.get("gold") is None or record.get("vote") is None:
+        if value is None or record.gold is None or record.vote is None:
             continue
         conf.append(value)
-        hits.append(score(spec, model_prediction(record), record["gold"]) or 0.0)
+        hits.append(score(spec, model_prediction(record), record.gold) or 0.0)
     return conf, hits
 
 

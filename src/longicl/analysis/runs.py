@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,7 +19,7 @@ from longicl.analysis.stats import rounded
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.data import Example, load_task
 from longicl.errors import DataError
-from longicl.records import RunSummary
+from longicl.records import RunSummary, SampleRecord, read_run_summary, summary_record
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task, remember_run_tasks
 
@@ -45,13 +46,31 @@ _MODEL_KINDS = {
 _MODEL_WORDS = {"program": "exact program `{program}`", "nearest": "BM25 nearest-example retrieval"}
 
 
+#: what the error pages read of a record's last request besides what `summary_record` keeps of
+#: every request: the reply (shown, and its length), the per-sample demonstrations (neighbours)
+REPORTED_LAST_REQUEST_FIELDS = frozenset({"raw_response", "dynamic_demo_ids"})
+
+
+def report_record(line: dict[str, Any]) -> SampleRecord:
+    """A record line, typed, as the report and the notebooks read it: its `summary_record` (the
+    requests without replies, reasoning, usage, timing: most of a record's size), but the last
+    request's reply and demonstrations, which the error pages show. ``records/<task>.jsonl``
+    keeps them all."""
+    record = SampleRecord.from_dict(summary_record(line, keep_last=REPORTED_LAST_REQUEST_FIELDS))
+    last = record.requests[-1] if record.requests else None  # a new dict (summary_record's)
+    ids = last.get("dynamic_demo_ids") if isinstance(last, dict) else None
+    if isinstance(ids, list):  # the pool's ids, repeated in every record: one string each
+        last["dynamic_demo_ids"] = [sys.intern(i) if isinstance(i, str) else i for i in ids]
+    return record
+
+
 @dataclass
 class RunData:
     """One run directory as the notebooks and the report see it."""
 
     path: Path
-    summary: dict[str, Any]
-    records: dict[str, list[dict[str, Any]]]  # task name -> records in sample order
+    summary: dict[str, Any]  # run.json as read (`run_summary`: typed)
+    records: dict[str, list[SampleRecord]]  # task name -> its `report_record`s in sample order
     static: dict[str, dict[str, Any]]
 
     @cached_property
@@ -153,14 +172,15 @@ def load_run(path: str | Path) -> RunData:
         summary = json.loads(run_json.read_text(encoding="utf-8"))
     except (ValueError, RecursionError):
         summary = None
-    if not isinstance(summary, dict) or not isinstance(summary.get("tasks") or {}, dict):
+    typed = read_run_summary(summary)
+    if typed is None:
         raise DataError(f"{run_json}: not a run summary (a JSON object with tasks); written by main.py")
-    remember_run_tasks(summary.get("tasks") or {})  # declared tasks: get_task(name) finds them
+    remember_run_tasks(typed.tasks)  # declared tasks: get_task(name) finds them
     rundir = RunDir(path)
     records, static = {}, {}
-    for name in summary.get("tasks") or {}:
-        rows = rundir.all_records(name).values()
-        records[name] = sorted(rows, key=lambda r: r.get("index", 0))
+    for name in typed.tasks:
+        rows = {r.sample_id: r for r in map(report_record, rundir.latest_records(name))}.values()
+        records[name] = sorted(rows, key=lambda r: 0 if r.index is None else r.index)
         static_path = path / "records" / f"{name}.static.json"
         if static_path.is_file():
             static[name] = json.loads(static_path.read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ from longicl.analysis.paths import CONF_DIR, project_path
 from longicl.analysis.runs import _spread
 from longicl.analysis.stats import mean, rounded
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
+from longicl.records import as_run_summary
 from longicl.tasks import TaskSpec, per_task_entry
 
 
@@ -111,7 +112,7 @@ def sweep(
             except UsageError as exc:
                 skipped.append({"strategy": strategy, "budget": int(budget), "reason": str(exc)})
                 continue
-            for name, task in result.summary["tasks"].items():
+            for name, task in as_run_summary(result.summary).tasks.items():
                 prompt = _spread(task, "prompt_tokens", "median")
                 uncached = _spread(task, "uncached_prompt_tokens", "median")
                 points.append(

@@ -367,25 +367,31 @@ def check_gold_examples(
         examples = examples[:limit]
     start = time.monotonic()
 
-    def one(example: dict[str, Any]) -> dict[str, Any]:
+    def one(example: dict[str, Any]) -> CheckResult:
         gold = example["output"][0] if isinstance(example.get("output"), list) else example.get("output")
         task_input = str(example.get("input", ""))
         sig = parse_signature(task_input, gold or "")
-        res = check_candidate(
+        return check_candidate(
             gold, task_input, timeout_s=timeout_s, memory_mb=memory_mb, device=device, signature=sig
         )
-        row = res.to_dict()
-        row.pop("log", None)
-        return {"id": example.get("id"), **row}
+
+    def row(example: dict[str, Any], res: CheckResult) -> dict[str, Any]:
+        data = res.to_dict()
+        data.pop("log", None)
+        return {"id": example.get("id"), **data}
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = list(pool.map(one, examples))
-    report = GoldReport(total=len(rows), results=rows, seconds=round(time.monotonic() - start, 1))
-    report.stages = dict(Counter(r["stage"] for r in rows))
-    report.kinds = dict(Counter(r["kind"] or "none" for r in rows))
-    report.callable = sum(1 for r in rows if r["callable"])
-    report.passed = sum(1 for r in rows if r["passed"])
-    report.cuda_shim_used = sum(1 for r in rows if r["cuda_shim_used"])
+        results = list(pool.map(one, examples))
+    report = GoldReport(
+        total=len(results),
+        results=[row(e, r) for e, r in zip(examples, results, strict=True)],
+        seconds=round(time.monotonic() - start, 1),
+    )
+    report.stages = dict(Counter(r.stage.value for r in results))
+    report.kinds = dict(Counter(r.kind or "none" for r in results))
+    report.callable = sum(1 for r in results if r.callable)
+    report.passed = sum(1 for r in results if r.passed)
+    report.cuda_shim_used = sum(1 for r in results if r.cuda_shim_used)
     return report
 
 

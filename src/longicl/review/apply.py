@@ -14,7 +14,7 @@ what the record already holds changes nothing, so importing the same file twice 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from longicl.errors import UsageError
 from longicl.files import atomic_write_bytes, jsonl_lines, read_jsonl
 from longicl.metrics import score
 from longicl.parse import parse_answer
-from longicl.records import SampleRecord
+from longicl.records import AnyRecord, SampleRecord, as_record
 from longicl.review.items import Decision, data_dir, run_tasks
 from longicl.rundir import RunDir, validate_predictions
 from longicl.runner import write_task_outputs
@@ -47,7 +47,9 @@ def apply_decisions(
     run_dir = Path(run_dir)
     specs = {s.name: s for s in run_tasks(run_dir)}
     rundir = RunDir(run_dir)
-    records = {name: rundir.all_records(name) for name in specs}
+    records = {
+        name: {sample_id: as_record(r) for sample_id, r in rundir.all_records(name).items()} for name in specs
+    }
     resolved: dict[tuple[str, str], tuple[TaskSpec, Decision, str]] = {}
     for decision in decisions:  # check everything first
         spec = _task_of(decision, specs, records)
@@ -70,11 +72,11 @@ def apply_decisions(
     try:
         for (name, sample_id), (spec, decision, answer) in resolved.items():
             record = records[name][sample_id]
-            if record.get("answered_by") == "human" and record.get("prediction") == answer:
+            if record.human_decided and record.prediction == answer:
                 result.unchanged += 1
                 continue
             updated = human_record(spec, record, answer, decision, tool)
-            rundir.append_record(name, updated)
+            rundir.append_record(name, updated.to_dict())
             records[name][sample_id] = updated
             result.changed.setdefault(name, []).append(sample_id)
         result.files = _rewrite_outputs(rundir, specs, records)
@@ -85,10 +87,10 @@ def apply_decisions(
 
 
 def human_record(
-    spec: TaskSpec, record: dict[str, Any], answer: str, decision: Decision, tool: str
-) -> dict[str, Any]:
-    """The record with the human's answer as its prediction; the model's answer is kept."""
-    typed = SampleRecord.from_dict(record)
+    spec: TaskSpec, record: AnyRecord, answer: str, decision: Decision, tool: str
+) -> SampleRecord:
+    """A new record: ``record`` with the human's answer as its prediction, the model's answer kept."""
+    typed = SampleRecord.from_dict(record if isinstance(record, Mapping) else record.to_dict())
     if not typed.human_decided:
         typed.model_prediction = typed.prediction or ""
         typed.model_correct = typed.correct
@@ -98,10 +100,12 @@ def human_record(
     typed.human = {"answer": answer, "annotator": decision.annotator, "tool": tool or None}
     typed.error = None
     typed.correct = score(spec, answer, typed.gold)
-    return typed.to_dict()
+    return typed
 
 
-def _task_of(decision: Decision, specs: dict[str, TaskSpec], records: dict[str, dict]) -> TaskSpec:
+def _task_of(
+    decision: Decision, specs: dict[str, TaskSpec], records: dict[str, dict[str, SampleRecord]]
+) -> TaskSpec:
     if decision.task is not None:
         spec = specs.get(decision.task)
         if spec is None or decision.sample_id not in records[decision.task]:
@@ -120,7 +124,9 @@ def _task_of(decision: Decision, specs: dict[str, TaskSpec], records: dict[str, 
     return specs[owners[0]]
 
 
-def _rewrite_outputs(rundir: RunDir, specs: dict[str, TaskSpec], records: dict[str, dict]) -> list[str]:
+def _rewrite_outputs(
+    rundir: RunDir, specs: dict[str, TaskSpec], records: dict[str, dict[str, SampleRecord]]
+) -> list[str]:
     """Prediction files from the records (in their own order), then the zip; only what changed.
     A declared task's annotated table (``<name>.csv``) is written again with its predictions."""
     written = []
@@ -184,9 +190,9 @@ def _sample_ids(data: TaskData, rows: Sequence[dict[str, Any]], path: Path) -> l
     return ids
 
 
-def _prediction(record: dict | None, current: str) -> str:
+def _prediction(record: SampleRecord | None, current: str) -> str:
     if record is None:
         return current
-    if record.get("error"):
+    if record.error:
         return ""
-    return record.get("prediction") or ""
+    return record.prediction or ""

@@ -14,7 +14,7 @@ from longicl.data import load_task
 from longicl.errors import UsageError
 from longicl.parse import normalise
 from longicl.quality.confidence import of_record
-from longicl.records import AnyRecord, RunSummary, as_record
+from longicl.records import AnyRecord, RunSummary, as_record, read_run_summary
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task, remember_run_tasks, task_order
 
@@ -87,7 +87,7 @@ def _run_json(run_dir: Path) -> RunSummary:
         run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return RunSummary()
-    return RunSummary.from_dict(run) if isinstance(run, dict) else RunSummary()
+    return read_run_summary(run) or RunSummary()
 
 
 def model_version(run_dir: Path) -> str:

@@ -12,8 +12,8 @@ from longicl.report.document import Report
 def build(report: Report) -> dict[str, Any]:
     rows, commands = [], []
     for run in report.runs:
-        env = run.summary.get("environment") or {}
-        git = run.summary.get("git") or {}
+        env = run.run_summary.environment or {}
+        git = run.run_summary.git or {}
         rows.append(
             {
                 "run": run.name,
@@ -24,7 +24,7 @@ def build(report: Report) -> dict[str, Any]:
                 "packages": ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items()),
             }
         )
-        command, verified = an.main_command(run.config, run.summary.get("command"))
+        command, verified = an.main_command(run.config, run.run_summary.command)
         commands.append({"run": run, "command": command, "verified": verified})
     report_args = " ".join(shlex.quote(str(r.path)) for r in report.runs)
     return {

@@ -9,7 +9,7 @@ from longicl.report.document import Report
 
 
 def build(report: Report) -> dict[str, Any]:
-    commits = {str((r.summary.get("git") or {}).get("commit") or "")[:12] for r in report.runs} - {""}
+    commits = {str((r.run_summary.git or {}).get("commit") or "")[:12] for r in report.runs} - {""}
     return {
         "title": report.title,
         "answered_by": report.answered_by,

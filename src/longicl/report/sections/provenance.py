@@ -18,7 +18,7 @@ def build(report: Report) -> dict[str, Any]:
             "tasks": len(run.tasks),
             "samples": sum(int(t.get("n") or 0) for t in run.tasks.values()),
             "thinking": "on" if run.thinking else "off",
-            "created": str(run.summary.get("created") or "—"),
+            "created": str(run.run_summary.created or "—"),
         }
         for run in report.runs
     ]
@@ -30,7 +30,7 @@ def build(report: Report) -> dict[str, Any]:
         {
             "name": run.name,
             "model": run.model,
-            "base_url": (run.summary.get("engine") or {}).get("base_url"),
+            "base_url": (run.run_summary.engine or {}).get("base_url"),
             "thinking": run.thinking,
         }
         for run in report.model_runs

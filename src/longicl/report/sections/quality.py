@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from longicl import analysis as an
+from longicl.records import as_record
 from longicl.report import formatting as f
 from longicl.report.document import Report
 
@@ -18,7 +19,7 @@ def _floor(report: Report, name: str, run: an.RunData) -> tuple[float, str] | No
         accuracy = other.tasks.get(name, {}).get("accuracy")
         if other is not run and not other.language_model and other.answers and accuracy is not None:
             return float(accuracy), f"the classical annotators' {accuracy:.1%} (`{other.name}`)"
-    golds = [r.get("gold") for r in run.records.get(name) or [] if r.get("gold") is not None]
+    golds = [r.gold for r in map(as_record, run.records.get(name) or []) if r.gold is not None]
     if golds and an.task_spec(name).is_closed:
         label, count = Counter(golds).most_common(1)[0]
         return count / len(golds), f"always answering {label!r}: {count / len(golds):.1%}"
