@@ -66,7 +66,20 @@ def _oracle_aggregate(records, seconds, spec=None):
 
     from longicl.metrics import TASK_METRICS, Spread, TaskMetrics
     from longicl.parse import normalise
-    from longicl.records import as_model_answered, human_decided
+    from longicl.records import HUMAN
+
+    def human_decided(record):
+        return record.get("answered_by") == HUMAN
+
+    def as_model_answered(record):
+        if not human_decided(record):
+            return record
+        return {
+            **record,
+            "prediction": record.get("model_prediction") or "",
+            "correct": record.get("model_correct"),
+            "error": record.get("model_error"),
+        }
 
     def spread(values):
         return Spread(min(values), float(statistics.median(values)), max(values)) if values else None

@@ -513,24 +513,3 @@ def read_run_summary(data: Any) -> RunSummary | None:
 def as_run_summary(summary: RunSummary | Mapping[str, Any]) -> RunSummary:
     """``summary`` typed (itself when it already is): run.json as read, or a run's result."""
     return summary if isinstance(summary, RunSummary) else RunSummary.from_dict(summary)
-
-
-def human_decided(record: Mapping[str, Any]) -> bool:
-    """A human decided the record's prediction (``longicl review import``; the record's JSON key
-    ``answered_by``, `SampleRecord.overridden_by` in the typed view)."""
-    return record.get("answered_by") == HUMAN
-
-
-def as_model_answered(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` as the model left it: a human-decided record's ``prediction``, ``correct`` and
-    ``error`` are the model's (``model_prediction``, ``model_correct``, ``model_error``), so that
-    what scores the model never counts a human's answer. Other records are returned unchanged.
-    ``correct`` is None when the record predates ``model_correct`` (the caller may score it)."""
-    if not human_decided(record):
-        return record
-    return {
-        **record,
-        "prediction": record.get("model_prediction") or "",
-        "correct": record.get("model_correct"),
-        "error": record.get("model_error"),
-    }

@@ -204,15 +204,15 @@ async def run_task(task_run: TaskRun, engine: Engine, rundir: RunDir, settings: 
                 record = failed_record(spec, sample, index, exc, annotator.settings.method_label(spec))
             typed = SampleRecord.from_dict(record)
             typed.compliant = not compliance_problems(settings, spec, engine, typed.method.pure_icl)
-            why = unanswered(record) if engine.answers else None
+            why = unanswered(typed) if engine.answers else None
             if why is not None:  # asked again on resume (rundir.is_complete); not a parse failure
                 typed.unanswered = why
             record = typed.to_dict()
             rundir.append_record(spec.name, record)
             tally["done"] += 1
-            tally["correct"] += int(bool(record.get("correct")))
-            tally["failed"] += int(bool(record.get("error")))
-            if record.get("correct") is not None:
+            tally["correct"] += int(bool(typed.correct))
+            tally["failed"] += int(bool(typed.error))
+            if typed.correct is not None:
                 bar.set_postfix(
                     acc=f"{tally['correct'] / tally['done']:.3f}", failed=tally["failed"], refresh=False
                 )
