@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import resource
 import subprocess
@@ -56,7 +57,7 @@ def write_task(folder: Path, rows: int) -> Path:
     return task
 
 
-def child(engine: str, rows: int, url: str, overrides: list[str]) -> None:
+def child(engine: str, rows: int, url: str, overrides: list[str], server_pid: int | None = None) -> None:
     """One run in this (fresh) process; prints one JSON line."""
     sys.path.insert(0, str(ROOT / "src"))
     from longicl.cli import compose_config
@@ -78,7 +79,7 @@ def child(engine: str, rows: int, url: str, overrides: list[str]) -> None:
                 *overrides,
             ],
         )
-        progress = _RssAtProgress(Path(tmp) / "out" / "records" / "bench-mood.jsonl", rows)
+        progress = _RssAtProgress(Path(tmp) / "out" / "records" / "bench-mood.jsonl", rows, server_pid)
         started = time.perf_counter()
         result = run(cfg)
         seconds = time.perf_counter() - started
@@ -94,6 +95,7 @@ def child(engine: str, rows: int, url: str, overrides: list[str]) -> None:
                 "peak_mb": peak_mb,
                 "rss_at": progress.rss_at,
                 "steady_rows_per_s": _steady_rate(progress.time_at, rows),
+                "cpu_ms_per_row": _cpu_per_row(progress.cpu_at, rows),
             }
         )
     )
@@ -105,11 +107,12 @@ class _RssAtProgress(threading.Thread):
 
     MARKS = (0.1, 0.5, 0.9)
 
-    def __init__(self, records: Path, rows: int) -> None:
+    def __init__(self, records: Path, rows: int, server_pid: int | None = None) -> None:
         super().__init__(daemon=True)
-        self.records, self.rows = records, rows
+        self.records, self.rows, self.server_pid = records, rows, server_pid
         self.rss_at: dict[str, float] = {}
         self.time_at: dict[str, float] = {}
+        self.cpu_at: dict[str, dict[str, float]] = {}
         self.halt = threading.Event()
         self.start()
 
@@ -127,6 +130,7 @@ class _RssAtProgress(threading.Thread):
                 if seen >= mark * self.rows and f"{mark:.0%}" not in self.rss_at:
                     self.rss_at[f"{mark:.0%}"] = _rss_mb()
                     self.time_at[f"{mark:.0%}"] = time.perf_counter()
+                    self.cpu_at[f"{mark:.0%}"] = _cpu_seconds(self.server_pid)
 
     def stop(self) -> None:
         self.halt.set()
@@ -137,6 +141,47 @@ def _steady_rate(time_at: dict[str, float], rows: int) -> float | None:
     if "10%" not in time_at or "90%" not in time_at or time_at["90%"] <= time_at["10%"]:
         return None
     return 0.8 * rows / (time_at["90%"] - time_at["10%"])
+
+
+def _cpu_per_row(cpu_at: dict[str, dict[str, float]], rows: int) -> dict[str, float] | None:
+    """CPU milliseconds per row between 10% and 90% of the rows, per part (see `_cpu_seconds`).
+
+    Unlike rows/s, this hardly depends on what else the machine runs (a shared machine's load
+    shows in rows/s, not in the CPU a row costs)."""
+    if "10%" not in cpu_at or "90%" not in cpu_at:
+        return None
+    first, last = cpu_at["10%"], cpu_at["90%"]
+    return {part: 1000 * (last[part] - first.get(part, 0.0)) / (0.8 * rows) for part in last}
+
+
+def _cpu_seconds(server_pid: int | None) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process ("driver"), its descendants (Ray's
+    raylet, GCS and workers: "ray") and the fake server ("server"), read from ``/proc``. A process
+    that ended between two readings is not counted (Ray's workers here live through the run)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    me = os.getpid()
+    mine, grew = {me}, True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in mine} - mine
+        mine |= children
+        grew = bool(children)
+    return {
+        "driver": used.get(me, 0.0),
+        "ray": sum(used.get(pid, 0.0) for pid in mine - {me}),
+        "server": used.get(server_pid, 0.0) if server_pid else 0.0,
+    }
 
 
 def _rss_mb() -> float:
@@ -150,11 +195,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--engines", nargs="+", default=["openai", "ray"])
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args()
     if args.child:
-        engine, rows, url = args.child
-        child(engine, int(rows), url, overrides)
+        engine, rows, url, server_pid = args.child
+        child(engine, int(rows), url, overrides, int(server_pid))
         return
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "fake_server.py"), "--port", "0"],
@@ -166,7 +211,16 @@ def main() -> None:
         for rows in args.rows:
             for engine in args.engines:
                 done = subprocess.run(
-                    [sys.executable, __file__, "--child", engine, str(rows), url, *overrides],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        engine,
+                        str(rows),
+                        url,
+                        str(server.pid),
+                        *overrides,
+                    ],
                     capture_output=True,
                     text=True,
                 )
@@ -177,10 +231,14 @@ def main() -> None:
                 r = json.loads(lines[-1])
                 at = ", ".join(f"{mark} {mb:.0f}" for mark, mb in r["rss_at"].items())
                 steady = r["steady_rows_per_s"]
+                cpu = r["cpu_ms_per_row"] or {}
+                cpu_text = " + ".join(f"{part} {ms:.2f}" for part, ms in cpu.items())
+                load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
                 print(
                     f"{r['engine']:>6} {r['rows']:>7} rows: {r['seconds']:7.1f} s, {r['rows'] / r['seconds']:7.1f} rows/s "
                     f"({steady or float('nan'):.1f} from 10% to 90%), "
-                    f"driver peak RSS {r['peak_mb']:7.0f} MB (RSS at {at} MB), missing {r['missing']}",
+                    f"driver peak RSS {r['peak_mb']:7.0f} MB (RSS at {at} MB), missing {r['missing']}; "
+                    f"CPU ms per row {sum(cpu.values()):.2f} ({cpu_text}); load average {load}",
                     flush=True,
                 )
     finally:

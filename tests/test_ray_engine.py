@@ -462,3 +462,60 @@ def test_a_stream_whose_queue_died_fails_its_requests_at_once():
     stream, (reply, why) = asyncio.run(go())
     assert reply is None and why == stream.ended
     assert why.startswith("abandoned: its queue failed: RuntimeError: ActorDiedError")
+
+
+def test_a_blocks_replies_are_read_from_the_processors_data_column_without_the_bodies():
+    """The driver reads back only the reply fields of each row (never the request bodies that
+    travelled with it) and runs the postprocess itself; a vLLM row that failed inside the engine
+    still comes back to its requests, as an error."""
+    import pyarrow as pa
+
+    from longicl.engines.policy import STATUS
+    from longicl.engines.ray_stream import _Stream, replies_of
+    from longicl.engines.ray_transports import http_reply, read_vllm_reply, vllm_reply
+
+    read: list[dict] = []
+
+    def postprocess(row: dict) -> dict:
+        read.append(row)
+        return http_reply(row)
+
+    stream = _Stream("target", None, fields=("keys", "http_response"), postprocess=postprocess)
+    rows = [
+        {"keys": [3, 1], "payload": ["body-3", "body-1"], "http_response": "[3, 1]"},
+        {"keys": [2], "payload": ["body-2"], "http_response": "[2]"},
+    ]
+    block = pa.Table.from_pylist([{"__data": row} for row in rows])
+    assert replies_of(block, stream) == [([3, 1], "[3, 1]"), ([2], "[2]")]
+    assert all("payload" not in row for row in read) and len(read) == 2
+
+    fields = ("keys", "generated_text", "finish_reason", "__inference_error__")
+    stream = _Stream("target", None, fields=fields, postprocess=vllm_reply)
+    failed = {"keys": [9], "payload": ["body-9"], "generated_text": None, "__inference_error__": "OOM"}
+    ((keys, reply),) = replies_of(pa.Table.from_pylist([{"__data": failed}]), stream)
+    assert keys == [9]
+    (entry,) = json.loads(reply)
+    outcome = read_vllm_reply(entry)
+    assert outcome.kind == STATUS and "OOM" in outcome.message
+
+
+def test_the_http_stages_sessions_share_one_connection_pool_and_keep_it_open():
+    """Ray's HTTP stage opens a session per row: the sessions of one actor share its pool (kept
+    alive across rows) and closing a session leaves the pool open for the next row."""
+    import asyncio
+
+    from longicl.engines.ray_stream import EnvelopeSession
+
+    async def go():
+        first = EnvelopeSession(timeout_s=5)
+        second = EnvelopeSession(timeout_s=5)
+        pool = first.connector
+        shared = pool is second.connector
+        await first.close()
+        await second.close()
+        third = EnvelopeSession(timeout_s=5)
+        kept = third.connector is pool and not pool.closed
+        await third.close()
+        return shared, kept
+
+    assert asyncio.run(go()) == (True, True)

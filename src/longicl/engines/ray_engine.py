@@ -53,10 +53,19 @@ RAY_KEYS = (
     "restart_rows",
     "vllm",
 )
-#: The postprocess map runs one Ray task per block. Uncapped, at a hundredth of a CPU each, Ray
-#: started a new worker process (~130 MB, seconds of start-up) for nearly every block: a 100-row
-#: run took 200 s with 100 workers. Two tasks at a time keep two warm workers busy instead.
-_POSTPROCESS = {"num_cpus": 0.01, "concurrency": 2}
+#: The fields of the processor's rows the driver reads back per mode (not the request bodies).
+_REPLY_FIELDS = {
+    "http": ("keys", "http_response"),
+    "vllm": (
+        "keys",
+        "generated_text",
+        "finish_reason",
+        "num_input_tokens",
+        "num_generated_tokens",
+        "metrics",
+        "__inference_error__",
+    ),
+}
 
 
 def ray_address(address: str | None) -> str:
@@ -237,24 +246,21 @@ class RayEngine(PolicyEngine):
         # next to nothing per row, never a whole CPU, and fused into the queue's read task
         light = {"num_cpus": 0.01}
         if self.mode == "http":
-            processor = build_processor(
-                self.processor_config(stream.target),
-                postprocess=http_reply,
-                preprocess_map_kwargs=light,
-                postprocess_map_kwargs=_POSTPROCESS,
-            )
+            processor = build_processor(self.processor_config(stream.target), preprocess_map_kwargs=light)
             # Ray's HTTP stage sends one batch's rows one after another: the actor's own
             # concurrency is what keeps several rows in flight.
             stage = processor.get_stage_by_name("HttpRequestStage")
             stage.map_batches_kwargs["max_concurrency"] = self.rows_per_actor
         else:
             processor = build_processor(
-                self.processor_config(),
-                preprocess=vllm_row,
-                postprocess=vllm_reply,
-                preprocess_map_kwargs=light,
-                postprocess_map_kwargs=_POSTPROCESS,
+                self.processor_config(), preprocess=vllm_row, preprocess_map_kwargs=light
             )
+        # No postprocess map: after the actors' stage it would be a Ray task per row (an actor's
+        # output is never fused with a task). The driver reads the rows' reply fields and runs
+        # the postprocess itself (`ray_stream.replies_of`).
+        processor.postprocess = None
+        stream.fields = _REPLY_FIELDS[self.mode]
+        stream.postprocess = http_reply if self.mode == "http" else vllm_reply
         source = ray.data.read_datasource(
             queue_datasource(stream.queue), override_num_blocks=1, num_cpus=0.01
         )
