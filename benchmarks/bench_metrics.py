@@ -1,6 +1,6 @@
 """The end of a run over N records: the driver's peak memory of the metrics and outputs step.
 
-    python benchmarks/bench_metrics.py [--rows 1000000] [--paths tallies pass stream all]
+    python benchmarks/bench_metrics.py [--rows 1000000] [--paths pass stream all]
 
 Writes ``--rows`` synthetic records of a declared label task (``macro_f1``, split ``dev``: gold
 answers, so the dev-only quality numbers and the confidence map are computed too) in the shape
@@ -12,11 +12,7 @@ process per path, runs what a run does after its last row:
   offsets (`RunDir.record_index`), then each sample's latest record read once, typed once
   (`SampleRecord` of its `summary_record`), its prediction written to the predictions file as it
   comes and the record fed to every summary (`run_summary.TaskTallies`: `MetricsTally`, the method
-  report, the quality numbers);
-- ``tallies``: the same pass with only the summaries that are one-pass tallies already (the
-  metrics, the counts of run.json, the predictions file); the method report and the quality
-  numbers left out (their one-pass tallies are written separately; until they replace the
-  stand-ins, which keep every record, ``pass`` is what a run pays);
+  report, the quality numbers: one-pass tallies, with bounded samples for curves and fits);
 - ``stream`` (the runner before the one pass): each record's `summary_record` kept in a dict,
   then handed to `aggregate`, `task_report`, `task_quality`;
 - ``all`` (before that): every record read back whole (`RunDir.all_records`) and handed to the
@@ -132,8 +128,8 @@ def child(path: str, folder: Path, task: Path) -> None:
     rundir = RunDir(folder / "out")
     base_mb = _rss_mb()  # the interpreter and the imports, before any record is read
     started = time.perf_counter()
-    if path in ("pass", "tallies"):
-        metrics, report, quality, rows = _one_pass(path, spec, settings, rundir)
+    if path == "pass":
+        metrics, report, quality, rows = _one_pass(spec, settings, rundir)
     else:
         if path == "stream":
             records = {r["sample_id"]: summary_record(r) for r in rundir.latest_records(TASK)}
@@ -164,16 +160,12 @@ def child(path: str, folder: Path, task: Path) -> None:
     )
 
 
-def _one_pass(path: str, spec, settings, rundir):
+def _one_pass(spec, settings, rundir):
     """`runner.end_of_task` over every record of the file (all of them the run's samples)."""
     from types import SimpleNamespace
 
-    from longicl import run_summary
-    from longicl.metrics import _Nothing
     from longicl.runner import end_of_task
 
-    if path == "tallies":  # the summaries that keep every record, left out
-        run_summary._method_tally = run_summary._quality_tally = lambda *a, **k: _Nothing()
     ids = list(rundir.record_index(TASK))
     data = SimpleNamespace(spec=spec, table=None, id_key="tweet_id", raw_id=lambda sample_id: sample_id)
     task_run = SimpleNamespace(spec=spec, samples=[SimpleNamespace(id=i) for i in ids], data=data)
@@ -195,8 +187,8 @@ def main() -> None:
     parser.add_argument(
         "--paths",
         nargs="+",
-        default=["tallies", "pass", "stream", "all"],
-        choices=["tallies", "pass", "stream", "all"],
+        default=["pass", "stream", "all"],
+        choices=["pass", "stream", "all"],
     )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()

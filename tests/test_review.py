@@ -341,6 +341,9 @@ def test_human_decisions_are_not_scored_as_the_models_accuracy(runs, tmp_path, g
     done = tmp_path / "export.json"
     done.write_text(json.dumps(_annotate_label_studio(json.loads(exported.read_text()), answers)))
     assert main(["import", str(run_dir), str(done)]) == 0
+    imported = json.loads((run_dir / "run.json").read_text())["tasks"]
+    assert imported["openseek-5"]["human_decided"] == len(wrong)  # said at once, not on the next run
+    assert imported["openseek-5"]["accuracy"] == before_json["accuracy"]
     with FakeServer(NoisyAnswers(gold_answers, LABELS, seed=1)) as server:
         run(
             compose(
@@ -383,3 +386,46 @@ def test_export_reads_the_records_one_at_a_time(runs, tmp_path, monkeypatch):
         main(["export", str(runs["dev"]), "--format", "label-studio", "--task", "5", "-o", str(target)]) == 0
     )
     assert len(json.loads(target.read_text())) == len(streamed) == len(set(streamed)) == 16
+
+
+def test_a_task_whose_labels_are_inferred_from_its_data_is_reviewed_with_those_labels(tmp_path):
+    """A declared label task without ``labels:`` (inferred from its data): export offers the
+    labels the data has, and an annotator's choice among them is applied."""
+    import shutil
+
+    from fake_server import FixedAnswer
+
+    from longicl.paths import PROJECT_ROOT
+
+    folder = tmp_path / "task"
+    folder.mkdir()
+    shutil.copy(PROJECT_ROOT / "examples" / "tweet-mood.csv", folder / "tweet-mood.csv")
+    text = (PROJECT_ROOT / "examples" / "tweet-mood.yaml").read_text()
+    assert "labels: [down, fine]\n" in text
+    (folder / "tweet-mood.yaml").write_text(text.replace("labels: [down, fine]\n", ""))
+    run_dir = tmp_path / "run"
+    with FakeServer(FixedAnswer("fine")) as server:
+        run(
+            compose(
+                f"task={folder / 'tweet-mood.yaml'}",
+                "split=test",
+                "limit=3",
+                "min_icl_tokens=1000",
+                f"engine.base_url={server.url}",
+                f"out_dir={run_dir}",
+            )
+        )
+    exported = tmp_path / "review.json"
+    assert main(["export", str(run_dir), "--format", "label-studio", "-o", str(exported)]) == 0
+    config = ET.fromstring((tmp_path / "review.config.xml").read_text())
+    assert sorted(c.get("value") for c in config.iter("Choice")) == ["down", "fine"]
+    tasks = json.loads(exported.read_text())
+    fixed = tasks[0]["data"]["sample_id"]
+    done = tmp_path / "export.json"
+    done.write_text(json.dumps(_annotate_label_studio(tasks, {fixed: "down"})))
+    assert main(["import", str(run_dir), str(done)]) == 0
+    predictions = {
+        str(p["tweet_id"]): p["prediction"]
+        for p in map(json.loads, (run_dir / "tweet-mood.jsonl").read_text().splitlines())
+    }
+    assert predictions[str(fixed)] == "down"

@@ -13,6 +13,7 @@ what the record already holds changes nothing, so importing the same file twice 
 
 from __future__ import annotations
 
+import json
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +22,10 @@ from typing import Any
 
 from longicl.data import TaskData, load_task
 from longicl.errors import UsageError
-from longicl.files import atomic_write_bytes, jsonl_lines, read_jsonl
+from longicl.files import atomic_write_bytes, atomic_write_json, jsonl_lines, read_jsonl
 from longicl.metrics import score
 from longicl.parse import parse_answer
-from longicl.records import AnyRecord, SampleRecord, as_record
+from longicl.records import AnyRecord, SampleRecord, as_record, read_run_summary
 from longicl.review.items import Decision, data_dir, run_tasks
 from longicl.rundir import RunDir, validate_predictions
 from longicl.runner import write_task_outputs
@@ -80,10 +81,34 @@ def apply_decisions(
             records[name][sample_id] = updated
             result.changed.setdefault(name, []).append(sample_id)
         result.files = _rewrite_outputs(rundir, specs, records)
+        result.files += _count_human_decisions(rundir, records)
     finally:
         rundir.close()
         rundir.unlock()
     return result
+
+
+def _count_human_decisions(rundir: RunDir, records: Mapping[str, Mapping[str, SampleRecord]]) -> list[str]:
+    """run.json's ``human_decided`` of each task, counted again from its latest records, so that
+    run.json and the report say at once how many answers are a human's (the rest of a task's
+    entry scores the model's own answers, which an import leaves as they were)."""
+    try:
+        summary = read_run_summary(json.loads(rundir.run_json.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return []  # no run.json (a run stopped before its end) or not one: the next run writes it
+    if summary is None:
+        return []
+    changed = False
+    for name, latest in records.items():
+        entry = summary.tasks.get(name)
+        count = sum(1 for record in latest.values() if record.human_decided)
+        if entry is not None and entry.get("human_decided") != count:
+            summary.tasks[name] = {**entry, "human_decided": count}
+            changed = True
+    if not changed:
+        return []
+    atomic_write_json(rundir.run_json, summary.to_dict())
+    return [rundir.run_json.name]
 
 
 def human_record(

@@ -16,7 +16,7 @@ from longicl.parse import normalise
 from longicl.quality.confidence import of_record
 from longicl.records import AnyRecord, RunSummary, as_record, read_run_summary
 from longicl.rundir import RunDir
-from longicl.tasks import TaskSpec, get_task, remember_run_tasks, task_order
+from longicl.tasks import AnswerKind, TaskSpec, get_task, remember_run_tasks, task_order
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -58,10 +58,18 @@ def run_tasks(run_dir: Path) -> list[TaskSpec]:
     names = sorted(
         (p.name.removesuffix(".jsonl") for p in (run_dir / "records").glob("*.jsonl")), key=task_order
     )
-    specs = [get_task(name) for name in names]
+    specs = [_with_data_labels(get_task(name), run_dir) for name in names]
     if not specs:
         raise UsageError(f"{run_dir}: no records to review")
     return specs
+
+
+def _with_data_labels(spec: TaskSpec, run_dir: Path) -> TaskSpec:
+    """A declared label task without ``labels``: with the labels the run inferred from its data
+    (`longicl.data.load_task`), which review forms offer and imported decisions are checked against."""
+    if spec.answer_kind is not AnswerKind.LABEL or spec.labels is not None:
+        return spec
+    return load_task(spec, data_dir(run_dir)).spec
 
 
 def run_config(run_dir: Path) -> dict[str, Any]:
