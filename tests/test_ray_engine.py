@@ -519,3 +519,23 @@ def test_the_http_stages_sessions_share_one_connection_pool_and_keep_it_open():
         return shared, kept
 
     assert asyncio.run(go()) == (True, True)
+
+
+def test_a_reply_naming_rays_own_batch_column_reaches_its_request_as_text():
+    """Ray's HTTP stage refuses a response that contains ``__idx_in_batch`` (``in`` on what
+    ``json()`` returns: a substring test on our envelope's text), dropping the whole row: one
+    model reply quoting that name would stall the row's requests until their deadline. The
+    envelope's text never contains the name, and decodes to the reply as the server sent it."""
+    import asyncio
+
+    from ray.llm._internal.batch.stages.http_request_stage import HttpRequestUDF
+
+    from longicl.engines.ray_stream import _BATCH_COLUMN, _Envelope
+
+    assert _BATCH_COLUMN == HttpRequestUDF.IDX_IN_BATCH_COLUMN
+
+    hostile = f'{{"choices": [{{"message": {{"content": "Sad {HttpRequestUDF.IDX_IN_BATCH_COLUMN}"}}}}]}}'
+    outcomes = [{"status": 200, "text": hostile}, {"status": 200, "text": "\\__idx_in_batch\\"}]
+    text = asyncio.run(_Envelope(outcomes).json())
+    assert HttpRequestUDF.IDX_IN_BATCH_COLUMN not in text
+    assert json.loads(text) == outcomes

@@ -415,6 +415,58 @@ def test_a_reservoir_keeps_order_and_is_uniform_enough():
         Reservoir(0)
 
 
+def test_cohen_kappa_from_counts_is_scikit_learns():
+    """Past `DENSE_ANSWERS` distinct answers Cohen's kappa comes from the counts (an exact
+    fraction), not scikit-learn's square matrix: the same number on the same pairs."""
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = random.Random(7)
+    for answers in (2, 5, 40, 300):
+        a = [str(rng.randrange(answers)) for _ in range(2_000)]
+        b = [x if rng.random() < 0.6 else str(rng.randrange(answers)) for x in a]
+        pairs = Counter(zip(a, b, strict=True))
+        assert qs._sparse_cohen_kappa(pairs, len(a)) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
+    assert qs._sparse_cohen_kappa(Counter({("x", "x"): 5}), 5) is None
+
+
+def test_an_open_answer_dev_task_keeps_small_count_tables_and_no_square_matrix(monkeypatch):
+    """Thousands of distinct long answers (a free-text task on dev): the model-vs-gold table
+    holds digests, not the answers, and scikit-learn's confusion matrix (the square of the
+    distinct answers: 60 GB at 20,000) is never built."""
+    import sklearn.metrics
+
+    spec = TASKS[7]
+    assert spec.metric == "exact_match"
+    distinct = qs.DENSE_ANSWERS + 500
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a dense confusion matrix over every distinct answer")
+
+    monkeypatch.setattr(sklearn.metrics, "cohen_kappa_score", refused)
+    tally = qs.QualityTally(spec, "dev")
+    for i in range(distinct):
+        answer = f"answer {i} " + "x" * 2_000
+        gold = answer if i % 3 else f"gold {i} " + "y" * 2_000
+        tally.add(
+            SampleRecord.from_dict(
+                {
+                    "task": spec.name,
+                    "sample_id": f"s{i}",
+                    "index": i,
+                    "prediction": answer,
+                    "gold": gold,
+                    "requests": [{"variant": 0, "answer": answer, "parsed": answer}],
+                    "vote": {"agreement": 1.0},
+                    "confidence": 0.5,
+                    "confidence_source": "agreement",
+                }
+            )
+        )
+    assert max(len(x) for pair in tally.vs_gold for x in pair) <= qs.LONGEST_KEPT_ANSWER + 1
+    kappa = tally.result()["agreement"]["vs_gold"]["cohen_kappa"]
+    assert 0.6 < kappa < 0.7  # two thirds agree, almost no agreement by chance
+
+
 # ------------------------------------------------------------------------------------------------
 # the reference oracle: the list-based functions as they were (copied, kept only here)
 # ------------------------------------------------------------------------------------------------

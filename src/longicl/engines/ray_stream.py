@@ -32,6 +32,7 @@ from longicl.errors import one_line
 NO_HTTP_ANSWER = 0
 
 _END = "__end_of_stream__"
+_BATCH_COLUMN = "__idx_in_batch"  # Ray's HttpRequestUDF.IDX_IN_BATCH_COLUMN
 
 
 class _Envelope:
@@ -47,7 +48,11 @@ class _Envelope:
     reason = "OK"
 
     def __init__(self, outcomes: list[dict[str, Any]]) -> None:
-        self._text = json.dumps(outcomes, ensure_ascii=False)
+        # ``HttpRequestUDF`` drops the row when its column name is ``in`` what ``json()`` returns:
+        # on this text, a substring test that a reply quoting the name would fail. In JSON text
+        # the name can only be inside a string, where ``\u005f`` reads back as ``_``.
+        text = json.dumps(outcomes, ensure_ascii=False)
+        self._text = text.replace(_BATCH_COLUMN, "\\u005f" + _BATCH_COLUMN[1:])
 
     async def __aenter__(self) -> _Envelope:
         return self

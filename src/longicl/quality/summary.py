@@ -27,6 +27,7 @@ keyed by distinct answers (as many as there are distinct answers).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from array import array
@@ -53,6 +54,10 @@ from longicl.tasks import TaskSpec
 
 CALIBRATION_FILE = "calibration.json"  # the file longicl.methods.report writes label biases into
 HISTOGRAM_BINS = 10
+# Cohen's kappa through scikit-learn's confusion matrix up to this many distinct answers (a
+# matrix of their square: 8 MB at 1,000), from the counts alone past it (`_cohen_kappa`)
+DENSE_ANSWERS = 1_000
+LONGEST_KEPT_ANSWER = 64  # longer answers are counted by a digest (`_answer_key`)
 _HISTOGRAM_CHUNK = 4096  # confidences binned at a time (a value's bin depends on it alone)
 
 
@@ -142,7 +147,8 @@ class QualityTally:
     def _add_agreement(self, r: SampleRecord) -> None:
         key = self.key
         ratings = [
-            key(str(q.get("answer") or "")) if q.get("answer") else ag.UNREADABLE for q in r.request_entries
+            _answer_key(key(str(q.get("answer") or ""))) if q.get("answer") else ag.UNREADABLE
+            for q in r.request_entries
         ]
         k = self.variants.setdefault(len(ratings), _Variants())
         k.rows += 1
@@ -161,9 +167,10 @@ class QualityTally:
                 if model is None or not side.get("answer"):
                     continue
                 pairs = self.side.setdefault(str(side.get("source") or "side"), Counter())
-                pairs[(model, key(str(side["answer"])))] += 1
+                pairs[(_answer_key(model), _answer_key(key(str(side["answer"]))))] += 1
         if self.split == "dev" and self.spec.metric == "exact_match" and r.gold is not None:
-            self.vs_gold[(key(model_prediction(r)), key(str(r.gold)))] += 1
+            pair = (_answer_key(key(model_prediction(r))), _answer_key(key(str(r.gold))))
+            self.vs_gold[pair] += 1
 
     def _bin(self) -> None:
         counts, _ = np.histogram(self._pending, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
@@ -275,17 +282,46 @@ def _fleiss_kappa(raters: int, variants: _Variants) -> float | None:
 
 
 def _cohen_kappa(pairs: Counter[tuple[str, str]]) -> float | None:
-    """`agreement.cohen_kappa` of the paired answers counted in ``pairs`` (scikit-learn's, with the
-    counts as integer sample weights: the same confusion matrix, the same number)."""
+    """`agreement.cohen_kappa` of the paired answers counted in ``pairs``: scikit-learn's, with the
+    counts as integer sample weights (the same confusion matrix, the same number), while the
+    answers are few; past `DENSE_ANSWERS` distinct answers (an open-answer task) from the counts
+    alone, as one exact fraction, because scikit-learn's matrix grows with their square."""
     from sklearn.metrics import cohen_kappa_score
 
     total = sum(pairs.values())
-    if total < 2 or len({a for pair in pairs for a in pair}) < 2:
+    answers = {a for pair in pairs for a in pair}
+    if total < 2 or len(answers) < 2:
         return None
+    if len(answers) > DENSE_ANSWERS:
+        return _sparse_cohen_kappa(pairs, total)
     a, b = zip(*pairs, strict=True)
     weights = np.fromiter(pairs.values(), dtype=np.int64, count=len(pairs))
     value = float(cohen_kappa_score(list(a), list(b), sample_weight=weights))
     return None if math.isnan(value) else value
+
+
+def _sparse_cohen_kappa(pairs: Counter[tuple[str, str]], total: int) -> float | None:
+    """Cohen's kappa (p_o - p_e) / (1 - p_e), in integers: n * agreeing - S over n * n - S, where
+    S sums, over the answers, how often each annotator gave it (multiplied)."""
+    first: Counter[str] = Counter()
+    second: Counter[str] = Counter()
+    agreeing = 0
+    for (a, b), n in pairs.items():
+        first[a] += n
+        second[b] += n
+        agreeing += n if a == b else 0
+    chance = sum(n * second[a] for a, n in first.items())
+    if total * total == chance:
+        return None  # both always gave one and the same answer: kappa is undefined
+    return float(Fraction(total * agreeing - chance, total * total - chance))
+
+
+def _answer_key(answer: str) -> str:
+    """An answer as the count tables keep it: itself when short, else a digest of it (equal
+    answers, equal keys), so that a table of long free-text answers stays small."""
+    if len(answer) <= LONGEST_KEPT_ANSWER:
+        return answer
+    return "\x00" + hashlib.blake2b(answer.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _merge_confidence_map(
