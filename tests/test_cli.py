@@ -225,3 +225,14 @@ def test_make_targets_install_what_they_need_and_keep_the_report(tmp_path):
     assert "root_dir=reports/notebooks" in lab  # the executed copies
     assert ("--allow-root" in lab) == (os.getuid() == 0)
     assert "technical_report" not in _make_n("notebooks", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["review", "tasks", "sweep"])
+def test_a_subcommands_help_names_the_longicl_command(name, capsys):
+    """``longicl review --help`` (and tasks, sweep) shows the usage line a user types."""
+    from longicl.console import main as longicl
+
+    with pytest.raises(SystemExit) as done:
+        longicl([name, "--help"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: longicl {name}")

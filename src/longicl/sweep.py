@@ -218,7 +218,7 @@ def best_preset(best: dict[int, Candidate], sources: Sequence[Path]) -> tuple[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m longicl.sweep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="longicl sweep", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     sel = commands.add_parser("select", help="write the best configuration per task as a method preset")
     sel.add_argument("paths", nargs="+", help="sweep directories, run directories or run.json files")

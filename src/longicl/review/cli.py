@@ -28,7 +28,7 @@ from longicl.review.items import load_items, one_task
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m longicl.review",
+        prog="longicl review",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -120,7 +120,7 @@ def _count_to_reach(costs: Sequence[int], floor: int) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m longicl.tasks", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="longicl tasks", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a task file and show what it understood")
     check.add_argument("file", help="the task file (.yaml)")
