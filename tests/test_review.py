@@ -239,6 +239,43 @@ def test_bad_decisions_are_refused_with_one_line_and_nothing_written(
     assert _snapshot(run_dir) == snapshot
 
 
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"test_sample_id": "ID"}, "prediction"),  # no prediction
+        ({"test_sample_id": "ID", "prediction": ["Sad"]}, "prediction"),
+        ({"prediction": "Sad"}, "test_sample_id"),
+        ({"test_sample_id": ["ID"], "prediction": "Sad"}, "test_sample_id"),
+        ([1, 2], "not a JSON object"),
+    ],
+)
+def test_a_damaged_prediction_file_is_refused_before_any_record_is_appended(
+    runs, tmp_path, capsys, row, field
+):
+    """The output files an import rewrites are out_dir contents: checked before the lock and the
+    first appended record, so a bad row leaves the run as it was (no half-applied import)."""
+    run_dir = _copy(runs["dev"], tmp_path / "run")
+    exported = tmp_path / "review.json"
+    main(["export", str(run_dir), "--format", "label-studio", "--task", "5", "-o", str(exported)])
+    tasks = json.loads(exported.read_text())
+    first = tasks[0]["data"]["sample_id"]
+    before = RunDir(run_dir).all_records("openseek-5")[first]["prediction"]
+    done = _annotate_label_studio(tasks, {first: "Not sad" if before == "Sad" else "Sad"})
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(done))
+    predictions = run_dir / "openseek-5.jsonl"
+    lines = predictions.read_text().splitlines()
+    sample_id = json.loads(lines[3])["test_sample_id"]
+    lines[3] = json.dumps(json.loads(json.dumps(row).replace('"ID"', json.dumps(sample_id))))
+    predictions.write_text("\n".join(lines) + "\n")
+    snapshot = _snapshot(run_dir)
+    assert main(["import", str(run_dir), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{predictions}:4" in err and field in err, err
+    assert _snapshot(run_dir) == snapshot
+
+
 def test_a_declared_tasks_table_is_reviewed_and_its_annotated_csv_rewritten(tmp_path):
     """A task file of one's own (examples/tweet-mood.yaml): export, two corrections, import; the
     prediction file (under the table's own id column) and the annotated CSV take them."""

@@ -411,6 +411,55 @@ def test_a_corrupt_record_line_names_the_file_on_resume_and_in_review_export(tmp
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.fixture(scope="module")
+def answered_run(tmp_path_factory):
+    """A finished dev run of task 5 (three samples) and its command line, to resume."""
+    out = tmp_path_factory.mktemp("answered") / "out"
+    args = ["progress=false", f"data_dir={DATA_DIR}", "task=5", "split=dev", "limit=3", f"out_dir={out}"]
+    with FakeServer(FixedAnswer("Sad")) as server:
+        assert main([*args, f"engine.base_url={server.url}"]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("field", "mutate"),
+    [
+        ("requests[0]", lambda r: r.update(requests=["x", 1])),
+        ("requests", lambda r: r.update(requests={"a": 1})),
+        ("requests[0].uncached_tokens", lambda r: r["requests"][0].update(uncached_tokens="x")),
+        ("requests[0].server", lambda r: r["requests"][0].update(server=[1])),
+        ("confidence", lambda r: r.update(confidence="high")),
+        ("correct", lambda r: r.update(correct="yes")),
+        ("method", lambda r: r.update(method=[1])),
+        ("vote", lambda r: r.update(vote="x")),
+        ("gold", lambda r: r.update(gold=[1])),
+        ("parsed_ok", lambda r: r.update(parsed_ok="no")),
+    ],
+)
+def test_a_wrongly_typed_record_field_is_one_line_and_nothing_half_written(
+    answered_run, tmp_path, capsys, field, mutate
+):
+    """A record line in out_dir whose field has the wrong type stops the end of the run with one
+    line naming the records file, the sample and the field; run.json and the prediction file
+    stay as they were."""
+    out = shutil.copytree(answered_run, tmp_path / "out")
+    records = out / "records" / "openseek-5.jsonl"
+    lines = records.read_text().splitlines()
+    record = json.loads(lines[0])
+    mutate(record)
+    lines[0] = json.dumps(record)
+    records.write_text("\n".join(lines) + "\n")
+    kept = {name: (out / name).read_bytes() for name in ("run.json", "openseek-5.jsonl")}
+    args = ["progress=false", f"data_dir={DATA_DIR}", "task=5", "split=dev", "limit=3", f"out_dir={out}"]
+    capsys.readouterr()
+    with FakeServer(FixedAnswer("Sad")) as server:
+        assert main([*args, f"engine.base_url={server.url}"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(records) in line and record["sample_id"] in line and f"{field} " in line, line
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    assert not list(out.glob(".*.tmp"))
+
+
 def test_report_of_a_run_json_that_is_a_list_is_one_line(tmp_path, capsys):
     from longicl.report.build import main as report_main
 

@@ -97,6 +97,97 @@ def test_a_fitted_calibration_competes_with_its_cross_fitted_accuracy(tmp_path):
     assert best[5].method["calibration_mode"] == "bias"
 
 
+def test_a_calibration_file_named_by_another_run_json_is_never_chosen(tmp_path, capsys):
+    # another person's run dir must not choose the file the next run loads: only the run's own
+    # calibration.json, inside that run dir, is accepted
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    runs = {}
+    for name, written in (
+        ("abs", str(outside)),
+        ("up", "../outside.json"),
+        ("sub", "x/calibration.json"),
+        ("typed", ["calibration.json"]),
+    ):  # fmt: skip
+        calibration = {"best": "batch", "batch_accuracy": 1.0, "written": written}
+        runs[name] = _run_json(
+            tmp_path / name, {"openseek-5": {"accuracy": 0.5, "prompt": 10, "calibration": calibration}}
+        )
+        (runs[name] / "calibration.json").write_text("{}")
+        (runs[name] / "x").mkdir()
+        (runs[name] / "x" / "calibration.json").write_text("{}")
+    # a calibration.json that is a link out of the run dir is not the run's own file either
+    link = _run_json(
+        tmp_path / "link",
+        {
+            "openseek-5": {
+                "accuracy": 0.5,
+                "prompt": 10,
+                "calibration": {"best": "batch", "batch_accuracy": 1.0},
+            }
+        },
+    )
+    (link / "calibration.json").symlink_to(outside)
+    output = tmp_path / "best.yaml"
+    assert main(["select", *map(str, [*runs.values(), link]), "-o", str(output)]) == 0
+    err = capsys.readouterr().err
+    text = output.read_text()
+    assert "outside.json" not in text and "x/calibration.json" not in text
+    assert (
+        "calibration: null" in text and "bias" not in text and "batch" not in text.split("sweep_selection")[1]
+    )
+    assert err.count("warning:") >= 5 and "calibration" in err and "Traceback" not in err
+
+
+def test_non_finite_accuracies_are_not_candidates(tmp_path, capsys):
+    _run_json(tmp_path / "nan", {"openseek-5": {"accuracy": float("nan"), "prompt": 10}})
+    _run_json(tmp_path / "inf", {"openseek-5": {"accuracy": float("inf"), "prompt": 10}})
+    calibration = {"best": "batch", "batch_accuracy": float("nan"), "written": "calibration.json"}
+    cal = _run_json(
+        tmp_path / "cal", {"openseek-5": {"accuracy": 0.4, "prompt": 10, "calibration": calibration}}
+    )
+    (cal / "calibration.json").write_text("{}")
+    _run_json(tmp_path / "good", {"openseek-5": {"accuracy": 0.5, "prompt": 10}})
+    best, _ = select(find_runs([tmp_path]))
+    assert best[5].run == (tmp_path / "good").resolve() and best[5].accuracy == 0.5
+    # only non-finite runs: nothing to choose, one line, nothing written
+    output = tmp_path / "best.yaml"
+    assert main(["select", str(tmp_path / "nan"), str(tmp_path / "inf"), "-o", str(output)]) == 2
+    assert "Traceback" not in capsys.readouterr().err and not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "mutate"),
+    [
+        ("n", lambda doc, t: t.update(n="abc")),
+        ("accuracy", lambda doc, t: t.update(accuracy="x")),
+        ("accuracy", lambda doc, t: t.update(accuracy=True)),
+        ("prompt_tokens", lambda doc, t: t.update(prompt_tokens=[1])),
+        ("prompt_tokens", lambda doc, t: t.update(prompt_tokens={"median": "x"})),
+        ("requests", lambda doc, t: t.update(requests="x")),
+        ("selection", lambda doc, t: t.update(selection=["a"])),
+        ("calibration", lambda doc, t: t.update(calibration="x")),
+        ("calibration", lambda doc, t: t.update(calibration={"best": "batch", "batch_accuracy": "x"})),
+        ("config.method", lambda doc, t: doc["config"].update(method=[1])),
+        ("config.selection", lambda doc, t: doc["config"].update(selection="x")),
+        ("tasks.../../etc/passwd", lambda doc, t: doc["tasks"].update({"../../etc/passwd": dict(t)})),
+        ("tasks./etc/x.yaml", lambda doc, t: doc["tasks"].update({"/etc/x.yaml": dict(t)})),
+    ],
+)
+def test_wrongly_typed_run_json_fields_are_one_line_naming_the_field(tmp_path, capsys, field, mutate):
+    run = _run_json(tmp_path / "r", {"openseek-5": {"accuracy": 0.9, "prompt": 10}})
+    (run / "calibration.json").write_text("{}")
+    doc = json.loads((run / "run.json").read_text())
+    mutate(doc, doc["tasks"]["openseek-5"])
+    (run / "run.json").write_text(json.dumps(doc))
+    output = tmp_path / "best.yaml"
+    assert main(["select", str(run), "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str((run / "run.json").resolve()) in err and field in err, err
+    assert not output.exists()
+
+
 def test_unreadable_inputs_are_usage_errors(tmp_path, capsys):
     assert main(["select", str(tmp_path / "missing")]) == 2
     assert "no such run.json" in capsys.readouterr().err

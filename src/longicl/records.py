@@ -361,6 +361,76 @@ class SampleRecord:
         return str(self.method)
 
 
+_TEXT, _INT, _NUMBER, _FLAG, _OBJECT, _LIST = (
+    "a string",
+    "a whole number",
+    "a number",
+    "true or false",
+    "an object",
+    "a list",
+)
+_TYPES: dict[str, tuple[type, ...]] = {
+    _TEXT: (str,), _INT: (int,), _NUMBER: (int, float), _FLAG: (bool,), _OBJECT: (dict,), _LIST: (list,)
+}  # fmt: skip
+#: the type of each field of a record line (and of its request entries) as written; null or missing
+#: is always allowed (older records lack fields)
+_RECORD_FIELD_TYPES = {
+    **dict.fromkeys(
+        ("task", "prediction", "parse_error", "gold", "method", "error", "confidence_source", "decided_by"),
+        _TEXT,
+    ),
+    **dict.fromkeys(("unanswered", "model_prediction", "model_error", "answered_by"), _TEXT),
+    "index": _INT,
+    "parsed_ok": _FLAG,
+    "compliant": _FLAG,
+    "correct": _NUMBER,
+    "model_correct": _NUMBER,
+    "confidence": _NUMBER,
+    **dict.fromkeys(("vote", "calibration", "program", "kernel", "human"), _OBJECT),
+    "requests": _LIST,
+}
+_REQUEST_FIELD_TYPES = {
+    **dict.fromkeys(
+        ("variant", "static_demos", "prompt_tokens", "static_tokens", "icl_tokens", "uncached_tokens"), _INT
+    ),
+    "attempts": _INT,
+    "latency_s": _NUMBER,
+    **dict.fromkeys(
+        ("static_block", "raw_response", "reasoning", "parsed", "answer", "finish_reason", "server", "error"),
+        _TEXT,
+    ),
+    "role": _TEXT,
+    **dict.fromkeys(("label_logprobs", "calibrated_logprobs", "usage"), _OBJECT),
+    **dict.fromkeys(("dynamic_demo_ids", "notes"), _LIST),
+}
+
+
+def record_type_problem(data: Mapping[str, Any]) -> str | None:
+    """What is wrongly typed in a record line as read (``"requests[0].server must be a string,
+    not list"``), or None. Records in an out_dir may come from elsewhere: every reader of the
+    latest records checks them here once, so that no summary meets a field of the wrong type."""
+    problem = _type_problem(data, _RECORD_FIELD_TYPES, "")
+    if problem is not None:
+        return problem
+    for number, entry in enumerate(data.get("requests") or ()):
+        if not isinstance(entry, dict):
+            return f"requests[{number}] must be an object, not {type(entry).__name__}"
+        problem = _type_problem(entry, _REQUEST_FIELD_TYPES, f"requests[{number}].")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _type_problem(data: Mapping[str, Any], types: Mapping[str, str], prefix: str) -> str | None:
+    for key, kind in types.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, _TYPES[kind]) or (kind == _INT and isinstance(value, bool)):
+            return f"{prefix}{key} must be {kind}, not {type(value).__name__}"
+    return None
+
+
 #: a record as its readers take it: typed, or a line as read (`SampleRecord.from_dict` types it)
 AnyRecord = SampleRecord | Mapping[str, Any]
 

@@ -62,6 +62,7 @@ from longicl.files import (
     shared_mode,
 )
 from longicl.published import spreadsheet_cell
+from longicl.records import record_type_problem
 
 #: a non-compliant test run's zip (``not_an_entry_zip=true``); never ``submission.zip``
 NOT_AN_ENTRY_ZIP = "not-an-entry-submission.zip"
@@ -356,7 +357,11 @@ class RunDir:
         with path.open("rb") as handle:
             for offset in offsets:
                 handle.seek(offset if offset >= 0 else -1 - offset)
-                yield json.loads(handle.readline())
+                record = json.loads(handle.readline())
+                problem = record_type_problem(record)
+                if problem is not None:
+                    raise DataError(f"{path}: sample {record.get('sample_id')}: {problem}")
+                yield record
 
     def latest_records(self, task: str, sample_ids: Iterable[str] | None = None) -> Iterator[dict]:
         """Each sample's latest complete record, else its latest record (see `record_index`),

@@ -27,9 +27,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,12 @@ from typing import Any
 import yaml
 
 from longicl.annotators.settings import PER_TASK_KEYS, MethodSettings
-from longicl.errors import ExitCode, UsageError, run_command
+from longicl.errors import DataError, ExitCode, UsageError, one_line, run_command
+from longicl.files import atomic_write_text
+from longicl.methods.report import CALIBRATION_FILE
 from longicl.paths import CONF_DIR
 from longicl.records import read_run_summary
-from longicl.tasks import TaskSpec, get_task
+from longicl.tasks import TaskSpec, get_task, looks_like_task_file
 
 DEFAULT_OUTPUT = CONF_DIR / "method" / "best.yaml"
 _CALIBRATED_ACCURACY = {"batch": "batch_accuracy", "bias": "bias_accuracy_cv"}
@@ -97,8 +100,14 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def candidates(run_json: Path) -> list[Candidate]:
-    """The dev-scored tasks of one run, as candidates."""
+def candidates(run_json: Path, warnings: list[str] | None = None) -> list[Candidate]:
+    """The dev-scored tasks of one run, as candidates.
+
+    run.json may come from someone else: a wrongly typed field is a `DataError` naming it; a
+    non-finite accuracy is no candidate, and the only calibration file a candidate may name is the
+    run's own ``calibration.json`` inside its run dir (anything else is ignored with a warning,
+    appended to ``warnings``)."""
+    warnings = [] if warnings is None else warnings
     try:
         doc = json.loads(run_json.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -107,55 +116,113 @@ def candidates(run_json: Path) -> list[Candidate]:
     if summary is None:
         raise UsageError(f"{run_json}: not a run summary (a JSON object with tasks); written by main.py")
     config = summary.config or {}
+    config_method = _mapping(config.get("method"), run_json, "config.method")
+    config_selection = _mapping(config.get("selection"), run_json, "config.selection")
     # An earlier run's config: keys added since take their values from conf/method/default.yaml.
-    method = MethodSettings.from_config(
-        config.get("method") or {}, check_environment=False, fill_missing=True
-    )
+    try:
+        method = MethodSettings.from_config(config_method, check_environment=False, fill_missing=True)
+    except UsageError as exc:
+        raise DataError(f"{run_json}: config.method: {exc}") from None
     run_dir = run_json.parent
     out = []
     for name, entry in summary.tasks.items():
         if entry.get("split") != "dev" or entry.get("accuracy") is None or not entry.get("n"):
             continue
-        spec = get_task(name)
+        where = f"tasks.{name}"
+        if looks_like_task_file(name):  # a key of run.json never makes select read another file
+            raise DataError(f"{run_json}: {where} is not a task name")
+        try:
+            spec = get_task(name)
+        except UsageError as exc:
+            raise DataError(f"{run_json}: {where}: {exc}") from None
         settings = method.for_task(spec)
-        n = int(entry["n"])
-        prompt = (entry.get("prompt_tokens") or {}).get("median") or 0
-        per_sample = float(prompt) * (int(entry.get("requests") or n) / n)
+        n = _count(entry.get("n"), run_json, f"{where}.n")
+        accuracy = _number(entry.get("accuracy"), run_json, f"{where}.accuracy")
+        prompt = _number(
+            _mapping(entry.get("prompt_tokens"), run_json, f"{where}.prompt_tokens").get("median") or 0,
+            run_json,
+            f"{where}.prompt_tokens.median",
+        )
+        requests = _count(entry.get("requests") or n, run_json, f"{where}.requests")
+        per_sample = prompt * (requests / n)
+        if not (math.isfinite(accuracy) and math.isfinite(per_sample)):
+            warnings.append(f"{run_json}: {where}: a non-finite accuracy or prompt size; not a candidate")
+            continue
+        entry_selection = _mapping(entry.get("selection"), run_json, f"{where}.selection")
         selection = {
-            "name": (entry.get("selection") or {}).get("name") or (config.get("selection") or {}).get("name"),
-            "static_tokens": (entry.get("selection") or {}).get("static_tokens"),
-            "dynamic_tokens": (entry.get("selection") or {}).get("dynamic_tokens"),
+            "name": entry_selection.get("name") or config_selection.get("name"),
+            "static_tokens": entry_selection.get("static_tokens"),
+            "dynamic_tokens": entry_selection.get("dynamic_tokens"),
         }
         per_task = _per_task_method(settings)
         comparable = {"split_seed": config.get("seed"), "dev_size": config.get("dev_size"), "n": n}
+        method_name = str(entry.get("method") or settings.method_label(spec))
         base = Candidate(
-            spec, run_dir, float(entry["accuracy"]), n, per_sample, selection, per_task,
-            str(entry.get("method") or settings.method_label(spec)), None, comparable,
+            spec, run_dir, accuracy, n, per_sample, selection, per_task, method_name, None, comparable
         )  # fmt: skip
         out.append(base)
-        calibration = entry.get("calibration") or {}
+        calibration = _mapping(entry.get("calibration"), run_json, f"{where}.calibration")
         best = calibration.get("best")
-        file = run_dir / str(calibration.get("written") or "calibration.json")
-        if (
-            best in _CALIBRATED_ACCURACY
-            and calibration.get(_CALIBRATED_ACCURACY[best]) is not None
-            and file.is_file()
-        ):
+        if best not in _CALIBRATED_ACCURACY or calibration.get(_CALIBRATED_ACCURACY[best]) is None:
+            continue
+        key = f"{where}.calibration.{_CALIBRATED_ACCURACY[best]}"
+        calibrated = _number(calibration[_CALIBRATED_ACCURACY[best]], run_json, key)
+        file = _own_calibration_file(run_dir, calibration.get("written", CALIBRATION_FILE))
+        if file is None:
+            warnings.append(
+                f"{run_json}: {where}.calibration: not the run's own {CALIBRATION_FILE}; its calibrated "
+                "accuracy is ignored"
+            )
+        elif not math.isfinite(calibrated):
+            warnings.append(f"{run_json}: {key} is not finite; its calibrated accuracy is ignored")
+        else:
             out.append(
                 Candidate(
                     spec,
                     run_dir,
-                    float(calibration[_CALIBRATED_ACCURACY[best]]),
+                    calibrated,
                     n,
                     per_sample,
                     selection,
                     {**per_task, "calibration": str(file), "calibration_mode": best},
-                    str(entry.get("method") or settings.method_label(spec)),
+                    method_name,
                     best,
                     comparable,
                 )  # fmt: skip
             )
     return out
+
+
+def _own_calibration_file(run_dir: Path, written: object) -> Path | None:
+    """The run's own calibration.json when ``written`` names it and it is a file inside the run dir
+    (not a link out of it); None otherwise."""
+    if written != CALIBRATION_FILE:
+        return None
+    root = run_dir.resolve()
+    file = (root / CALIBRATION_FILE).resolve()
+    return file if file.parent == root and file.is_file() else None
+
+
+def _mapping(value: object, run_json: Path, key: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise DataError(f"{run_json}: {key} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _number(value: object, run_json: Path, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(f"{run_json}: {key} must be a number, not {one_line(repr(value), 60)}")
+    return float(value)
+
+
+def _count(value: object, run_json: Path, key: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DataError(f"{run_json}: {key} must be a positive whole number, not {one_line(repr(value), 60)}")
+    return value
 
 
 def _per_task_method(settings: MethodSettings) -> dict[str, Any]:
@@ -168,10 +235,10 @@ def _per_task_method(settings: MethodSettings) -> dict[str, Any]:
 def select(runs: Sequence[Path]) -> tuple[dict[int, Candidate], list[str]]:
     """The best candidate per task id, and warnings about unfair comparisons."""
     by_task: dict[int, list[Candidate]] = {}
+    warnings: list[str] = []
     for run_json in runs:
-        for candidate in candidates(run_json):
+        for candidate in candidates(run_json, warnings):
             by_task.setdefault(candidate.task.id, []).append(candidate)
-    warnings = []
     best = {}
     for task_id, group in sorted(by_task.items()):
         group.sort(key=Candidate.sort_key)
@@ -232,14 +299,14 @@ def _select(args: argparse.Namespace) -> int:
     if not runs:
         raise UsageError(f"no run.json below {', '.join(args.paths)}")
     best, warnings = select(runs)
-    if not best:
-        raise UsageError("no dev-scored task in these runs (run the sweep with split=dev)")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if not best:
+        raise UsageError("no dev-scored task in these runs (run the sweep with split=dev)")
     text, _ = best_preset(best, runs)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    atomic_write_text(output, text)
     for task_id, c in sorted(best.items()):
         extra = f" +calibration({c.calibration})" if c.calibration else ""
         print(

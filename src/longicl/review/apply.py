@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from longicl.data import TaskData, load_task
-from longicl.errors import UsageError
+from longicl.errors import DataError, UsageError, one_line
 from longicl.files import atomic_write_bytes, atomic_write_json, jsonl_lines, read_jsonl
 from longicl.metrics import score
 from longicl.parse import parse_answer
@@ -68,6 +68,7 @@ def apply_decisions(
                 f"{source or decision.where}: {a} and {b} decide sample {decision.sample_id} of {spec.name} "
                 f"differently ({earlier.answer!r}, {decision.answer!r}); keep one and import again"
             )
+    outputs = _read_outputs(rundir, specs)  # the files rewritten below, checked before any write
     result = ApplyResult()
     rundir.lock()  # one writer per out_dir: not while a run (or another import) writes there
     try:
@@ -80,7 +81,7 @@ def apply_decisions(
             rundir.append_record(name, updated.to_dict())
             records[name][sample_id] = updated
             result.changed.setdefault(name, []).append(sample_id)
-        result.files = _rewrite_outputs(rundir, specs, records)
+        result.files = _rewrite_outputs(rundir, outputs, records)
         result.files += _count_human_decisions(rundir, records)
     finally:
         rundir.close()
@@ -149,13 +150,18 @@ def _task_of(
     return specs[owners[0]]
 
 
-def _rewrite_outputs(
-    rundir: RunDir, specs: dict[str, TaskSpec], records: dict[str, dict[str, SampleRecord]]
-) -> list[str]:
-    """Prediction files from the records (in their own order), then the zip; only what changed.
-    A declared task's annotated table (``<name>.csv``) is written again with its predictions."""
-    written = []
-    contents: dict[str, bytes] = {}
+@dataclass
+class _Outputs:
+    """What `_rewrite_outputs` reads, read and checked before anything is written."""
+
+    predictions: list[tuple[str, Path, TaskData | None, str, list[str], list[dict[str, Any]]]]
+    zips: dict[Path, tuple[dict[str, bytes], dict[str, list[str]]]]  # members, their sample ids
+
+
+def _read_outputs(rundir: RunDir, specs: dict[str, TaskSpec]) -> _Outputs:
+    """Every prediction file's rows (each an object with its id and a string prediction) and each
+    zip's members with their files' sample ids; a damaged one is one line naming file:line."""
+    predictions = []
     for name, spec in specs.items():
         path = rundir.predictions_path(name)
         if not path.is_file():
@@ -163,9 +169,50 @@ def _rewrite_outputs(
         rows = list(read_jsonl(path))
         task_data = None if spec.is_challenge else load_task(spec, data_dir(rundir.path))
         id_key = task_data.id_key if task_data is not None else "test_sample_id"
+        _check_rows(path, rows, id_key, raw_ids=task_data is not None)
         sample_ids = (
             _sample_ids(task_data, rows, path) if task_data is not None else [r[id_key] for r in rows]
         )
+        predictions.append((name, path, task_data, id_key, sample_ids, rows))
+    zips = {}
+    for zip_path in (rundir.zip_path, rundir.not_an_entry_zip_path):
+        if not zip_path.is_file():
+            continue
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                members = {n: archive.read(n) for n in archive.namelist()}
+        except (OSError, zipfile.BadZipFile, ValueError) as exc:
+            raise DataError(f"{zip_path}: not a readable zip ({one_line(exc, 120)})") from None
+        expected = {}
+        for member in members:
+            file = rundir.path / member
+            if Path(member).name != member or not member.endswith(".jsonl") or not file.is_file():
+                raise DataError(f"{zip_path}: member {member!r} is not a prediction file of this run")
+            rows = list(read_jsonl(file))
+            _check_rows(file, rows, "test_sample_id")
+            expected[Path(member).stem] = [row["test_sample_id"] for row in rows]
+        zips[zip_path] = (members, expected)
+    return _Outputs(predictions, zips)
+
+
+def _check_rows(path: Path, rows: Sequence[dict[str, Any]], id_key: str, *, raw_ids: bool = False) -> None:
+    """Each row has a string prediction and its id: a string (a number too, a table's own id)."""
+    kinds = (str, int) if raw_ids else (str,)
+    for number, row in enumerate(rows, 1):
+        for key, allowed in ((id_key, kinds), ("prediction", (str,))):
+            value = row.get(key)
+            if isinstance(value, bool) or not isinstance(value, allowed):
+                raise DataError(f"{path}:{number}: {key} must be a string, not {type(value).__name__}")
+
+
+def _rewrite_outputs(
+    rundir: RunDir, outputs: _Outputs, records: dict[str, dict[str, SampleRecord]]
+) -> list[str]:
+    """Prediction files from the records (in their own order), then the zip; only what changed.
+    A declared task's annotated table (``<name>.csv``) is written again with its predictions."""
+    written = []
+    contents: dict[str, bytes] = {}
+    for name, path, task_data, id_key, sample_ids, rows in outputs.predictions:
         latest = records[name]
         predictions = {
             sample_id: _prediction(latest.get(sample_id), row["prediction"])
@@ -185,16 +232,9 @@ def _rewrite_outputs(
             if task_data.table is not None:
                 written.append(rundir.table_path(name).name)
         written.append(path.name)
-    for zip_path in (rundir.zip_path, rundir.not_an_entry_zip_path):
-        if not zip_path.is_file():
-            continue
-        with zipfile.ZipFile(zip_path) as archive:
-            members = {n: archive.read(n) for n in archive.namelist()}
+    for zip_path, (members, expected) in outputs.zips.items():
         if any(n in contents and contents[n] != data for n, data in members.items()):
             files = [rundir.path / n for n in members]
-            expected = {
-                Path(n).stem: [row["test_sample_id"] for row in read_jsonl(rundir.path / n)] for n in members
-            }
             validate_predictions(files, expected)
             rundir.write_zip(files, expected, zip_path)
             written.append(zip_path.name)
