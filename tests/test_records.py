@@ -50,7 +50,7 @@ def served(tmp_path_factory, gold_answers):
     ids=["dryrun", "classical"],
 )
 def test_records_of_a_run_without_a_server_read_back_byte_for_byte(tmp_path, overrides):
-    from longicl.records import RunSummary
+    from longicl.run_json import RunSummary
 
     run(compose(*overrides, f"out_dir={tmp_path}"))
     assert _assert_round_trip(tmp_path) >= 3
@@ -96,7 +96,7 @@ def test_an_older_or_unknown_record_is_read_tolerantly_and_kept():
 
 
 def test_run_json_reads_back_byte_for_byte_and_tolerates_older_summaries(served, tmp_path):
-    from longicl.records import RunSummary
+    from longicl.run_json import RunSummary
 
     for path in (served / "run.json",):
         data = json.loads(path.read_text(encoding="utf-8"))

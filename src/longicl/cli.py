@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from longicl.credentials import withhold_api_key, withhold_url_credentials
 from longicl.errors import ExitCode, UsageError, one_line, run_command
-from longicl.records import RunSummary, as_run_summary
+from longicl.run_json import RunSummary, as_run_summary
 
 EXIT_MISSING = ExitCode.FAILED  # the run finished, but some samples have no prediction (failed requests)
 EXIT_NO_SERVER = ExitCode.NOT_ANSWERING  # every server stopped answering mid-run; finished samples are kept

@@ -22,7 +22,8 @@ from longicl.metrics import MetricsTally, Spread, TaskMetrics, metric_for
 from longicl.paths import PROJECT_ROOT
 from longicl.prompt import ContextBuilder
 from longicl.quality import QualityTally
-from longicl.records import RunSummary, SampleRecord
+from longicl.records import SampleRecord
+from longicl.run_json import RunSummary
 from longicl.run_settings import RunSettings, TaskRun, compliance_problems
 from longicl.rundir import RunDir
 from longicl.tasks import task_order

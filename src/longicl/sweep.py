@@ -42,7 +42,7 @@ from longicl.errors import DataError, ExitCode, UsageError, one_line, run_comman
 from longicl.files import atomic_write_text
 from longicl.methods.report import CALIBRATION_FILE
 from longicl.paths import CONF_DIR
-from longicl.records import read_run_summary
+from longicl.run_json import read_run_summary
 from longicl.tasks import TaskSpec, get_task, looks_like_task_file
 
 DEFAULT_OUTPUT = CONF_DIR / "method" / "best.yaml"

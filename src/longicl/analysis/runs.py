@@ -19,7 +19,8 @@ from longicl.analysis.stats import rounded
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
 from longicl.data import Example, load_task
 from longicl.errors import DataError
-from longicl.records import RunSummary, SampleRecord, read_run_summary, summary_record
+from longicl.records import SampleRecord, summary_record
+from longicl.run_json import RunSummary, read_run_summary
 from longicl.rundir import RunDir
 from longicl.tasks import TaskSpec, get_task, remember_run_tasks
 

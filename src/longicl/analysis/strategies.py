@@ -15,7 +15,7 @@ from longicl.analysis.paths import CONF_DIR, project_path
 from longicl.analysis.runs import _spread
 from longicl.analysis.stats import mean, rounded
 from longicl.analysis.tables import COUNT, NUMBER, TEXT, frame
-from longicl.records import as_run_summary
+from longicl.run_json import as_run_summary
 from longicl.tasks import TaskSpec, per_task_entry
 
 

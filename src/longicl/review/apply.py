@@ -25,8 +25,9 @@ from longicl.errors import DataError, UsageError, one_line
 from longicl.files import atomic_write_bytes, atomic_write_json, jsonl_lines, read_jsonl
 from longicl.metrics import score
 from longicl.parse import parse_answer
-from longicl.records import AnyRecord, SampleRecord, as_record, read_run_summary
+from longicl.records import AnyRecord, SampleRecord, as_record
 from longicl.review.items import Decision, data_dir, run_tasks
+from longicl.run_json import read_run_summary
 from longicl.rundir import RunDir, validate_predictions
 from longicl.runner import write_task_outputs
 from longicl.tasks import TaskSpec

@@ -14,7 +14,8 @@ from longicl.data import load_task
 from longicl.errors import UsageError
 from longicl.parse import normalise
 from longicl.quality.confidence import of_record
-from longicl.records import AnyRecord, RunSummary, as_record, read_run_summary
+from longicl.records import AnyRecord, as_record
+from longicl.run_json import RunSummary, read_run_summary
 from longicl.rundir import RunDir
 from longicl.tasks import AnswerKind, TaskSpec, get_task, remember_run_tasks, task_order
 
