@@ -343,6 +343,17 @@ class FaultPlan:
         return self.draw()
 
 
+class _ListeningServer(ThreadingHTTPServer):
+    """A threaded HTTP server with a real server's listen backlog.
+
+    socketserver's default backlog is 5: when many clients connect at once (a pool of 256
+    connections opening, as Ray's actors do after an execution restart) the accept queue
+    overflows, the kernel drops connects, and clients see stalls and `ECONNRESET` that vLLM's
+    server would not give them (uvicorn listens with a backlog of 2048)."""
+
+    request_queue_size = 2048
+
+
 class FakeServer:
     """Starts on 127.0.0.1 in a background thread; use as a context manager or call stop()."""
 
@@ -383,7 +394,7 @@ class FakeServer:
         self.report_cached_tokens = report_cached_tokens and not llama_cpp
         self.api_key = api_key
         self.rejected = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self.httpd = _ListeningServer(("127.0.0.1", port), _handler_for(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"

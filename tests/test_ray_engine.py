@@ -499,6 +499,28 @@ def test_a_blocks_replies_are_read_from_the_processors_data_column_without_the_b
     assert outcome.kind == STATUS and "OOM" in outcome.message
 
 
+def test_the_http_stages_sessions_share_one_connection_pool_and_keep_it_open():
+    """Ray's HTTP stage opens a session per row: the sessions of one actor share its pool (kept
+    alive across rows) and closing a session leaves the pool open for the next row."""
+    import asyncio
+
+    from longicl.engines.ray_stream import EnvelopeSession
+
+    async def go():
+        first = EnvelopeSession(timeout_s=5)
+        second = EnvelopeSession(timeout_s=5)
+        pool = first.connector
+        shared = pool is second.connector
+        await first.close()
+        await second.close()
+        third = EnvelopeSession(timeout_s=5)
+        kept = third.connector is pool and not pool.closed
+        await third.close()
+        return shared, kept
+
+    assert asyncio.run(go()) == (True, True)
+
+
 def test_a_reply_naming_rays_own_batch_column_reaches_its_request_as_text():
     """Ray's HTTP stage refuses a response that contains ``__idx_in_batch`` (``in`` on what
     ``json()`` returns: a substring test on our envelope's text), dropping the whole row: one

@@ -3,6 +3,7 @@ import zipfile
 
 import pytest
 
+from longicl.errors import DataError
 from longicl.files import atomic_write_text, read_jsonl
 from longicl.rundir import RunDir, validate_predictions
 
@@ -96,3 +97,17 @@ def test_zip_is_flat_and_validated(tmp_path):
     path.write_text('{"test_sample_id": "x", "prediction": "1"}\nnot json\n')
     with pytest.raises(ValueError, match=r"openseek-1.jsonl:2: not a JSON object"):
         validate_predictions([path], {"openseek-1": ["x"]})
+
+
+def test_a_jsonl_line_that_is_not_utf8_is_one_error_naming_its_line(tmp_path):
+    """A predictions or review file from someone else: bytes that are not UTF-8 are a damaged
+    line (file:line), as the run's own records are, not a decoding traceback."""
+    path = tmp_path / "openseek-1.jsonl"
+    path.write_bytes(b'{"test_sample_id": "x", "prediction": "1"}\n{"prediction": "\xff\xfe"}\n')
+    with pytest.raises(DataError, match=r"openseek-1.jsonl:2: not a JSON object"):
+        list(read_jsonl(path))
+    rundir = RunDir(tmp_path / "run")
+    rundir.records_path("t").parent.mkdir(parents=True)
+    rundir.records_path("t").write_bytes(b'{"sample_id": "a"}\n\xc3\x28\n')
+    with pytest.raises(DataError, match=r"t.jsonl:2: not a JSON object"):
+        list(rundir._scan("t"))

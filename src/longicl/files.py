@@ -102,24 +102,32 @@ def jsonl_lines(rows: Iterable[dict]) -> str:
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
-    """Rows of a JSONL file; a torn last line (from a killed process) is skipped. A whole line
-    that is not a JSON object is a `DataError` naming the file and line."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.endswith("\n"):
+    """Rows of a JSONL file, checked as `scan_jsonl` checks them."""
+    for _, _, row in scan_jsonl(path):
+        yield row
+
+
+def scan_jsonl(path: Path) -> Iterator[tuple[int, int, dict]]:
+    """(byte offset, line number, row) of each line of a JSONL file. A torn last line (from a
+    killed process) is skipped; a whole line that is not a JSON object (or not UTF-8) is a
+    `DataError` naming the file and line."""
+    with path.open("rb") as handle:
+        offset = 0
+        for number, raw in enumerate(handle, 1):
+            start, offset = offset, offset + len(raw)
+            if not raw.endswith(b"\n"):
                 return  # written half-way when the process died; the sample will be redone
-            line = line.strip()
-            if not line:
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(raw)
             except (ValueError, RecursionError):
                 row = None
             if not isinstance(row, dict):
                 raise DataError(
                     f"{path}:{number}: not a JSON object (a damaged line; remove it to redo that sample)"
                 )
-            yield row
+            yield start, number, row
 
 
 def repair_torn_tail(path: Path) -> None:

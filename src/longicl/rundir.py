@@ -59,6 +59,7 @@ from longicl.files import (
     atomic_writer,
     open_append,
     repair_torn_tail,
+    scan_jsonl,
     shared_mode,
 )
 from longicl.published import spreadsheet_cell
@@ -380,32 +381,16 @@ class RunDir:
         return {r["sample_id"]: r for r in self.latest_records(task)}
 
     def _scan(self, task: str) -> Iterator[tuple[int, dict]]:
-        """(byte offset, record) of each line of ``records/<task>.jsonl``, checked as `read_jsonl`
-        checks them (a torn last line skipped; a damaged line or one without a sample id: a
-        `DataError` naming file:line)."""
+        """(byte offset, record) of each line of ``records/<task>.jsonl``, checked as
+        `files.scan_jsonl` checks lines, and a record without a sample id: a `DataError`
+        naming file:line."""
         path = self.records_path(task)
         if not path.is_file():
             return
-        with path.open("rb") as handle:
-            offset, number = 0, 0
-            for raw in handle:
-                number += 1
-                start, offset = offset, offset + len(raw)
-                if not raw.endswith(b"\n"):
-                    return  # written half-way when the process died; the sample will be redone
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except (ValueError, RecursionError):
-                    row = None
-                if not isinstance(row, dict):
-                    raise DataError(
-                        f"{path}:{number}: not a JSON object (a damaged line; remove it to redo that sample)"
-                    )
-                if not isinstance(row.get("sample_id"), str):
-                    raise DataError(f"{path}:{number}: no sample_id")
-                yield start, row
+        for start, number, row in scan_jsonl(path):
+            if not isinstance(row.get("sample_id"), str):
+                raise DataError(f"{path}:{number}: no sample_id")
+            yield start, row
 
     def append_record(self, task: str, record: dict, *, sync: bool = True) -> None:
         handle = self._handles.get(task)

@@ -64,6 +64,28 @@ class _Envelope:
         return self._text
 
 
+_CONNECTORS: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.TCPConnector]] = {}
+
+
+def shared_connector() -> aiohttp.TCPConnector:
+    """The actor's one connection pool, kept across rows (for the running event loop).
+
+    ``HttpRequestUDF`` opens a session per batch, that is per Ray Data row: with a connector of its
+    own, every request of every row opened a new connection, and a row's requests arrived at the
+    server as a burst of connects (a threaded server's listen backlog is small; a dropped connect
+    is retried a second later). Sharing the pool keeps the connections alive between rows, as
+    the OpenAI client does for ``engine=openai``. No limit of its own: what is in flight is
+    bounded by ``engine.concurrency`` already."""
+    loop = asyncio.get_running_loop()
+    held = _CONNECTORS.get(id(loop))
+    if held is None or held[0] is not loop or held[1].closed:
+        for key in [key for key, (other, _) in _CONNECTORS.items() if other.is_closed()]:
+            del _CONNECTORS[key]  # pools of loops that are gone
+        held = (loop, aiohttp.TCPConnector(limit=0))
+        _CONNECTORS[id(loop)] = held
+    return held[1]
+
+
 class EnvelopeSession(aiohttp.ClientSession):
     """The HTTP stage's session: posts each pre-serialised body carried in the row, all at once,
     and answers with one `_Envelope` whatever happened.
@@ -74,10 +96,8 @@ class EnvelopeSession(aiohttp.ClientSession):
 
     def __init__(self, *args: Any, timeout_s: float = 600.0, connect_s: float | None = None, **kwargs: Any):
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_s)
-        # A session of its own per row, as Ray's stage makes it: sharing one kept-alive pool across
-        # rows (tried: less CPU a row) left connections the fake server had reset in the pool, and
-        # a 100,000-row run lost its only server to 8 resets in a row (docs/serving.md).
-        super().__init__(*args, timeout=timeout, **kwargs)
+        kwargs.setdefault("connector", shared_connector())
+        super().__init__(*args, timeout=timeout, connector_owner=False, **kwargs)
 
     def post(self, url: Any, *, data: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         bodies = json.loads(data) if isinstance(data, str) else [data]
