@@ -202,7 +202,7 @@ def main() -> None:
         child(engine, int(rows), url, overrides, int(server_pid))
         return
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "fake_server.py"), "--port", "0"],
+        [sys.executable, str(ROOT / "tests" / "fake_server.py"), "--port", "0", "--forget-requests"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -13,7 +13,8 @@ It also serves ``/v1/models`` (with ``max_model_len``), ``/health``, reports ``u
 simulated prefix cache (``prompt_tokens_details.cached_tokens``), honours ``structured_outputs``
 ``choice`` constraints, returns ``logprobs`` when asked, can add latency, and injects faults
 with a probability per request (HTTP 500/503/429, hangs, dropped connections, truncated JSON,
-empty answers, truncated answers; scripted only: a refused unsupported parameter). Every request body is kept in ``server.requests``.
+empty answers, truncated answers; scripted only: a refused unsupported parameter). Every request
+body is kept in ``server.requests`` (unless ``keep_requests=False``: a long benchmark).
 
 Opt-in extras (defaults keep the behaviour above unchanged):
 
@@ -373,6 +374,7 @@ class FakeServer:
         report_cached_tokens: bool = True,
         llama_cpp: bool = False,
         api_key: str | None = None,
+        keep_requests: bool = True,
     ) -> None:
         if thinking not in ("none", "inline", "field"):
             raise ValueError(f"thinking={thinking!r}: none, inline or field")
@@ -382,6 +384,8 @@ class FakeServer:
         self.latency_s = latency_s
         self.faults = faults or FaultPlan()
         self.requests: list[dict] = []
+        self.keep_requests = keep_requests
+        self.served = 0
         self.tokenize_calls = 0
         self.faults_injected: list[str] = []
         self.log_path = Path(log_path) if log_path else None
@@ -438,7 +442,9 @@ class FakeServer:
 
     def record(self, body: dict, fault: str | None) -> None:
         with self._lock:
-            self.requests.append(body)
+            self.served += 1
+            if self.keep_requests:
+                self.requests.append(body)
             if fault:
                 self.faults_injected.append(fault)
             if self.log_path:
@@ -585,7 +591,7 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 message["reasoning"] = reasoning
                 completion_tokens += max(1, len(reasoning) // 4)
             payload = {
-                "id": f"chatcmpl-{len(server.requests)}",
+                "id": f"chatcmpl-{server.served}",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": server.model,
@@ -666,6 +672,9 @@ def main() -> None:
     parser.add_argument("--prefill-ms-per-1k", type=float, default=0.0, help="latency per 1K uncached tokens")
     parser.add_argument("--log", default=None, help="append every request body to this JSONL file")
     parser.add_argument("--api-key", default=None, help="require this bearer key (401 without it)")
+    parser.add_argument(
+        "--forget-requests", action="store_true", help="keep no request body (a benchmark of a million rows)"
+    )
     args = parser.parse_args()
     server = FakeServer(
         ProbeAnswers(GoldAnswers(args.data_dir)) if args.probe else GoldAnswers(args.data_dir),
@@ -677,6 +686,7 @@ def main() -> None:
         faults=FaultPlan(rate=args.fault_rate, hang_seconds=args.hang_seconds),
         log_path=args.log,
         api_key=args.api_key,
+        keep_requests=not args.forget_requests,
     ).start()
     print(f"fake OpenAI-compatible server at {server.url}", flush=True)
     try:
