@@ -18,6 +18,8 @@ body is kept in ``server.requests`` (unless ``keep_requests=False``: a long benc
 
 Opt-in extras (defaults keep the behaviour above unchanged):
 
+- ``keepalive_s``: a connection idle this long is closed, as uvicorn (vLLM's server) closes one
+  after 5 s; ``server.connections`` counts the connections accepted;
 - ``ProbeAnswers(policy)``: answers ``api_test.py``'s probe prompts (system message containing
   ``PROBE_MARKER``) as a model would (the planted passphrase, the arithmetic answer, a choice),
   and passes every other request to ``policy``;
@@ -375,6 +377,7 @@ class FakeServer:
         llama_cpp: bool = False,
         api_key: str | None = None,
         keep_requests: bool = True,
+        keepalive_s: float | None = None,
     ) -> None:
         if thinking not in ("none", "inline", "field"):
             raise ValueError(f"thinking={thinking!r}: none, inline or field")
@@ -386,6 +389,8 @@ class FakeServer:
         self.requests: list[dict] = []
         self.keep_requests = keep_requests
         self.served = 0
+        self.keepalive_s = keepalive_s  # None: an idle connection stays open (uvicorn: 5 s)
+        self.connections = 0  # connections accepted
         self.tokenize_calls = 0
         self.faults_injected: list[str] = []
         self.log_path = Path(log_path) if log_path else None
@@ -455,6 +460,12 @@ class FakeServer:
 def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = server.keepalive_s  # a connection idle this long is closed, as uvicorn does
+
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server.connections += 1
 
         def log_message(self, *args: Any) -> None:  # quiet
             pass

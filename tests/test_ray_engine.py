@@ -351,9 +351,20 @@ def test_vllm_rows_carry_the_request_and_come_back_as_a_completion():
     assert failed.kind == "status" and failed.status == 500
 
 
-def test_an_execution_is_restarted_every_restart_rows_and_no_row_is_lost(tmp_path, gold_answers):
+def test_an_execution_is_restarted_every_restart_rows_and_no_row_is_lost(tmp_path, gold_answers, monkeypatch):
     """The driver's state per execution grows with its rows: after ray.restart_rows requests a
-    fresh execution takes the new ones while the retired one finishes its own."""
+    fresh execution takes the new ones while the retired one finishes its own, and the retired
+    one's queue (an actor, a process of its own) is gone once it has."""
+    from ray.util.queue import Queue
+
+    queue_actors = []
+    made = Queue.__init__
+
+    def remembered(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        queue_actors.append(self.actor)
+
+    monkeypatch.setattr(Queue, "__init__", remembered)
     with FakeServer(gold_answers) as server:
         result = run(
             compose(
@@ -375,6 +386,10 @@ def test_an_execution_is_restarted_every_restart_rows_and_no_row_is_lost(tmp_pat
     assert all(e["rows"] <= 3 + 2 for e in executions)  # a retired one takes what already waited
     run_json = json.loads((tmp_path / "run.json").read_text())
     assert run_json["tasks"]["openseek-5"]["accuracy"] == 1.0
+    assert len(queue_actors) == len(executions)
+    for actor in queue_actors:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actor.qsize.remote(), timeout=30)
 
 
 def test_no_address_is_ray_address_else_a_new_local_ray_never_a_stale_cluster_file(monkeypatch):
@@ -386,6 +401,51 @@ def test_no_address_is_ray_address_else_a_new_local_ray_never_a_stale_cluster_fi
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert ray_address(None) == "10.0.0.1:6379"
     assert ray_address("ray://head:10001") == "ray://head:10001"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_cluster_address_nothing_answers_at_is_one_line_after_the_servers_are_checked(tmp_path):
+    """``ray.init`` retries a head it cannot reach for minutes, and ``ray://`` without Ray Client
+    installed was a traceback: both are one line and exit 2. The servers are probed first, so a
+    server that is down is named before anything of Ray starts."""
+    import subprocess
+    import sys
+
+    port = _closed_port()
+    dead = f"http://127.0.0.1:{port}/v1"
+    with FakeServer(lambda body: "Sad") as server:
+        cases = [(server.url, a) for a in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}", "head")]
+        for url, address in [*cases, (dead, f"127.0.0.1:{port}")]:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "main.py"),
+                    "engine=ray",
+                    "task=5",
+                    "split=dev",
+                    "limit=2",
+                    f"engine.base_url={url}",
+                    f"engine.ray.address={address}",
+                    f"out_dir={tmp_path / 'out'}",
+                    "engine.connect_timeout=2",
+                    "progress=false",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=tmp_path,
+            )
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+            expected = "engine.ray.address=" if url == server.url else "no OpenAI-compatible server answers"
+            assert expected in lines[0], lines
 
 
 class _ListQueue:
@@ -507,13 +567,13 @@ def test_the_http_stages_sessions_share_one_connection_pool_and_keep_it_open():
     from longicl.engines.ray_stream import EnvelopeSession
 
     async def go():
-        first = EnvelopeSession(timeout_s=5)
-        second = EnvelopeSession(timeout_s=5)
+        first = EnvelopeSession(timeout_s=5, connect_s=5, keepalive_s=2)
+        second = EnvelopeSession(timeout_s=5, connect_s=5, keepalive_s=2)
         pool = first.connector
         shared = pool is second.connector
         await first.close()
         await second.close()
-        third = EnvelopeSession(timeout_s=5)
+        third = EnvelopeSession(timeout_s=5, connect_s=5, keepalive_s=2)
         kept = third.connector is pool and not pool.closed
         await third.close()
         return shared, kept

@@ -239,6 +239,20 @@ def test_bad_decisions_are_refused_with_one_line_and_nothing_written(
     assert _snapshot(run_dir) == snapshot
 
 
+def _one_decision(run_dir, tmp_path):
+    """A Label Studio export of task 5 with its first sample's answer flipped (one decision)."""
+    exported = tmp_path / "review.json"
+    main(["export", str(run_dir), "--format", "label-studio", "--task", "5", "-o", str(exported)])
+    tasks = json.loads(exported.read_text())
+    first = tasks[0]["data"]["sample_id"]
+    before = RunDir(run_dir).all_records("openseek-5")[first]["prediction"]
+    path = tmp_path / "export.json"
+    path.write_text(
+        json.dumps(_annotate_label_studio(tasks, {first: "Not sad" if before == "Sad" else "Sad"}))
+    )
+    return path
+
+
 @pytest.mark.parametrize(
     ("row", "field"),
     [
@@ -247,6 +261,7 @@ def test_bad_decisions_are_refused_with_one_line_and_nothing_written(
         ({"prediction": "Sad"}, "test_sample_id"),
         ({"test_sample_id": ["ID"], "prediction": "Sad"}, "test_sample_id"),
         ([1, 2], "not a JSON object"),
+        ({"test_sample_id": "ID", "prediction": "\ud800"}, "not a JSON object"),  # a lone surrogate
     ],
 )
 def test_a_damaged_prediction_file_is_refused_before_any_record_is_appended(
@@ -255,14 +270,7 @@ def test_a_damaged_prediction_file_is_refused_before_any_record_is_appended(
     """The output files an import rewrites are out_dir contents: checked before the lock and the
     first appended record, so a bad row leaves the run as it was (no half-applied import)."""
     run_dir = _copy(runs["dev"], tmp_path / "run")
-    exported = tmp_path / "review.json"
-    main(["export", str(run_dir), "--format", "label-studio", "--task", "5", "-o", str(exported)])
-    tasks = json.loads(exported.read_text())
-    first = tasks[0]["data"]["sample_id"]
-    before = RunDir(run_dir).all_records("openseek-5")[first]["prediction"]
-    done = _annotate_label_studio(tasks, {first: "Not sad" if before == "Sad" else "Sad"})
-    path = tmp_path / "export.json"
-    path.write_text(json.dumps(done))
+    path = _one_decision(run_dir, tmp_path)
     predictions = run_dir / "openseek-5.jsonl"
     lines = predictions.read_text().splitlines()
     sample_id = json.loads(lines[3])["test_sample_id"]
@@ -274,6 +282,33 @@ def test_a_damaged_prediction_file_is_refused_before_any_record_is_appended(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert f"{predictions}:4" in err and field in err, err
     assert _snapshot(run_dir) == snapshot
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_a_prediction_file_saved_with_other_line_ends_loses_no_row(runs, tmp_path, capsys, split):
+    """An import rewrites the prediction files (and submission.zip) from the rows it read: a file
+    saved by an editor without its last newline keeps every row, and one with old-Mac line ends
+    (CR only) is refused in one line with nothing written; neither is read as fewer rows."""
+    for damage in ("no_final_newline", "cr_line_ends"):
+        run_dir = _copy(runs[split], tmp_path / damage)
+        path = _one_decision(run_dir, tmp_path)
+        predictions = run_dir / "openseek-5.jsonl"
+        lines = predictions.read_bytes().splitlines()
+        predictions.write_bytes(
+            b"\n".join(lines) if damage == "no_final_newline" else b"\r".join(lines) + b"\r"
+        )
+        snapshot = _snapshot(run_dir)
+        code = main(["import", str(run_dir), str(path)])
+        err = capsys.readouterr().err
+        if damage == "cr_line_ends":
+            assert code == 2 and f"{predictions}:1: not a JSON object" in err, err
+            assert _snapshot(run_dir) == snapshot
+            continue
+        assert code == 0, err
+        assert len(predictions.read_bytes().splitlines()) == len(lines)
+        if split == "test":
+            with zipfile.ZipFile(run_dir / "submission.zip") as archive:
+                assert len(archive.read("openseek-5.jsonl").splitlines()) == len(lines)
 
 
 def test_a_declared_tasks_table_is_reviewed_and_its_annotated_csv_rewritten(tmp_path):

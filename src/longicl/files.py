@@ -102,31 +102,43 @@ def jsonl_lines(rows: Iterable[dict]) -> str:
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
-    """Rows of a JSONL file, checked as `scan_jsonl` checks them."""
-    for _, _, row in scan_jsonl(path):
+    """Rows of a JSONL file someone else may have written or edited (a prediction file read back,
+    a review file): every line is read, the last one too with or without its newline, and must
+    be a JSON object of UTF-8 text (a lone surrogate escape is not); else a `DataError` names
+    file:line. Nothing is skipped silently, so a file rewritten from what was read loses no row."""
+    for _, _, row in scan_jsonl(path, torn_tail=False):
         yield row
 
 
-def scan_jsonl(path: Path) -> Iterator[tuple[int, int, dict]]:
-    """(byte offset, line number, row) of each line of a JSONL file. A torn last line (from a
-    killed process) is skipped; a whole line that is not a JSON object (or not UTF-8) is a
-    `DataError` naming the file and line."""
+def scan_jsonl(path: Path, *, torn_tail: bool = True) -> Iterator[tuple[int, int, dict]]:
+    """(byte offset, line number, row) of each line of a JSONL file; blank lines are passed over.
+    A line that is not a JSON object, or not UTF-8, is a `DataError` naming the file and line.
+
+    ``torn_tail``: a last line without its newline is skipped, for the run's own append-only
+    records (written half-way when the process died; the sample will be redone). Without it the
+    line is read as any other (`read_jsonl`)."""
     with path.open("rb") as handle:
         offset = 0
         for number, raw in enumerate(handle, 1):
             start, offset = offset, offset + len(raw)
-            if not raw.endswith(b"\n"):
-                return  # written half-way when the process died; the sample will be redone
-            if not raw.strip():
-                continue
+            if torn_tail and not raw.endswith(b"\n"):
+                return
             try:
-                row = json.loads(raw)
-            except (ValueError, RecursionError):
+                text = raw.decode("utf-8")
+                if not text.strip():
+                    continue
+                row = json.loads(text)
+                if not torn_tail and "\\u" in text:
+                    json.dumps(row, ensure_ascii=False).encode("utf-8")  # no lone surrogate
+            except (ValueError, RecursionError):  # UnicodeError is a ValueError
                 row = None
             if not isinstance(row, dict):
-                raise DataError(
-                    f"{path}:{number}: not a JSON object (a damaged line; remove it to redo that sample)"
+                why = (
+                    "a damaged line; remove it to redo that sample"
+                    if torn_tail
+                    else "UTF-8 text, one per line"
                 )
+                raise DataError(f"{path}:{number}: not a JSON object ({why})")
             yield start, number, row
 
 

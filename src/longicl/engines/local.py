@@ -82,6 +82,7 @@ class LocalEngine(OpenAIEngine):
         server_args: dict[str, Any] | None,
         connections_per_slot: int,
         connections_floor: int,
+        keepalive: float,
     ) -> None:
         """Every setting comes from ``conf/engine/local.yaml`` (the only home of its defaults);
         ``policy``'s ``base_url`` and ``model`` are replaced by the server this engine starts."""
@@ -101,6 +102,7 @@ class LocalEngine(OpenAIEngine):
             replace(policy, base_url=f"http://127.0.0.1:{self.port}/v1", model=self.alias),
             connections_per_slot=connections_per_slot,
             connections_floor=connections_floor,
+            keepalive=keepalive,
         )
         self.process: subprocess.Popen | None = None
         self._log = None

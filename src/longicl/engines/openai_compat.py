@@ -58,11 +58,14 @@ __all__ = [
 class OpenAIClientTransport(Transport):
     """One request through the official async client (one client per server)."""
 
-    def __init__(self, api_key: str, timeout: float, connect_timeout: float, connections: int) -> None:
+    def __init__(
+        self, api_key: str, timeout: float, connect_timeout: float, connections: int, keepalive: float
+    ) -> None:
         self.api_key = api_key
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.connections = connections
+        self.keepalive = keepalive
         self._clients: dict[str, AsyncOpenAI] = {}
 
     def client(self, base_url: str) -> AsyncOpenAI:
@@ -73,7 +76,7 @@ class OpenAIClientTransport(Transport):
                 max_retries=0,
                 timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
                 http_client=openai.DefaultAsyncHttpxClient(
-                    limits=httpx.Limits(max_connections=self.connections)
+                    limits=httpx.Limits(max_connections=self.connections, keepalive_expiry=self.keepalive)
                 ),
             )
         return self._clients[base_url]
@@ -123,7 +126,9 @@ def _response_text(response: httpx.Response | None) -> str:
 class OpenAIEngine(PolicyEngine):
     name = "openai"
 
-    def __init__(self, policy: PolicySettings, *, connections_per_slot: int, connections_floor: int) -> None:
+    def __init__(
+        self, policy: PolicySettings, *, connections_per_slot: int, connections_floor: int, keepalive: float
+    ) -> None:
         """``policy``: the request policy's settings; the others are the client's. Every setting is
         required: their defaults live in ``conf/engine/openai.yaml`` only (`from_settings` builds
         the engine from its section, `from_config` from the file, for library use and tests)."""
@@ -131,7 +136,11 @@ class OpenAIEngine(PolicyEngine):
         per_slot = _setting(connections_per_slot, "connections_per_slot", minimum=1, integer=True)
         floor = _setting(connections_floor, "connections_floor", minimum=1, integer=True)
         self._transport = OpenAIClientTransport(
-            self.api_key, self.timeout, self.connect_timeout, max(self.concurrency * per_slot, floor)
+            self.api_key,
+            self.timeout,
+            self.connect_timeout,
+            max(self.concurrency * per_slot, floor),
+            _setting(keepalive, "keepalive", minimum=0),
         )
 
     @property

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,7 @@ RAY_KEYS = (
     "requests_per_row",
     "http_num_cpus",
     "reply_grace",
+    "keepalive",
     "restart_rows",
     "vllm",
 )
@@ -74,6 +76,23 @@ def ray_address(address: str | None) -> str:
     cluster left in ``/tmp/ray/ray_current_cluster``: that file outlives its cluster, and a run
     would try to join a cluster that is gone (or someone else's)."""
     return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def check_ray_address(address: str, timeout: float) -> None:
+    """A cluster's address (``host:port`` or ``ray://host:port``) that nothing answers at is one
+    line now: ``ray.init`` would retry its connection to the head for minutes."""
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"engine.ray.address={address!r}: not host:port, ray://host:port, auto or null")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(
+            f"engine.ray.address={address}: no Ray cluster answers there ({one_line(exc, 120)}); "
+            "start one with `ray start --head` (docs/serving.md, Scaling out)"
+        ) from None
 
 
 class RayEngine(PolicyEngine):
@@ -105,6 +124,7 @@ class RayEngine(PolicyEngine):
         )
         self.http_num_cpus = setting(settings["http_num_cpus"], "ray.http_num_cpus", minimum=0)
         self.reply_grace = setting(settings["reply_grace"], "ray.reply_grace", minimum=0)
+        self.keepalive = setting(settings["keepalive"], "ray.keepalive", minimum=0)
         self.restart_rows = setting(settings["restart_rows"], "ray.restart_rows", minimum=1, integer=True)
         self.vllm = dict(settings["vllm"] or {})
         self._init_policy(policy, servers=self.mode == "http", slots=self.actors)
@@ -144,11 +164,20 @@ class RayEngine(PolicyEngine):
             raise UsageError(
                 f"engine=ray needs the [ray] extra (pip install -e '.[ray]'): {one_line(exc)}"
             ) from None
+        # The servers first (the one probe, longicl.engines.probe, with the key): a server that
+        # is down is one line before Ray's start-up, not after it.
+        await self.check_servers()
         if not ray.is_initialized():
+            address = ray_address(self.address)
+            check_ray_address(address, self.connect_timeout)
             kwargs = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
-            await asyncio.to_thread(ray.init, address=ray_address(self.address), **kwargs)
+            try:
+                await asyncio.to_thread(ray.init, address=address, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - e.g. ray:// without ray[client], a bad init key
+                raise UsageError(
+                    f"engine=ray: ray.init(address={address!r}) failed: {one_line(exc, 300)}"
+                ) from None
             self._started_ray = True
-        await self.check_servers()  # the one probe (longicl.engines.probe), with the key
 
     async def aclose(self) -> None:
         await self.streams.close()
@@ -202,7 +231,10 @@ class RayEngine(PolicyEngine):
                 concurrency=(self.actors, self.actors),
                 max_retries=0,  # every outcome comes back as an envelope; the policy retries
                 session_factory=functools.partial(
-                    EnvelopeSession, timeout_s=self.timeout, connect_s=self.connect_timeout
+                    EnvelopeSession,
+                    timeout_s=self.timeout,
+                    connect_s=self.connect_timeout,
+                    keepalive_s=self.keepalive,
                 ),
                 http_request_stage={"num_cpus": self.http_num_cpus},
             )

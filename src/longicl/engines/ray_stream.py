@@ -65,24 +65,30 @@ class _Envelope:
 
 
 _CONNECTORS: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.TCPConnector]] = {}
+_CONNECTORS_LOCK = threading.Lock()
 
 
-def shared_connector() -> aiohttp.TCPConnector:
+def shared_connector(keepalive_s: float) -> aiohttp.TCPConnector:
     """The actor's one connection pool, kept across rows (for the running event loop).
 
     ``HttpRequestUDF`` opens a session per batch, that is per Ray Data row: with a connector of its
     own, every request of every row opened a new connection, and a row's requests arrived at the
-    server as a burst of connects (a threaded server's listen backlog is small; a dropped connect
-    is retried a second later). Sharing the pool keeps the connections alive between rows, as
+    server as a burst of connects. Sharing the pool keeps the connections alive between rows, as
     the OpenAI client does for ``engine=openai``. No limit of its own: what is in flight is
-    bounded by ``engine.concurrency`` already."""
+    bounded by ``engine.concurrency`` already.
+
+    An idle connection is closed after ``keepalive_s`` (``engine.ray.keepalive``), before the
+    server's own idle timeout (uvicorn's 5 s): ``aiohttp`` does not check that a pooled socket
+    is still open before reusing it, so a request sent as the server closed its connection
+    would fail, and a row's requests fail together (one row can take a server out)."""
     loop = asyncio.get_running_loop()
-    held = _CONNECTORS.get(id(loop))
-    if held is None or held[0] is not loop or held[1].closed:
-        for key in [key for key, (other, _) in _CONNECTORS.items() if other.is_closed()]:
-            del _CONNECTORS[key]  # pools of loops that are gone
-        held = (loop, aiohttp.TCPConnector(limit=0))
-        _CONNECTORS[id(loop)] = held
+    with _CONNECTORS_LOCK:  # actors run one loop, but a process may run several in threads
+        held = _CONNECTORS.get(id(loop))
+        if held is None or held[0] is not loop or held[1].closed:
+            for key in [key for key, (other, _) in _CONNECTORS.items() if other.is_closed()]:
+                del _CONNECTORS[key]  # pools of loops that are gone
+            held = (loop, aiohttp.TCPConnector(limit=0, keepalive_timeout=keepalive_s))
+            _CONNECTORS[id(loop)] = held
     return held[1]
 
 
@@ -94,9 +100,11 @@ class EnvelopeSession(aiohttp.ClientSession):
     Arrow never reshapes a body. ``HttpRequestUDF`` posts ``json.dumps(row["payload"])``; this
     session reads the list back and sends every body as is, concurrently."""
 
-    def __init__(self, *args: Any, timeout_s: float = 600.0, connect_s: float | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, timeout_s: float, connect_s: float | None, keepalive_s: float, **kwargs: Any
+    ) -> None:
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_s)
-        kwargs.setdefault("connector", shared_connector())
+        kwargs.setdefault("connector", shared_connector(keepalive_s))
         super().__init__(*args, timeout=timeout, connector_owner=False, **kwargs)
 
     def post(self, url: Any, *, data: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -326,6 +334,10 @@ class Streams:
             ended = "the input ended" if stream.closing else "the execution ended before its input (lost)"
         except Exception as exc:  # noqa: BLE001 - a failed execution fails its rows, not the run
             ended = f"Ray Data execution failed: {type(exc).__name__}: {one_line(exc, 300)}"
+        # The execution is over: its queue's actor (a process, ~170 MB) goes too. Left alive, a
+        # run of a million rows kept one per restart_rows requests, 50 of them.
+        with contextlib.suppress(Exception):
+            stream.queue.shutdown()
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             loop.call_soon_threadsafe(self._ended, stream, ended)
 
