@@ -403,6 +403,24 @@ def test_no_address_is_ray_address_else_a_new_local_ray_never_a_stale_cluster_fi
     assert ray_address("ray://head:10001") == "ray://head:10001"
 
 
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("http://head:8265", "dashboard"),  # job submission's address, not the cluster's
+        ("head:70000", "not host:port"),
+        ("head", "not host:port"),
+        ("a..b:6379", "no Ray cluster answers"),  # a name that cannot even be encoded
+    ],
+)
+def test_a_cluster_address_that_cannot_be_one_is_refused_in_one_line(address, words):
+    from longicl.engines.ray_engine import check_ray_address
+    from longicl.errors import UsageError
+
+    check_ray_address("auto", 1)  # Ray finds the cluster itself; nothing to check
+    with pytest.raises(UsageError, match=words):
+        check_ray_address(address, 1)
+
+
 def _closed_port() -> int:
     import socket
 

@@ -111,3 +111,13 @@ def test_a_jsonl_line_that_is_not_utf8_is_one_error_naming_its_line(tmp_path):
     rundir.records_path("t").write_bytes(b'{"sample_id": "a"}\n\xc3\x28\n')
     with pytest.raises(DataError, match=r"t.jsonl:2: not a JSON object"):
         list(rundir._scan("t"))
+
+
+def test_a_prediction_holding_a_line_separator_is_one_line_of_its_file(tmp_path):
+    """Predictions are written as UTF-8 text (``ensure_ascii=False``): U+2028, U+2029 or U+0085
+    in a model's answer is part of its line, not a line break, for the validator too."""
+    rundir = RunDir(tmp_path)
+    path = rundir.write_predictions("openseek-1", [("a", "x\u2028y"), ("b", "z\x85w\u2029")])
+    validate_predictions([path], {"openseek-1": ["a", "b"]}, in_order=True)
+    rundir.write_zip([path], {"openseek-1": ["a", "b"]})
+    assert [r["prediction"] for r in read_jsonl(path)] == ["x\u2028y", "z\x85w\u2029"]

@@ -138,6 +138,8 @@ def scan_jsonl(path: Path, *, torn_tail: bool = True) -> Iterator[tuple[int, int
                     if torn_tail
                     else "UTF-8 text, one per line"
                 )
+                if raw.startswith(b"\xef\xbb\xbf"):
+                    why = "it starts with a byte-order mark (BOM): save the file as UTF-8 without one"
                 raise DataError(f"{path}:{number}: not a JSON object ({why})")
             yield start, number, row
 

@@ -493,7 +493,10 @@ def validate_prediction_lines(
     in messages) holds every id of ``expected`` exactly once, no other, each with a string
     prediction (and, ``in_order``, in ``expected``'s order). Raises ValueError naming the file."""
     seen: list[str] = []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    lines = text.split("\n")  # not splitlines(): U+2028, U+0085 in a prediction are text
+    if lines[-1] == "":
+        lines.pop()  # the last line's newline
+    for line_no, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
         except ValueError:

@@ -81,14 +81,20 @@ def ray_address(address: str | None) -> str:
 def check_ray_address(address: str, timeout: float) -> None:
     """A cluster's address (``host:port`` or ``ray://host:port``) that nothing answers at is one
     line now: ``ray.init`` would retry its connection to the head for minutes."""
+    address = str(address)
     if address in ("local", "auto"):
         return
+    if address.startswith(("http://", "https://")):
+        raise UsageError(
+            f"engine.ray.address={address}: a dashboard (job submission) address; give the head's "
+            "host:port (GCS, e.g. head:6379), ray://head:10001, auto or null"
+        )
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"engine.ray.address={address!r}: not host:port, ray://host:port, auto or null")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a host name that cannot be encoded
         raise UsageError(
             f"engine.ray.address={address}: no Ray cluster answers there ({one_line(exc, 120)}); "
             "start one with `ray start --head` (docs/serving.md, Scaling out)"
@@ -169,7 +175,7 @@ class RayEngine(PolicyEngine):
         await self.check_servers()
         if not ray.is_initialized():
             address = ray_address(self.address)
-            check_ray_address(address, self.connect_timeout)
+            await asyncio.to_thread(check_ray_address, address, self.connect_timeout)
             kwargs = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
             try:
                 await asyncio.to_thread(ray.init, address=address, **kwargs)

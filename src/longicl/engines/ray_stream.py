@@ -334,12 +334,14 @@ class Streams:
             ended = "the input ended" if stream.closing else "the execution ended before its input (lost)"
         except Exception as exc:  # noqa: BLE001 - a failed execution fails its rows, not the run
             ended = f"Ray Data execution failed: {type(exc).__name__}: {one_line(exc, 300)}"
-        # The execution is over: its queue's actor (a process, ~170 MB) goes too. Left alive, a
-        # run of a million rows kept one per restart_rows requests, 50 of them.
-        with contextlib.suppress(Exception):
-            stream.queue.shutdown()
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             loop.call_soon_threadsafe(self._ended, stream, ended)
+        # The execution is over (its requests are told first): its queue's actor, a process of
+        # ~170 MB, goes too; nothing reads the queue any more. Left alive, a run of a million
+        # rows kept one per restart_rows requests. Killed, not asked to exit: an async actor
+        # would first wait for a call still blocked in it (a feeder's put on a full queue).
+        with contextlib.suppress(Exception):
+            stream.queue.shutdown(force=True)
 
     def _ended(self, stream: _Stream, why: str) -> None:
         if stream.ended is None:
