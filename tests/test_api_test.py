@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,15 +20,10 @@ from longicl.apicheck import (
     filler_paragraph,
     split_reasoning,
 )
+from longicl.engines.local import free_port
 from longicl.tokens import TokenCounter
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +210,7 @@ def test_script_runs_quick_against_the_fake_server(probe_server: FakeServer) -> 
 
 
 def test_closed_port_exits_2_with_one_line() -> None:
-    port = _free_port()  # bound then released: nothing listens there
+    port = free_port()  # bound then released: nothing listens there
     proc = subprocess.run(
         [sys.executable, str(ROOT / "api_test.py"), "--base-url", f"http://127.0.0.1:{port}/v1"],
         capture_output=True,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 
@@ -22,6 +21,7 @@ import pytest
 from conftest import compose
 from fake_server import FakeServer, NoisyAnswers
 
+from longicl.engines.local import free_port
 from longicl.review.cli import main
 from longicl.rundir import RunDir
 from longicl.runner import run
@@ -31,18 +31,12 @@ pytestmark = pytest.mark.integration
 TOKEN = "longicl-review-test-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def label_studio(tmp_path):
     binary = os.environ.get("LABEL_STUDIO_BIN") or shutil.which("label-studio")
     if not binary:
         pytest.skip("no label-studio command: set LABEL_STUDIO_BIN (make test-integration installs one)")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "LABEL_STUDIO_BASE_DATA_DIR": str(tmp_path / "ls-data"),

@@ -18,6 +18,7 @@ from test_multiserver import DyingServer
 ray = pytest.importorskip("ray", reason="engine=ray needs the [ray] extra: pip install -e '.[ray]'")
 pytest.importorskip("aiohttp", reason="engine=ray needs the [ray] extra: pip install -e '.[ray]'")
 
+from longicl.engines.local import free_port  # noqa: E402
 from longicl.engines.ray_engine import RayEngine  # noqa: E402
 from longicl.runner import run  # noqa: E402
 
@@ -421,14 +422,6 @@ def test_a_cluster_address_that_cannot_be_one_is_refused_in_one_line(address, wo
         check_ray_address(address, 1)
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_a_cluster_address_nothing_answers_at_is_one_line_after_the_servers_are_checked(tmp_path):
     """``ray.init`` retries a head it cannot reach for minutes, and ``ray://`` without Ray Client
     installed was a traceback: both are one line and exit 2. The servers are probed first, so a
@@ -436,7 +429,7 @@ def test_a_cluster_address_nothing_answers_at_is_one_line_after_the_servers_are_
     import subprocess
     import sys
 
-    port = _closed_port()
+    port = free_port()  # bound then released: nothing listens there
     dead = f"http://127.0.0.1:{port}/v1"
     with FakeServer(lambda body: "Sad") as server:
         cases = [(server.url, a) for a in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}", "head")]

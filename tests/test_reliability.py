@@ -8,7 +8,6 @@ import asyncio
 import importlib.util
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from fake_server import FAULTS, FakeServer, FaultPlan, FixedAnswer
 
 from longicl.data import Example
 from longicl.engines.base import ChatRequest
+from longicl.engines.local import free_port
 from longicl.engines.openai_compat import OpenAIEngine
 from longicl.runner import run
 from longicl.tasks import TASKS
@@ -216,16 +216,10 @@ def test_context_overflow_below_the_icl_floor_is_a_failed_sample_and_exit_1(tmp_
 KILL_RUN = ("task=[4,5]", "split=dev", "limit=10", "engine.concurrency=2")  # two quick tasks
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_process(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "requests.jsonl"
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "fake_server.py"), "--port", str(port)]
         + ["--data-dir", str(DATA_DIR), "--latency", "0.15", "--log", str(log)],
